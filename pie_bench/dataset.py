@@ -1,0 +1,225 @@
+"""Reader for the PIE-Bench layout: `<root>/mapping_file.json` + `<root>/annotation_images/<image_path>`.
+
+Follows the reference (cure-lab/PnPInversion, see shared/reference/pie-bench-protocol.md §1): samples keep the
+mapping file's order; `[` and `]` are stripped from both prompts (nothing else is normalised); `blended_word` is
+split on spaces and its first two words are (source word, target word); `editing_type_id` is "0"-"9".
+Every problem is reported with the sample id, the field and a fix.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from invbench.errors import BenchmarkFormatError, ConfigError
+from pie_bench.editing_types import EDITING_TYPES
+from pie_bench.masks import decode_mask, rle_problem
+
+log = logging.getLogger(__name__)
+
+BUNDLED_MINI_ROOT = Path(__file__).parent / "mini"
+IMAGES_FOLDER = "annotation_images"
+
+_FIXES = {
+    "image_path": "a path relative to <root>/annotation_images, e.g. '0_random_140/000000000000.jpg'",
+    "original_prompt": "the source prompt as a string",
+    "editing_prompt": "the target prompt as a string, with [ ] around the changed words",
+    "editing_instruction": "a string (may be empty)",
+    "editing_type_id": "a string '0'..'9' (see pie_bench/editing_types.py)",
+    "blended_word": "'' or '<word in source prompt> <word in target prompt>'",
+    "mask": "[start, length, ...] runs over the 512x512 mask in row-major order (pie_bench/masks.py)",
+}
+
+
+def strip_brackets(prompt: str) -> str:
+    return prompt.replace("[", "").replace("]", "")
+
+
+@dataclass(frozen=True)
+class Sample:
+    id: str
+    image_path: str  # relative to <root>/annotation_images
+    image_file: Path
+    source_prompt: str  # brackets stripped: what methods and metrics see
+    target_prompt: str
+    source_prompt_marked: str  # as written in the mapping file
+    target_prompt_marked: str
+    instruction: str
+    editing_type: int
+    edit_class: str
+    blended_words: tuple[str, str] | None  # (word in source prompt, word in target prompt)
+    mask_rle: tuple[int, ...]
+
+    @property
+    def category(self) -> str:
+        return EDITING_TYPES[self.editing_type][1]
+
+    def mask(self) -> np.ndarray:
+        """512×512 bool, True = region to edit, 1-pixel frame forced to True (reference rule)."""
+        return decode_mask(self.mask_rle)
+
+    def read_image(self) -> np.ndarray:
+        """The source image as uint8 H×W×3 RGB (grayscale expanded, alpha dropped), unresized."""
+        from PIL import Image
+
+        if not self.image_file.is_file():
+            raise FileNotFoundError(
+                f"sample '{self.id}': image not found at {self.image_file} (field image_path='{self.image_path}'). "
+                f"Fix: put the image there, or correct image_path in the mapping file."
+            )
+        with Image.open(self.image_file) as image:
+            return np.asarray(image.convert("RGB"))
+
+
+@dataclass(frozen=True)
+class InvalidSample:
+    """A mapping entry that cannot be run; the job records it as failed with `problems`."""
+
+    id: str
+    problems: tuple[str, ...]
+    editing_type: int | None
+    image_path: str | None
+
+
+@dataclass
+class Benchmark:
+    root: Path
+    mapping_file: Path
+    entries: list[Sample | InvalidSample]
+
+    @property
+    def samples(self) -> list[Sample]:
+        return [e for e in self.entries if isinstance(e, Sample)]
+
+    @property
+    def invalid(self) -> list[InvalidSample]:
+        return [e for e in self.entries if isinstance(e, InvalidSample)]
+
+
+def load_benchmark(
+    root: str | Path | None,
+    edit_classes: Mapping[int, str],
+    mapping_file: str = "mapping_file.json",
+    strict: bool = True,
+) -> Benchmark:
+    """Read and validate a PIE-Bench folder (`root=None`: the mini benchmark bundled with invbench).
+
+    strict=True raises `BenchmarkFormatError` listing every invalid entry; strict=False keeps them as
+    `InvalidSample`s so that a job can record them as failed and run the rest.
+    """
+    root = Path(root) if root is not None else BUNDLED_MINI_ROOT
+    path = root / mapping_file
+    if not path.is_file():
+        raise BenchmarkFormatError(
+            f"{path} does not exist. dataset.root must be a PIE-Bench folder holding {mapping_file} and "
+            f"{IMAGES_FOLDER}/ (the 'data' folder of cure-lab/PnPInversion's benchmark download)."
+        )
+    try:
+        mapping = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise BenchmarkFormatError(f"{path} is not valid JSON: {error}") from None
+    if not isinstance(mapping, dict):
+        raise BenchmarkFormatError(f"{path}: expected a JSON object {{sample id: annotation}}, got {type(mapping).__name__}")
+
+    entries = [_parse_entry(str(key), value, root, path, edit_classes) for key, value in mapping.items()]
+    benchmark = Benchmark(root=root, mapping_file=path, entries=entries)
+    invalid = benchmark.invalid
+    if invalid and strict:
+        lines = [problem for entry in invalid[:20] for problem in entry.problems]
+        more = f"\n... and {len(invalid) - 20} more invalid samples" if len(invalid) > 20 else ""
+        raise BenchmarkFormatError(f"{len(invalid)} invalid sample(s) in {path}:\n" + "\n".join(lines) + more)
+    return benchmark
+
+
+def _parse_entry(
+    sample_id: str, item: object, root: Path, path: Path, edit_classes: Mapping[int, str]
+) -> Sample | InvalidSample:
+    problems: list[str] = []
+
+    def problem(field: str, what: str) -> None:
+        problems.append(f"{path.name}: sample '{sample_id}', field '{field}': {what}. Expected {_FIXES[field]}.")
+
+    if not isinstance(item, dict):
+        return InvalidSample(sample_id, (f"{path.name}: sample '{sample_id}': expected an object, got {item!r}",), None, None)
+
+    for field in ("image_path", "original_prompt", "editing_prompt", "blended_word"):
+        if field not in item:
+            problem(field, "missing")
+        elif not isinstance(item[field], str):
+            problem(field, f"{item[field]!r} is not a string")
+    if isinstance(item.get("image_path"), str) and not item["image_path"].strip():
+        problem("image_path", "empty")
+    if not isinstance(item.get("editing_instruction", ""), str):
+        problem("editing_instruction", f"{item['editing_instruction']!r} is not a string")
+
+    editing_type = None
+    raw_type = item.get("editing_type_id")
+    if raw_type is None:
+        problem("editing_type_id", "missing")
+    elif str(raw_type).strip() not in {str(k) for k in EDITING_TYPES}:
+        problem("editing_type_id", f"{raw_type!r} is not one of '0'..'9'")
+    else:
+        editing_type = int(str(raw_type).strip())
+
+    blended_words = None
+    if isinstance(item.get("blended_word"), str) and item["blended_word"]:
+        words = item["blended_word"].split(" ")
+        if len(words) < 2 or not all(words[:2]):
+            problem("blended_word", f"{item['blended_word']!r} does not hold two space-separated words")
+        else:
+            blended_words = (words[0], words[1])  # the reference uses the first two words only
+
+    if "mask" not in item:
+        problem("mask", "missing")
+    else:
+        mask_problem = rle_problem(item["mask"])
+        if mask_problem:
+            problem("mask", mask_problem)
+
+    image_path = item.get("image_path") if isinstance(item.get("image_path"), str) else None
+    if problems:
+        return InvalidSample(sample_id, tuple(problems), editing_type, image_path)
+    return Sample(
+        id=sample_id,
+        image_path=item["image_path"],
+        image_file=root / IMAGES_FOLDER / item["image_path"],
+        source_prompt=strip_brackets(item["original_prompt"]),
+        target_prompt=strip_brackets(item["editing_prompt"]),
+        source_prompt_marked=item["original_prompt"],
+        target_prompt_marked=item["editing_prompt"],
+        instruction=item.get("editing_instruction", ""),
+        editing_type=editing_type,
+        edit_class=edit_classes[editing_type],
+        blended_words=blended_words,
+        mask_rle=tuple(int(v) for v in item["mask"]),
+    )
+
+
+def select(
+    entries: Sequence[Sample | InvalidSample],
+    categories: Sequence[int] | None = None,
+    num_shards: int = 1,
+    shard_index: int = 0,
+) -> list[Sample | InvalidSample]:
+    """Entries of the given editing types (None = all), then shard `shard_index` of `num_shards` contiguous,
+    near-equal index ranges of what remains, in mapping-file order."""
+    if num_shards < 1 or not 0 <= shard_index < num_shards:
+        raise ConfigError(
+            f"dataset.shard_index={shard_index} must be in [0, dataset.num_shards={num_shards}) with num_shards >= 1"
+        )
+    if categories is not None:
+        unknown = sorted(set(categories) - set(EDITING_TYPES))
+        if unknown:
+            raise ConfigError(f"dataset.categories: {unknown} are not PIE-Bench editing types (0-9)")
+        untyped = [e.id for e in entries if e.editing_type is None]
+        if untyped:
+            log.warning("samples %s have no valid editing_type_id and are left out by dataset.categories", untyped)
+        entries = [e for e in entries if e.editing_type in set(categories)]
+    start = len(entries) * shard_index // num_shards
+    stop = len(entries) * (shard_index + 1) // num_shards
+    return list(entries[start:stop])
