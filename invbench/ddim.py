@@ -1,0 +1,46 @@
+"""Deterministic DDIM (eta = 0) on the timestep grid of a diffusers `DDIMScheduler` config.
+
+Both directions are written out so that inversion and sampling use the same pair of noise levels per step:
+`step` denoises z_t -> z_{t-Δ}, `inverse_step` goes z_{t-Δ} -> z_t with the noise predicted at t
+(the DDIM-inversion approximation of Song et al. 2021 and Mokady et al. 2023, as in prompt-to-prompt's `next_step`).
+`step` equals `DDIMScheduler.step(..., eta=0).prev_sample` exactly (tested).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+
+class DDIMSchedule:
+    def __init__(self, scheduler_config: Mapping[str, Any], num_steps: int):
+        from diffusers import DDIMScheduler
+
+        scheduler = DDIMScheduler(**dict(scheduler_config))
+        scheduler.set_timesteps(num_steps)
+        self.num_steps = num_steps
+        self.timesteps: list[int] = [int(t) for t in scheduler.timesteps]  # descending: noisiest first
+        self.step_size = scheduler.config.num_train_timesteps // num_steps
+        self._alphas_cumprod = scheduler.alphas_cumprod.clone()
+        self._final_alpha_cumprod = float(scheduler.final_alpha_cumprod)
+
+    def alpha_cumprod(self, t: int) -> float:
+        return float(self._alphas_cumprod[t]) if t >= 0 else self._final_alpha_cumprod
+
+    def previous_timestep(self, t: int) -> int:
+        return t - self.step_size
+
+    def step(self, noise: torch.Tensor, t: int, latent: torch.Tensor) -> torch.Tensor:
+        """z_t -> z_{t-Δ}."""
+        return _ddim_move(latent, noise, self.alpha_cumprod(t), self.alpha_cumprod(self.previous_timestep(t)))
+
+    def inverse_step(self, noise: torch.Tensor, t: int, latent: torch.Tensor) -> torch.Tensor:
+        """z_{t-Δ} -> z_t, with `noise` predicted at timestep t."""
+        return _ddim_move(latent, noise, self.alpha_cumprod(self.previous_timestep(t)), self.alpha_cumprod(t))
+
+
+def _ddim_move(latent: torch.Tensor, noise: torch.Tensor, alpha_from: float, alpha_to: float) -> torch.Tensor:
+    predicted_x0 = (latent - (1 - alpha_from) ** 0.5 * noise) / alpha_from**0.5
+    return alpha_to**0.5 * predicted_x0 + (1 - alpha_to) ** 0.5 * noise

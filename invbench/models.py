@@ -1,0 +1,160 @@
+"""Diffusion models: the wrapper every method talks to, and the loaders behind `conf/model/*.yaml`.
+
+Loaders never download: real checkpoints come from `model.path` (a local folder in diffusers layout) or from the
+local Hugging Face cache, with `local_files_only=True`. A missing checkpoint is a `ModelNotAvailableError` that says
+how to provide it; nothing falls back to another model.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from invbench.errors import ConfigError, ModelNotAvailableError
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
+
+
+@dataclass
+class DiffusionModel:
+    """A latent text-to-image diffusion model (SD v1.x architecture) and the operations methods need."""
+
+    name: str
+    weights: str  # where the weights came from, recorded in every result row
+    unet: Any
+    vae: Any
+    text_encoder: Any
+    tokenizer: Any
+    scheduler_config: dict[str, Any]
+    resolution: int
+    device: torch.device
+    dtype: torch.dtype
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:
+        """Per-token text embeddings, (len(prompts), 77, D), as SD v1.x conditions on them."""
+        tokens = self.tokenizer(
+            list(prompts),
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        )
+        return self.text_encoder(tokens.input_ids.to(self.device))[0].to(self.dtype)
+
+    @torch.no_grad()
+    def encode_image(self, image: np.ndarray) -> torch.Tensor:
+        """uint8 H×W×3 image -> latent (1, 4, H/8, W/8): VAE posterior mean × scaling factor (as the reference)."""
+        pixels = torch.tensor(image).permute(2, 0, 1)[None].to(self.device, self.dtype) / 127.5 - 1
+        posterior = self.vae.encode(pixels).latent_dist
+        return posterior.mean * self.vae.config.scaling_factor
+
+    @torch.no_grad()
+    def decode_latents(self, latents: torch.Tensor) -> list[np.ndarray]:
+        """Latents (B, 4, h, w) -> B uint8 H×W×3 images."""
+        pixels = self.vae.decode(latents.to(self.dtype) / self.vae.config.scaling_factor).sample
+        pixels = ((pixels.float() / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
+        return list(pixels.permute(0, 2, 3, 1).cpu().numpy())
+
+    def predict_noise(self, latents: torch.Tensor, t: int, embeddings: torch.Tensor) -> torch.Tensor:
+        """eps(z_t, t, c). Not wrapped in no_grad: optimisation-based inversions differentiate through it."""
+        return self.unet(latents, t, encoder_hidden_states=embeddings).sample
+
+    def guided_noise(
+        self, latents: torch.Tensor, t: int, cond: torch.Tensor, uncond: torch.Tensor, guidance_scale: float
+    ) -> torch.Tensor:
+        """Classifier-free guidance for a batch of branches: eps_u + w (eps_c - eps_u), one UNet call.
+
+        At w = 1 this is eps_c, so only the conditional half is evaluated.
+        """
+        if guidance_scale == 1:
+            return self.predict_noise(latents, t, cond)
+        noise_uncond, noise_cond = self.predict_noise(
+            torch.cat([latents, latents]), t, torch.cat([uncond, cond])
+        ).chunk(2)
+        return noise_uncond + guidance_scale * (noise_cond - noise_uncond)
+
+
+ModelLoader = Callable[[Mapping[str, Any], torch.dtype], tuple[dict[str, Any], str]]
+
+
+def _load_tiny(config: Mapping[str, Any], dtype: torch.dtype) -> tuple[dict[str, Any], str]:
+    from invbench.tiny_sd import build_tiny_components
+
+    log.warning(
+        "MODEL: the embedded tiny Stable-Diffusion-architecture model with RANDOM weights (seed %s). Its images are "
+        "noise: use it to check plumbing, timings and metric code, not editing quality. For real numbers use "
+        "model=sd14 or model=sd15 (weights from the local Hugging Face cache or model.path).",
+        config["seed"],
+    )
+    return build_tiny_components(config), f"random-init embedded tiny model (seed {config['seed']})"
+
+
+def _load_stable_diffusion(config: Mapping[str, Any], dtype: torch.dtype) -> tuple[dict[str, Any], str]:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    source = config.get("path") or config["repo_id"]
+    if config.get("path") and not Path(config["path"]).is_dir():
+        raise ModelNotAvailableError(
+            f"model.path={config['path']} is not a folder. Point model.path at a Stable Diffusion checkpoint folder "
+            "in diffusers layout (unet/, vae/, text_encoder/, tokenizer/), or unset it to use the Hugging Face cache."
+        )
+    options = {"local_files_only": True, "revision": config.get("revision")}
+    weights = {**options, "torch_dtype": dtype}
+    try:
+        components = {
+            "unet": UNet2DConditionModel.from_pretrained(source, subfolder="unet", **weights),
+            "vae": AutoencoderKL.from_pretrained(source, subfolder="vae", **weights),
+            "text_encoder": CLIPTextModel.from_pretrained(source, subfolder="text_encoder", **weights),
+            "tokenizer": CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **options),
+        }
+    except OSError as error:
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        raise ModelNotAvailableError(
+            f"model '{config['name']}' ({source}) is not available on this machine: {str(error).splitlines()[0]}\n"
+            "invbench never downloads weights during a run. Provide them in one of these ways:\n"
+            f"  1. on a machine with network: `hf download {config['repo_id']}` (fills the cache {HF_HUB_CACHE}; "
+            "copy it to the cluster and set HF_HOME there), then rerun;\n"
+            f"  2. pass a local diffusers-layout folder: model.path=/path/to/{config['repo_id'].split('/')[-1]};\n"
+            "  3. or run the embedded tiny model (random weights, plumbing only): model=tiny."
+        ) from None
+    return components, f"{source}" + (f"@{config['revision']}" if config.get("revision") else "")
+
+
+MODEL_LOADERS: dict[str, ModelLoader] = {"tiny": _load_tiny, "stable_diffusion": _load_stable_diffusion}
+
+
+def load_model(
+    model_config: Mapping[str, Any], scheduler_config: Mapping[str, Any], device: torch.device
+) -> DiffusionModel:
+    """Build the model described by a plain-dict `conf/model/*.yaml` node."""
+    kind = model_config["kind"]
+    if kind not in MODEL_LOADERS:
+        raise ConfigError(f"conf/model/{model_config['name']}.yaml: kind '{kind}' is not one of {sorted(MODEL_LOADERS)}")
+    if model_config["dtype"] not in DTYPES:
+        raise ConfigError(f"model.dtype='{model_config['dtype']}' is not one of {sorted(DTYPES)}")
+    dtype = DTYPES[model_config["dtype"]]
+    components, weights = MODEL_LOADERS[kind](model_config, dtype)
+    for name in ("unet", "vae", "text_encoder"):
+        module = components[name].to(device).eval().requires_grad_(False)
+        if module.dtype != dtype:
+            module.to(dtype)
+    return DiffusionModel(
+        name=model_config["name"],
+        weights=weights,
+        scheduler_config=dict(scheduler_config),
+        resolution=model_config["resolution"],
+        device=device,
+        dtype=dtype,
+        **components,
+    )
