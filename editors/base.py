@@ -1,0 +1,62 @@
+"""The editor contract and the shared two-branch denoising loop.
+
+An editor takes any `InversionResult` (see inversions/base.py for what each field means) and the sample's prompts,
+and returns the edited latent and the source-branch reconstruction. `denoise_branches` honours every per-step field
+of the inversion contract, so editors built on it compose with every inversion.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from invbench.models import DiffusionModel
+from invbench.registry import Registry
+from inversions.base import InversionResult
+from pie_bench import Sample
+
+
+@dataclass
+class EditResult:
+    edited: torch.Tensor  # (1, 4, h, w) latent of the target branch
+    reconstruction: torch.Tensor  # (1, 4, h, w) latent of the source branch
+    info: dict[str, Any] = field(default_factory=dict)  # editor-specific values for the result row
+
+
+class Editor(ABC):
+    """Base class of editors. Subclasses are dataclasses whose fields are their hyperparameters
+    (all set from conf/editor/<name>.yaml) and are registered in `EDITORS`."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def edit(self, model: DiffusionModel, inversion: InversionResult, sample: Sample) -> EditResult:
+        """Edit `sample`'s source (inverted into `inversion`) toward its target prompt."""
+
+
+EDITORS: Registry[Editor] = Registry("editor")
+
+
+@torch.no_grad()
+def denoise_branches(
+    model: DiffusionModel, inversion: InversionResult, cond: torch.Tensor, guidance_scale: float
+) -> torch.Tensor:
+    """Denoise B branches from the inverted noise, batched in one UNet call per step.
+
+    cond: (B, 77, D) prompt embeddings, branch 0 being the source branch. Each step uses the inversion's per-step
+    unconditional embedding (or "") for classifier-free guidance in every branch, and adds the inversion's per-step
+    latent offset to the source branch. Returns the final latents (B, 4, h, w).
+    """
+    branches = cond.shape[0]
+    latents = inversion.noise_latent.repeat(branches, 1, 1, 1)
+    empty = model.encode_prompts([""]) if inversion.uncond_embeddings is None else None
+    for i, t in enumerate(inversion.schedule.timesteps):
+        uncond = empty if empty is not None else inversion.uncond_embeddings[i]
+        noise = model.guided_noise(latents, t, cond, uncond.expand(branches, -1, -1), guidance_scale)
+        latents = inversion.schedule.step(noise, t, latents)
+        if inversion.latent_offsets is not None:
+            latents[:1] += inversion.latent_offsets[i]
+    return latents

@@ -1,0 +1,29 @@
+"""DDIM-Edit ("direct"): denoise the inverted noise with the target prompt under classifier-free guidance, without
+any attention control (the plain baseline of Hertz et al., "Prompt-to-Prompt Image Editing with Cross Attention
+Control", ICLR 2023, and of the PIE-Bench tables).
+
+Contract: two branches from the same inverted noise, batched: the source branch (source prompt; its output is the
+reconstruction) and the target branch (target prompt; the edit). Both use the same guidance scale and the inversion's
+per-step state. With identical prompts the two branches are identical. 2 UNet evaluations per branch per step at
+guidance > 1 (1 at guidance 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from editors.base import EDITORS, EditResult, Editor, denoise_branches
+from invbench.models import DiffusionModel
+from inversions.base import InversionResult
+from pie_bench import Sample
+
+
+@EDITORS.register("direct")
+@dataclass
+class DirectEditor(Editor):
+    guidance_scale: float
+
+    def edit(self, model: DiffusionModel, inversion: InversionResult, sample: Sample) -> EditResult:
+        cond = model.encode_prompts([sample.source_prompt, sample.target_prompt])
+        latents = denoise_branches(model, inversion, cond, self.guidance_scale)
+        return EditResult(edited=latents[1:], reconstruction=latents[:1])

@@ -1,0 +1,63 @@
+"""The inversion contract: what every inversion method produces, and therefore what every editor may consume.
+
+An inversion maps the VAE latent z_0 of a source image to a starting noise latent z_T plus whatever per-step state its
+method defines so that denoising with the source prompt comes back to the image. Editors run one *source branch*
+(source prompt; its output is the reconstruction) and one or more *target branches* (target prompt) from z_T over the
+same timesteps. The per-step state below is how methods steer those branches; a field left as None means "the plain
+DDIM behaviour", so an editor that honours every field works with every inversion.
+
+Per-step fields are indexed by the denoising step i = 0 .. num_steps-1, i.e. by timestep `schedule.timesteps[i]`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from invbench.ddim import DDIMSchedule
+from invbench.models import DiffusionModel
+from invbench.registry import Registry
+from pie_bench import Sample
+
+
+@dataclass
+class InversionResult:
+    schedule: DDIMSchedule
+    """The timestep grid the trajectory lives on; editors denoise along exactly these timesteps."""
+
+    latents: list[torch.Tensor]
+    """The inversion trajectory z*_0 .. z*_T (num_steps + 1 tensors of shape (1, 4, h, w)). latents[0] is the VAE
+    latent of the source; latents[k] (k >= 1) sits at noise level schedule.timesteps[num_steps - k], so denoising
+    step i starts from latents[num_steps - i] and ideally lands on latents[num_steps - i - 1]."""
+
+    uncond_embeddings: list[torch.Tensor] | None = None
+    """Per-step unconditional embeddings (1, 77, D) used by classifier-free guidance in every branch
+    (null-text-style methods). None: the embedding of the empty prompt ""."""
+
+    latent_offsets: list[torch.Tensor] | None = None
+    """Per-step corrections (1, 4, h, w) added to the source branch right after denoising step i
+    (DirectInversion-style methods). None: no correction."""
+
+    info: dict[str, Any] = field(default_factory=dict)
+    """Method-specific numbers for the result row, e.g. optimisation steps actually taken."""
+
+    @property
+    def noise_latent(self) -> torch.Tensor:
+        return self.latents[-1]
+
+
+class Inversion(ABC):
+    """Base class of inversion methods. Subclasses are dataclasses whose fields are their hyperparameters
+    (all set from conf/inversion/<name>.yaml) and are registered in `INVERSIONS`."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def invert(self, model: DiffusionModel, image_latent: torch.Tensor, sample: Sample) -> InversionResult:
+        """Invert `image_latent` (1, 4, h, w) of `sample`'s source image; may use its prompts and edit class."""
+
+
+INVERSIONS: Registry[Inversion] = Registry("inversion")
