@@ -24,10 +24,12 @@ class DDIMSchedule:
         self.timesteps: list[int] = [int(t) for t in scheduler.timesteps]  # descending: noisiest first
         self.step_size = scheduler.config.num_train_timesteps // num_steps
         self._alphas_cumprod = scheduler.alphas_cumprod.clone()
-        self._final_alpha_cumprod = float(scheduler.final_alpha_cumprod)
+        self._final_alpha_cumprod = torch.as_tensor(scheduler.final_alpha_cumprod)
 
-    def alpha_cumprod(self, t: int) -> float:
-        return float(self._alphas_cumprod[t]) if t >= 0 else self._final_alpha_cumprod
+    def alpha_cumprod(self, t: int) -> torch.Tensor:
+        """ᾱ_t as a 0-dim tensor (ᾱ of the step before t = 0 for t < 0), kept as a tensor so that the arithmetic
+        matches diffusers' bit for bit."""
+        return self._alphas_cumprod[t] if t >= 0 else self._final_alpha_cumprod
 
     def previous_timestep(self, t: int) -> int:
         return t - self.step_size
@@ -41,6 +43,11 @@ class DDIMSchedule:
         return _ddim_move(latent, noise, self.alpha_cumprod(self.previous_timestep(t)), self.alpha_cumprod(t))
 
 
-def _ddim_move(latent: torch.Tensor, noise: torch.Tensor, alpha_from: float, alpha_to: float) -> torch.Tensor:
+def _ddim_move(
+    latent: torch.Tensor, noise: torch.Tensor, alpha_from: torch.Tensor, alpha_to: torch.Tensor
+) -> torch.Tensor:
+    """Move a latent from noise level ᾱ_from to ᾱ_to along the DDIM ODE (eta = 0), in the latent's dtype and in
+    the order of operations of diffusers' DDIMScheduler.step."""
+    alpha_from, alpha_to = alpha_from.to(latent), alpha_to.to(latent)
     predicted_x0 = (latent - (1 - alpha_from) ** 0.5 * noise) / alpha_from**0.5
     return alpha_to**0.5 * predicted_x0 + (1 - alpha_to) ** 0.5 * noise
