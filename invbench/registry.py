@@ -7,6 +7,7 @@ Methods are dataclasses whose fields are their hyperparameters, with no defaults
 from __future__ import annotations
 
 import dataclasses
+import typing
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
@@ -57,9 +58,19 @@ class Registry(Generic[T]):
         where = f"conf/{self.axis}/{name}.yaml"
         if unknown:
             raise ConfigError(
-                f"{where}: unknown hyperparameter(s) {unknown} for {self.axis} '{name}'; "
-                f"it accepts {sorted(fields)}"
+                f"{where}: unknown hyperparameter(s) {unknown} for {self.axis} '{name}'; it accepts {sorted(fields)}"
             )
         if missing:
             raise ConfigError(f"{where}: missing hyperparameter(s) {missing} for {self.axis} '{name}'")
+        # Hydra reads `guidance_scale=1` as an int; store it as the float the method declares, so that 1 and 1.0
+        # are one configuration (same hash, same row values).
+        hints = typing.get_type_hints(cls)
+        for key, value in params.items():
+            if hints.get(key) is float and isinstance(value, int) and not isinstance(value, bool):
+                params[key] = float(value)
         return cls(**params)
+
+
+def hyperparameters(method: Any) -> dict[str, Any]:
+    """The name and hyperparameters of a built method, as recorded in result rows and hashed."""
+    return {"name": method.name, **dataclasses.asdict(method)}
