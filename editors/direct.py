@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from editors.base import EDITORS, EditResult, Editor, denoise_branches
+from editors.base import EDITORS, Editor, EditResult, denoise_branches
 from invbench.models import DiffusionModel
 from inversions.base import InversionResult
 from pie_bench import Sample

@@ -7,6 +7,7 @@ how to provide it; nothing falls back to another model.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -109,7 +110,9 @@ def _load_stable_diffusion(config: Mapping[str, Any], dtype: torch.dtype) -> tup
             "in diffusers layout (unet/, vae/, text_encoder/, tokenizer/), or unset it to use the Hugging Face cache."
         )
     options = {"local_files_only": True, "revision": config.get("revision")}
-    weights = {**options, "torch_dtype": dtype}
+    # diffusers warns on every load unless low-memory loading is asked for only where accelerate provides it
+    low_memory = importlib.util.find_spec("accelerate") is not None
+    weights = {**options, "torch_dtype": dtype, "low_cpu_mem_usage": low_memory}
     try:
         components = {
             "unet": UNet2DConditionModel.from_pretrained(source, subfolder="unet", **weights),
@@ -140,7 +143,9 @@ def load_model(
     """Build the model described by a plain-dict `conf/model/*.yaml` node."""
     kind = model_config["kind"]
     if kind not in MODEL_LOADERS:
-        raise ConfigError(f"conf/model/{model_config['name']}.yaml: kind '{kind}' is not one of {sorted(MODEL_LOADERS)}")
+        raise ConfigError(
+            f"conf/model/{model_config['name']}.yaml: kind '{kind}' is not one of {sorted(MODEL_LOADERS)}"
+        )
     if model_config["dtype"] not in DTYPES:
         raise ConfigError(f"model.dtype='{model_config['dtype']}' is not one of {sorted(DTYPES)}")
     dtype = DTYPES[model_config["dtype"]]

@@ -1,6 +1,14 @@
 """PIE-Bench (Ju et al., ICLR 2024): the data format, its mask encoding, editing types and a validated reader."""
 
-from pie_bench.dataset import BUNDLED_MINI_ROOT, Benchmark, InvalidSample, Sample, load_benchmark, select, strip_brackets
+from pie_bench.dataset import (
+    BUNDLED_MINI_ROOT,
+    Benchmark,
+    InvalidSample,
+    Sample,
+    load_benchmark,
+    select,
+    strip_brackets,
+)
 from pie_bench.editing_types import EDITING_TYPES, edit_class_lookup
 from pie_bench.masks import PIE_MASK_SHAPE, decode_mask, encode_mask
 

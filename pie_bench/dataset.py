@@ -124,7 +124,9 @@ def load_benchmark(
     except json.JSONDecodeError as error:
         raise BenchmarkFormatError(f"{path} is not valid JSON: {error}") from None
     if not isinstance(mapping, dict):
-        raise BenchmarkFormatError(f"{path}: expected a JSON object {{sample id: annotation}}, got {type(mapping).__name__}")
+        raise BenchmarkFormatError(
+            f"{path}: expected a JSON object {{sample id: annotation}}, got {type(mapping).__name__}"
+        )
 
     entries = [_parse_entry(str(key), value, root, path, edit_classes) for key, value in mapping.items()]
     benchmark = Benchmark(root=root, mapping_file=path, entries=entries)
@@ -145,7 +147,9 @@ def _parse_entry(
         problems.append(f"{path.name}: sample '{sample_id}', field '{field}': {what}. Expected {_FIXES[field]}.")
 
     if not isinstance(item, dict):
-        return InvalidSample(sample_id, (f"{path.name}: sample '{sample_id}': expected an object, got {item!r}",), None, None)
+        return InvalidSample(
+            sample_id, (f"{path.name}: sample '{sample_id}': expected an object, got {item!r}",), None, None
+        )
 
     for field in ("image_path", "original_prompt", "editing_prompt", "blended_word"):
         if field not in item:

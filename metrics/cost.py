@@ -1,0 +1,94 @@
+"""What a method costs per sample: wall-clock seconds, UNet evaluations and peak memory, measured per phase.
+
+UNet evaluations count latents pushed through the UNet (a batched call of B latents counts B; classifier-free
+guidance on one branch counts 2), which does not depend on how a method batches its calls; forward calls are counted
+too. Peak memory is the CUDA allocator's peak on GPU, and on CPU the process's peak resident set size, reset per
+sample through /proc/self/clear_refs (Linux); where that reset is unavailable the value is the process-lifetime peak
+and `memory_kind` says so.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+_STATUS = Path("/proc/self/status")
+
+
+class CostMeter:
+    def __init__(self, unet: torch.nn.Module, device: torch.device):
+        self.device = device
+        self.values: dict[str, float] = {}
+        self._evaluations = 0
+        self._calls = 0
+        self._rss_reset = False
+        self._hook = unet.register_forward_pre_hook(self._count, with_kwargs=True)
+
+    def _count(self, module, args, kwargs) -> None:
+        sample = args[0] if args else kwargs["sample"]
+        self._evaluations += sample.shape[0]
+        self._calls += 1
+
+    def close(self) -> None:
+        self._hook.remove()
+
+    def start_sample(self) -> None:
+        """Forget the previous sample: zero the values and reset the memory peak."""
+        self.values = {}
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            self._rss_reset = _reset_peak_rss()
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        """Time a phase (e.g. 'inversion', 'edit') and count its UNet work; values land in `self.values`."""
+        evaluations, calls = self._evaluations, self._calls
+        self._synchronize()
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self._synchronize()
+            self.values[f"{name}_seconds"] = time.perf_counter() - start
+            self.values[f"{name}_unet_evals"] = self._evaluations - evaluations
+            self.values[f"{name}_unet_calls"] = self._calls - calls
+
+    def peak_memory(self) -> tuple[float, str]:
+        """(megabytes, what was measured) since `start_sample`."""
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2**20, "cuda_max_allocated"
+        peak_kb = _peak_rss_kb()
+        if peak_kb is not None and self._rss_reset:
+            return peak_kb / 1024, "cpu_peak_rss_per_sample"
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "cpu_peak_rss_process"
+
+    def _synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+def _reset_peak_rss() -> bool:
+    try:
+        _CLEAR_REFS.write_text("5")  # "5" resets the peak RSS (VmHWM) to the current RSS
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss_kb() -> int | None:
+    try:
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None

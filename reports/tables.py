@@ -1,0 +1,101 @@
+"""Tables from result rows: the mean per inversion × editor (first version; metrics columns come with metrics/)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+
+from invbench.results import RESULTS_FILE, read_rows
+
+log = logging.getLogger(__name__)
+
+GROUP_COLUMNS = ["inversion", "editor", "model", "config_hash"]
+MEAN_COLUMNS = [
+    "total_seconds",
+    "inversion_seconds",
+    "edit_seconds",
+    "inversion_unet_evals",
+    "edit_unet_evals",
+    "peak_memory_mb",
+]
+
+
+def load_results(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """Every results file under `paths` (run folders, sweep folders or results files), one row per
+    (job folder, sample): the latest, so a sample retried after a failure counts once."""
+    files: list[Path] = []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise FileNotFoundError(f"{path} does not exist")
+        found = [path] if path.is_file() else sorted(path.rglob(RESULTS_FILE))
+        if not found:
+            log.warning("%s holds no %s", path, RESULTS_FILE)
+        files.extend(found)
+    rows = [dict(row, run_dir=str(file.parent)) for file in files for row in read_rows(file)]
+    if not rows:
+        return pd.DataFrame()
+    frame = pd.DataFrame(rows)
+    return frame.drop_duplicates(subset=["run_dir", "sample_id"], keep="last").reset_index(drop=True)
+
+
+def mean_table(results: pd.DataFrame) -> pd.DataFrame:
+    """One row per inversion × editor × model × configuration: sample counts and means over successful samples.
+
+    Where one inversion × editor × model ran under several configurations, a `differs` column names the
+    hyperparameters that tell the rows apart."""
+    status = results.groupby(GROUP_COLUMNS)["status"]
+    table = pd.DataFrame({"samples_ok": status.apply(lambda s: int((s == "ok").sum()))})
+    table["samples_failed"] = status.apply(lambda s: int((s != "ok").sum()))
+    ok = results[results["status"] == "ok"]
+    means = ok.groupby(GROUP_COLUMNS)[MEAN_COLUMNS].mean() if len(ok) else pd.DataFrame(columns=MEAN_COLUMNS)
+    table = table.join(means).reset_index()
+    differs = _differing_hyperparameters(results)
+    if differs:
+        table.insert(len(GROUP_COLUMNS), "differs", table["config_hash"].map(differs))
+    return table
+
+
+def _differing_hyperparameters(results: pd.DataFrame) -> dict[str, str]:
+    """config_hash -> 'key=value, ...' of the inversion/editor hyperparameters that vary between the
+    configurations of the same inversion × editor × model; empty when no such group has two configurations."""
+    described: dict[str, str] = {}
+    for _, group in results.drop_duplicates("config_hash").groupby(GROUP_COLUMNS[:-1]):
+        if len(group) < 2:
+            continue
+        flat = {row.config_hash: _flatten(row.hparams) for row in group.itertuples()}
+        keys = sorted({key for values in flat.values() for key in values})
+        varying = [key for key in keys if len({repr(values.get(key)) for values in flat.values()}) > 1]
+        for digest, values in flat.items():
+            described[digest] = (
+                ", ".join(f"{key}={values.get(key)}" for key in varying)
+                or "settings outside inversion/editor (see run.json)"
+            )
+    return described
+
+
+def _flatten(node: dict, prefix: str = "") -> dict[str, object]:
+    flat: dict[str, object] = {}
+    for key, value in node.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def to_markdown(table: pd.DataFrame, digits: int = 2) -> str:
+    """A GitHub-flavoured Markdown table; numbers rounded to `digits` decimals, NaN shown as '-'."""
+
+    def cell(value) -> str:
+        if isinstance(value, float):
+            return "-" if math.isnan(value) else f"{value:.{digits}f}"
+        return str(value)
+
+    header = "| " + " | ".join(map(str, table.columns)) + " |"
+    rule = "|" + "|".join("---" for _ in table.columns) + "|"
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join([header, rule, *body])
