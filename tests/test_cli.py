@@ -1,0 +1,102 @@
+"""launch.py and aggregate.py run as a user runs them: subprocesses, exit codes, files on disk."""
+
+import csv
+import os
+import subprocess
+import sys
+
+from conftest import REPO
+
+from invbench.results import read_rows
+
+QUICK = ["model.resolution=64", "inversion.num_steps=5"]
+
+
+def run(script, *args, cwd):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "0"}
+    done = subprocess.run(
+        [sys.executable, str(REPO / script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
+    return done.returncode, done.stdout + done.stderr
+
+
+def test_launch_end_to_end_on_two_samples(tmp_path):
+    code, output = run(
+        "launch.py", *QUICK, "dataset.categories=[1,6]", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path
+    )
+    assert code == 0, output
+    assert "invbench: 2 samples ok, 0 failed" in output and "| ddim | direct | tiny |" in output
+    assert "RANDOM weights" in output  # the tiny model never runs silently
+    rows = read_rows(tmp_path / "run" / "results.jsonl")
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    assert all((tmp_path / "run" / r["edited_image"]).is_file() for r in rows)
+
+
+def test_unknown_method_lists_the_available_ones(tmp_path):
+    code, output = run("launch.py", "inversion=nope", cwd=tmp_path)
+    assert code != 0 and "Could not find 'inversion/nope'" in output and "Available options in 'inversion'" in output
+    assert "ddim" in output
+    code, output = run("launch.py", "editor.name=nope", f"hydra.run.dir={tmp_path / 'r'}", cwd=tmp_path)
+    assert code == 2 and "unknown editor 'nope'. Available: direct" in output and "Traceback" not in output
+
+
+def test_missing_model_is_a_clear_error(tmp_path):
+    code, output = run(
+        "launch.py", "model=sd14", "model.repo_id=invbench-tests/none", f"hydra.run.dir={tmp_path}", cwd=tmp_path
+    )
+    assert code == 2 and "model.path=" in output and "Traceback" not in output
+
+
+def test_multirun_sweep_then_aggregate(tmp_path):
+    sweep = tmp_path / "sweep"
+    code, output = run(
+        "launch.py",
+        "-m",
+        "inversion=ddim",
+        "editor=direct",
+        "editor.guidance_scale=1,7.5",
+        "dataset.categories=[1,6]",
+        *QUICK,
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert code == 0, output
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0_ddim+direct", "1_ddim+direct"]
+    assert "invbench sweep: 4 rows from 2 jobs" in output and (sweep / "summary.md").is_file()
+
+    code, output = run("aggregate.py", str(sweep), "--out", str(tmp_path / "tables"), cwd=tmp_path)
+    assert code == 0, output
+    with open(tmp_path / "tables" / "mean_by_method.csv") as f:
+        table = {row["differs"]: row for row in csv.DictReader(f)}
+    # 5 steps x 2 branches: 1 evaluation per branch per step without guidance, 2 with it
+    assert float(table["editor.guidance_scale=1.0"]["edit_unet_evals"]) == 10
+    assert float(table["editor.guidance_scale=7.5"]["edit_unet_evals"]) == 20
+    assert {row["samples_ok"] for row in table.values()} == {"2"}
+    assert (tmp_path / "tables" / "mean_by_method.md").is_file()
+
+
+def test_submitit_local_sweep_runs_jobs_in_parallel_subprocesses(tmp_path):
+    sweep = tmp_path / "sweep"
+    code, output = run(
+        "launch.py",
+        "-m",
+        "hydra/launcher=submitit_local",
+        "dataset.categories=[1],[6]",
+        *QUICK,
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert code == 0, output
+    jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name[0].isdigit())
+    assert len(jobs) == 2
+    assert [len(read_rows(job / "results.jsonl")) for job in jobs] == [1, 1]
+    assert len([p for p in (sweep / ".submitit").iterdir() if p.name.isdigit()]) == 2  # one submitit job each
+    logs = "".join((job / "launch.log").read_text() for job in jobs)
+    assert logs.count("1 CPU threads") == 2
+
+
+def test_aggregate_reports_bad_input(tmp_path):
+    code, output = run("aggregate.py", str(tmp_path / "nope"), cwd=tmp_path)
+    assert code == 2 and "does not exist" in output
+    code, output = run("aggregate.py", str(tmp_path), cwd=tmp_path)
+    assert code == 1 and "no result rows" in output

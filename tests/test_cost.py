@@ -1,0 +1,43 @@
+"""Cost measurement: UNet evaluation counting, phase timing, per-sample peak memory."""
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from metrics import CostMeter
+
+
+class CountMe(torch.nn.Module):
+    def forward(self, sample, timestep, encoder_hidden_states=None):
+        return sample * 2
+
+
+def test_counts_latents_and_calls_per_phase():
+    module = CountMe()
+    meter = CostMeter(module, torch.device("cpu"))
+    meter.start_sample()
+    with meter.phase("a"):
+        module(torch.zeros(3, 4, 2, 2), 1)
+        module(sample=torch.zeros(2, 4, 2, 2), timestep=1)
+    with meter.phase("b"):
+        pass
+    meter.close()
+    module(torch.zeros(5, 4, 2, 2), 1)  # after close: not counted
+    assert meter.values["a_unet_evals"] == 5 and meter.values["a_unet_calls"] == 2
+    assert meter.values["b_unet_evals"] == 0 and meter.values["a_seconds"] >= 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-sample peak RSS needs /proc/self/clear_refs")
+def test_peak_memory_is_reset_per_sample():
+    meter = CostMeter(CountMe(), torch.device("cpu"))
+    meter.start_sample()
+    block = np.ones(400 * 2**20 // 8)  # 400 MiB, touched
+    first, kind = meter.peak_memory()
+    del block
+    meter.start_sample()
+    second, _ = meter.peak_memory()
+    meter.close()
+    assert kind == "cpu_peak_rss_per_sample"
+    assert first - second > 300

@@ -1,0 +1,97 @@
+"""Model loading: the offline tokenizer, the deterministic tiny model, real checkpoints from local folders only."""
+
+import hashlib
+
+import pytest
+import torch
+from conftest import conf_file
+
+from invbench.errors import ConfigError, ModelNotAvailableError
+from invbench.images import fit_square
+from invbench.models import load_model
+from invbench.registry import Registry
+from inversions import INVERSIONS
+
+CPU = torch.device("cpu")
+SCHEDULER = conf_file("scheduler/ddim.yaml")
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode() + tensor.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def test_tokenizer_matches_openai_clip_ids(tiny_model):
+    assert tiny_model.tokenizer("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
+    assert tiny_model.tokenizer.pad_token == "<|endoftext|>" and tiny_model.tokenizer.model_max_length == 77
+
+
+def test_tiny_model_is_deterministic_and_tame(tiny_model, sample):
+    again = load_model(conf_file("model/tiny.yaml") | {"resolution": 64}, SCHEDULER, CPU)
+    for name in ("unet", "vae", "text_encoder"):
+        assert weights_digest(getattr(again, name)) == weights_digest(getattr(tiny_model, name))
+    latent = tiny_model.encode_image(fit_square(sample.read_image(), 64))
+    assert latent.shape == (1, 4, 8, 8)
+    assert 0.5 < float(latent.std()) < 2.0  # tame VAE scaling: unit-variance latents, as SD's 0.18215 gives
+    embeddings = tiny_model.encode_prompts(["", "a cat"])
+    assert embeddings.shape == (2, 77, 32)
+
+
+def test_missing_stable_diffusion_says_how_to_provide_it():
+    config = conf_file("model/sd14.yaml") | {"repo_id": "invbench-tests/never-cached-sd"}
+    with pytest.raises(ModelNotAvailableError) as error:
+        load_model(config, SCHEDULER, CPU)
+    message = str(error.value)
+    for hint in (
+        "'sd14'",
+        "invbench-tests/never-cached-sd",
+        "never downloads",
+        "hf download",
+        "model.path=",
+        "model=tiny",
+    ):
+        assert hint in message
+
+
+def test_model_path_that_is_not_a_folder(tmp_path):
+    with pytest.raises(ModelNotAvailableError, match="model.path=.* is not a folder"):
+        load_model(conf_file("model/sd15.yaml") | {"path": str(tmp_path / "nope")}, SCHEDULER, CPU)
+
+
+def test_stable_diffusion_loader_reads_a_local_diffusers_folder(tmp_path, tiny_model, sample):
+    """The real-checkpoint code path, exercised with the tiny weights saved in diffusers layout."""
+    for name in ("unet", "vae", "text_encoder", "tokenizer"):
+        getattr(tiny_model, name).save_pretrained(tmp_path / name)
+    loaded = load_model(conf_file("model/sd14.yaml") | {"path": str(tmp_path), "resolution": 64}, SCHEDULER, CPU)
+    assert loaded.name == "sd14" and loaded.weights == str(tmp_path)
+    for name in ("unet", "vae", "text_encoder"):
+        assert weights_digest(getattr(loaded, name)) == weights_digest(getattr(tiny_model, name))
+    latent = loaded.encode_image(fit_square(sample.read_image(), 64))
+    ddim = INVERSIONS.build({"name": "ddim", "num_steps": 5, "guidance_scale": 1.0})
+    assert torch.equal(
+        ddim.invert(loaded, latent, sample).noise_latent, ddim.invert(tiny_model, latent, sample).noise_latent
+    )
+
+
+def test_unknown_model_kind_and_dtype():
+    with pytest.raises(ConfigError, match="kind 'onnx'"):
+        load_model(conf_file("model/tiny.yaml") | {"kind": "onnx"}, SCHEDULER, CPU)
+    with pytest.raises(ConfigError, match="model.dtype='fp8'"):
+        load_model(conf_file("model/tiny.yaml") | {"dtype": "fp8"}, SCHEDULER, CPU)
+
+
+def test_registry_lookup_and_hyperparameter_checks():
+    assert INVERSIONS.get("DDIM").name == "ddim"  # names are case-insensitive
+    with pytest.raises(ConfigError, match="unknown inversion 'nope'. Available: ddim"):
+        INVERSIONS.get("nope")
+    with pytest.raises(ConfigError, match=r"conf/inversion/ddim.yaml: unknown hyperparameter\(s\) \['lr'\]"):
+        INVERSIONS.build({"name": "ddim", "num_steps": 5, "guidance_scale": 1.0, "lr": 0.1})
+    with pytest.raises(ConfigError, match=r"missing hyperparameter\(s\) \['guidance_scale'\]"):
+        INVERSIONS.build({"name": "ddim", "num_steps": 5})
+    assert isinstance(INVERSIONS.build({"name": "ddim", "num_steps": 5, "guidance_scale": 1}).guidance_scale, float)
+    registry = Registry("editor")
+    registry.register("x")(type("X", (), {}))
+    with pytest.raises(ValueError, match="registered twice"):
+        registry.register("X")(type("Y", (), {}))

@@ -1,0 +1,145 @@
+"""The job runner: rows, resume, failures that do not stop a job, configuration guard, determinism."""
+
+import json
+import shutil
+
+import pytest
+from conftest import FAST, image_equal
+
+from invbench.errors import ConfigError
+from invbench.results import read_rows
+from invbench.runner import run_job
+from pie_bench.dataset import BUNDLED_MINI_ROOT
+
+ROW_FIELDS = {
+    "sample_id",
+    "category",
+    "edit_class",
+    "source_prompt",
+    "target_prompt",
+    "inversion",
+    "editor",
+    "model",
+    "model_weights",
+    "config_hash",
+    "hparams",
+    "seed",
+    "inversion_seconds",
+    "edit_seconds",
+    "total_seconds",
+    "inversion_unet_evals",
+    "edit_unet_evals",
+    "peak_memory_mb",
+    "memory_kind",
+    "status",
+    "error",
+    "edited_image",
+    "reconstruction_image",
+}
+
+
+@pytest.fixture
+def two_samples(compose):
+    return compose(*FAST, "dataset.categories=[1,6]")
+
+
+def test_rows_and_images(two_samples, tmp_path):
+    rows = run_job(two_samples, tmp_path)
+    assert list(rows["status"]) == ["ok", "ok"] and list(rows["editing_type"]) == [1, 6]
+    stored = read_rows(tmp_path / "results.jsonl")
+    assert ROW_FIELDS <= set(stored[0])
+    first = stored[0]
+    assert first["model"] == "tiny" and "random-init" in first["model_weights"]
+    assert first["inversion_unet_evals"] == 10 and first["edit_unet_evals"] == 40
+    assert first["hparams"]["editor"] == {"name": "direct", "guidance_scale": 7.5}
+    assert first["edit_class"] == "global" and first["error"] is None
+    for column in ("edited_image", "reconstruction_image"):
+        assert (tmp_path / first[column]).is_file() and first[column].endswith(".png")
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert record["config_hash"] == first["config_hash"] and record["environment"]["torch"]
+    assert "| ddim | direct | tiny |" in (tmp_path / "summary.md").read_text()
+
+
+def test_resume_skips_finished_samples_and_loses_none(two_samples, tmp_path, capsys):
+    run_job(two_samples, tmp_path)
+    path = tmp_path / "results.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text(lines[0] + lines[1][:40])  # as if killed while writing the second row
+    rows = run_job(two_samples, tmp_path)
+    assert "(1 already done before this run)" in capsys.readouterr().out
+    stored = path.read_text().splitlines(keepends=True)
+    assert len(stored) == 2 and stored[0] == lines[0]  # the finished row is kept as it was; only the other is redone
+    assert list(rows["status"]) == ["ok", "ok"]
+    run_job(two_samples, tmp_path)
+    assert len(read_rows(path)) == 2  # nothing left to do: nothing appended
+
+
+def mini_copy(tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(BUNDLED_MINI_ROOT, root)
+    return root
+
+
+def test_missing_image_fails_that_sample_only(compose, tmp_path):
+    root = mini_copy(tmp_path)
+    mapping = json.loads((root / "mapping_file.json").read_text())
+    (root / "annotation_images" / mapping["121000000001"]["image_path"]).unlink()
+    rows = run_job(compose(*FAST, f"dataset.root={root}", "dataset.categories=[1,6,7]"), tmp_path / "out")
+    status = dict(zip(rows["sample_id"], rows["status"]))
+    assert status == {"121000000001": "failed", "623000000006": "ok", "723000000007": "ok"}
+    error = rows.set_index("sample_id").loc["121000000001", "error"]
+    assert error.startswith("FileNotFoundError: sample '121000000001': image not found")
+
+
+def test_invalid_sample_is_recorded_and_retried_after_a_fix(compose, tmp_path):
+    root = mini_copy(tmp_path)
+    mapping_file = root / "mapping_file.json"
+    mapping = json.loads(mapping_file.read_text())
+    good_mask = mapping["623000000006"]["mask"]
+    mapping["623000000006"]["mask"] = good_mask[:-1]
+    mapping_file.write_text(json.dumps(mapping))
+    config = compose(*FAST, f"dataset.root={root}", "dataset.categories=[1,6]")
+    rows = run_job(config, tmp_path / "out").set_index("sample_id")
+    assert rows.loc["121000000001", "status"] == "ok"
+    assert rows.loc["623000000006", "status"] == "failed"
+    assert "field 'mask'" in rows.loc["623000000006", "error"]
+    mapping["623000000006"]["mask"] = good_mask
+    mapping_file.write_text(json.dumps(mapping))
+    rows = run_job(config, tmp_path / "out").set_index("sample_id")
+    assert set(rows["status"]) == {"ok"}
+
+
+def test_other_configuration_in_the_same_folder_is_refused(compose, tmp_path):
+    run_job(compose(*FAST, "dataset.categories=[6]"), tmp_path)
+    with pytest.raises(ConfigError, match="already holds results of another configuration"):
+        run_job(compose(*FAST, "dataset.categories=[6]", "editor.guidance_scale=5"), tmp_path)
+    run_job(compose(*FAST, "dataset.categories=[1]"), tmp_path)  # another selection, same configuration: fine
+
+
+def test_same_seed_gives_identical_outputs(compose, tmp_path):
+    config = compose(*FAST, "dataset.categories=[6]")
+    first = run_job(config, tmp_path / "a").iloc[0]
+    second = run_job(config, tmp_path / "b").iloc[0]
+    for column in ("edited_image", "reconstruction_image"):
+        assert image_equal(tmp_path / "a" / first[column], tmp_path / "b" / second[column])
+    assert not image_equal(tmp_path / "a" / first["edited_image"], tmp_path / "a" / first["reconstruction_image"])
+
+
+def test_threads_are_capped_under_submitit_local(compose, tmp_path, monkeypatch):
+    import torch
+
+    threads = torch.get_num_threads()
+    monkeypatch.setenv("SUBMITIT_EXECUTOR", "local")
+    try:
+        run_job(compose(*FAST, "dataset.categories=[6]"), tmp_path)
+        assert torch.get_num_threads() == 1
+        run_job(compose(*FAST, "dataset.categories=[6]", "num_threads=2"), tmp_path)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_int_and_float_spellings_are_one_configuration(compose, tmp_path):
+    first = run_job(compose(*FAST, "dataset.categories=[6]", "editor.guidance_scale=7"), tmp_path).iloc[0]
+    again = run_job(compose(*FAST, "dataset.categories=[6]", "editor.guidance_scale=7.0"), tmp_path).iloc[0]
+    assert first["config_hash"] == again["config_hash"] and first["hparams"]["editor"]["guidance_scale"] == 7.0
