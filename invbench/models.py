@@ -87,16 +87,17 @@ class DiffusionModel:
 ModelLoader = Callable[[Mapping[str, Any], torch.dtype], tuple[dict[str, Any], str]]
 
 
-def _load_tiny(config: Mapping[str, Any], dtype: torch.dtype) -> tuple[dict[str, Any], str]:
-    from invbench.tiny_sd import build_tiny_components
+def _load_random_init(config: Mapping[str, Any], dtype: torch.dtype) -> tuple[dict[str, Any], str]:
+    from invbench.random_sd import build_random_components
 
     log.warning(
-        "MODEL: the embedded tiny Stable-Diffusion-architecture model with RANDOM weights (seed %s). Its images are "
-        "noise: use it to check plumbing, timings and metric code, not editing quality. For real numbers use "
-        "model=sd14 or model=sd15 (weights from the local Hugging Face cache or model.path).",
+        "MODEL: '%s', a Stable-Diffusion-architecture model with RANDOM weights (seed %s), built from its config. "
+        "Its images are noise: use it to check plumbing, cost and metric code, not editing quality. For real "
+        "numbers use model=sd14 or model=sd15 (weights from the local Hugging Face cache or model.path).",
+        config["name"],
         config["seed"],
     )
-    return build_tiny_components(config), f"random-init embedded tiny model (seed {config['seed']})"
+    return build_random_components(config), f"random-init {config['name']} (seed {config['seed']})"
 
 
 def _load_stable_diffusion(config: Mapping[str, Any], dtype: torch.dtype) -> tuple[dict[str, Any], str]:
@@ -134,7 +135,7 @@ def _load_stable_diffusion(config: Mapping[str, Any], dtype: torch.dtype) -> tup
     return components, f"{source}" + (f"@{config['revision']}" if config.get("revision") else "")
 
 
-MODEL_LOADERS: dict[str, ModelLoader] = {"tiny": _load_tiny, "stable_diffusion": _load_stable_diffusion}
+MODEL_LOADERS: dict[str, ModelLoader] = {"random_init": _load_random_init, "stable_diffusion": _load_stable_diffusion}
 
 
 def load_model(

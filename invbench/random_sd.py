@@ -1,9 +1,11 @@
-"""The embedded tiny model: a Stable-Diffusion-architecture UNet, VAE and CLIP text encoder with random weights,
-built deterministically from `conf/model/tiny.yaml` on CPU. No download, no weight file.
+"""Stable-Diffusion-architecture models with random weights (UNet, KL-VAE, CLIP text encoder), built
+deterministically from a `conf/model/*.yaml` of kind `random_init`. No download, no weight file.
 
-Random weights give noise images, so the tiny model checks plumbing, timings and metric code, never quality.
-The "tame" rescaling (offline-lab.md §3) makes the random network behave like a trained one where our tests need
-it: the UNet's output conv is scaled down so eps is smooth in z (DDIM inversion then reconstructs at guidance 1 and
+Two uses: the embedded tiny model (`model=tiny`, toy widths, CPU) that the tests and the demo run, and
+`model=sd14_random` (SD v1.4's exact architecture) that measures real-size seconds and memory where no weights are
+available. Random weights give noise images: these models check plumbing, cost and metric code, never quality.
+The "tame" rescaling (offline-lab.md §3) makes a random network behave like a trained one where our tests need it:
+the UNet's output conv is scaled down so eps is smooth in z (DDIM inversion then reconstructs at guidance 1 and
 drifts at 7.5, as with real SD), and the VAE scaling factor is set so that latents have unit variance.
 """
 
@@ -17,7 +19,7 @@ import torch
 from invbench.tokenizer import build_clip_tokenizer
 
 
-def build_tiny_components(config: Mapping[str, Any]) -> dict[str, Any]:
+def build_random_components(config: Mapping[str, Any]) -> dict[str, Any]:
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
