@@ -72,6 +72,8 @@ def run_job(cfg: DictConfig, output_dir: Path, launcher_cpus: int | None = None)
 
     if todo:
         model = load_model(config["model"], config["scheduler"], device)
+        if device.type == "cuda":
+            model.warm_up()
         _write_run_record(output_dir, config, digest, device)
         shared = {
             "inversion": inversion.name,

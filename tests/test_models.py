@@ -95,3 +95,13 @@ def test_registry_lookup_and_hyperparameter_checks():
     registry.register("x")(type("X", (), {}))
     with pytest.raises(ValueError, match="registered twice"):
         registry.register("X")(type("Y", (), {}))
+
+
+def test_warm_up_runs_the_job_shapes(tiny_model):
+    from metrics import CostMeter
+
+    meter = CostMeter(tiny_model.unet, tiny_model.device)
+    with meter.phase("warm_up"):
+        tiny_model.warm_up()
+    meter.close()
+    assert meter.values["warm_up_unet_calls"] == 3 and meter.values["warm_up_unet_evals"] == 1 + 2 + 4
