@@ -52,10 +52,10 @@ def denoise_branches(
     """
     branches = cond.shape[0]
     latents = inversion.noise_latent.repeat(branches, 1, 1, 1)
-    empty = model.encode_prompts([""]) if inversion.uncond_embeddings is None else None
-    for i, t in enumerate(inversion.schedule.timesteps):
-        uncond = empty if empty is not None else inversion.uncond_embeddings[i]
-        noise = model.guided_noise(latents, t, cond, uncond.expand(branches, -1, -1), guidance_scale)
+    timesteps = inversion.schedule.timesteps
+    unconds = inversion.uncond_embeddings or [model.encode_prompts([""])] * len(timesteps)
+    for i, t in enumerate(timesteps):
+        noise = model.guided_noise(latents, t, cond, unconds[i].expand(branches, -1, -1), guidance_scale)
         latents = inversion.schedule.step(noise, t, latents)
         if inversion.latent_offsets is not None:
             latents[:1] += inversion.latent_offsets[i]

@@ -83,7 +83,6 @@ class DiffusionModel:
         ).chunk(2)
         return noise_uncond + guidance_scale * (noise_cond - noise_uncond)
 
-
     @torch.no_grad()
     def warm_up(self) -> None:
         """Run the shapes a job uses once (VAE round trip; UNet at batch 1, 2 and 4) so that one-time CUDA costs
@@ -102,6 +101,7 @@ ModelLoader = Callable[[Mapping[str, Any], torch.dtype], tuple[dict[str, Any], s
 
 
 def _load_random_init(config: Mapping[str, Any], dtype: torch.dtype) -> tuple[dict[str, Any], str]:
+    """Built in float32; load_model casts to `dtype` (checkpoints, unlike this, are read in `dtype` directly)."""
     from invbench.random_sd import build_random_components
 
     log.warning(
