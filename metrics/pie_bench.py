@@ -1,0 +1,137 @@
+"""The PIE-Bench evaluation protocol (Ju et al., "PnP Inversion: Boosting Diffusion-based Editing with 3 Lines of
+Code", ICLR 2024; reference `evaluation/evaluate.py`, summarised in pie-bench-protocol.md §2).
+
+Per sample, against the original source image and the sample's 512×512 edit mask (1-pixel frame included):
+  structure_distance                       DINO key self-similarity distance, whole image
+  {psnr,lpips,mse,ssim}_unedit_part        on both images × (1 - mask); NaN when nothing is unedited
+  clip_similarity_source_image             source image vs source prompt (brackets stripped)
+  clip_similarity_target_image             edited image vs target prompt          ("CLIP whole")
+  clip_similarity_target_image_edit_part   edited image × mask vs target prompt   ("CLIP edited")
+and, when the source-branch reconstruction is given, reconstruction_{psnr,lpips,mse,ssim} over the whole image.
+
+`reference_compat` (default on, so that numbers sit next to published tables) reproduces the reference's quirks that
+move numbers: the edited image is scored after the JPEG quality-75 round trip the reference's 2048×512 composite
+went through, DINO gets 0–255 inputs, and its resize does not antialias. Off, images are scored losslessly and DINO
+sees [0, 1] inputs with an antialiased resize (the corrected protocol; not comparable with published numbers).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from invbench.images import fit_square
+from metrics.backbone import Backbone
+from metrics.background import PIXEL_METRICS, pixel_metrics, unedited_part_metrics
+from metrics.clip_similarity import ClipSimilarity, load_clip
+from metrics.perceptual import load_lpips
+from metrics.structure_distance import StructureDistance, load_dino
+from metrics.suite import METRICS, MetricSuite
+from pie_bench import Sample
+
+log = logging.getLogger(__name__)
+
+METRIC_COLUMNS = (
+    "structure_distance",
+    *(f"{name}_unedit_part" for name in PIXEL_METRICS),
+    "clip_similarity_source_image",
+    "clip_similarity_target_image",
+    "clip_similarity_target_image_edit_part",
+    *(f"reconstruction_{name}" for name in PIXEL_METRICS),
+)
+REFERENCE_JPEG_QUALITY = 75  # PIL's default; the reference saves its composites with `.save("<id>.jpg")`
+
+
+def reference_jpeg_round_trip(panels: list[np.ndarray]) -> list[np.ndarray]:
+    """The panels as the reference's evaluation reads them back: laid side by side as in its composite, saved as
+    JPEG at PIL's defaults and decoded. Panel edges fall on JPEG block boundaries (multiples of 16 px), and chroma
+    upsampling only reads the left neighbour, so each panel decodes exactly as it would in the full composite."""
+    strip = Image.fromarray(np.concatenate(panels, axis=1))
+    buffer = io.BytesIO()
+    strip.save(buffer, format="JPEG", quality=REFERENCE_JPEG_QUALITY)
+    decoded = np.asarray(Image.open(buffer).convert("RGB"))
+    return np.split(decoded, len(panels), axis=1)
+
+
+def _short(backbone: Backbone) -> str:
+    return backbone.description if backbone.real else "tiny"
+
+
+@METRICS.register("pie_bench")
+@dataclass
+class PieBenchMetrics(MetricSuite):
+    reference_compat: bool
+    backbones: str  # auto | real | tiny (metrics/backbone.py)
+    structure: dict[str, Any]
+    clip: dict[str, Any]
+    lpips: dict[str, Any]
+    _loaded: dict[str, Any] = field(default_factory=dict, init=False, repr=False)
+
+    def load(self, device: torch.device) -> None:
+        dino = load_dino(self.structure, self.backbones)
+        clip = load_clip(self.clip, self.backbones)
+        lpips_network = load_lpips(self.lpips, self.backbones)
+        self._loaded = {
+            "structure": StructureDistance(
+                dino.network,
+                layer=self.structure["layer"],
+                short_side=self.structure["short_side"],
+                max_size=self.structure["max_size"],
+                input_255=self.reference_compat,
+                antialias=not self.reference_compat,
+                device=device,
+            ),
+            "clip": ClipSimilarity(*clip.network, device=device),
+            "lpips": lpips_network.network.to(device).eval().requires_grad_(False),
+            "setup": (
+                f"pie_bench/{'reference' if self.reference_compat else 'corrected'} "
+                f"dino={_short(dino)} clip={_short(clip)} lpips={_short(lpips_network)}"
+            ),
+        }
+        log.info(
+            "metrics: %s; backbones: %s | %s | %s",
+            self.setup,
+            dino.description,
+            clip.description,
+            lpips_network.description,
+        )
+
+    @property
+    def setup(self) -> str:
+        return self._loaded["setup"]
+
+    def score(
+        self, sample: Sample, edited: np.ndarray, reconstruction: np.ndarray | None, lossless: bool
+    ) -> dict[str, Any]:
+        mask = sample.mask()
+        size = mask.shape[0]
+        source = fit_square(sample.read_image(), size)  # PIE-Bench images are already 512²: then unchanged
+        values: dict[str, Any] = {}
+        if edited.shape[:2] != mask.shape:
+            values["metrics_resized_from"] = edited.shape[0]
+            edited = fit_square(edited, size)
+            reconstruction = None if reconstruction is None else fit_square(reconstruction, size)
+        if self.reference_compat and lossless:
+            panels = [source, edited] if reconstruction is None else [source, reconstruction, edited]
+            *_, reconstruction_read, edited = reference_jpeg_round_trip(panels)
+            reconstruction = None if reconstruction is None else reconstruction_read
+
+        structure, clip, lpips_network = self._loaded["structure"], self._loaded["clip"], self._loaded["lpips"]
+        values["structure_distance"] = structure(source, edited)
+        values.update(unedited_part_metrics(source, edited, mask, lpips_network))
+        values["clip_similarity_source_image"] = clip(source, sample.source_prompt)
+        values["clip_similarity_target_image"] = clip(edited, sample.target_prompt)
+        values["clip_similarity_target_image_edit_part"] = (
+            clip(edited * mask[..., None].astype(np.uint8), sample.target_prompt) if mask.any() else math.nan
+        )
+        if reconstruction is not None:
+            whole = pixel_metrics(source, reconstruction, lpips_network)
+            values.update({f"reconstruction_{name}": value for name, value in whole.items()})
+        return values
