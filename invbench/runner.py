@@ -1,8 +1,9 @@
 """One job: invert and edit a shard of a PIE-Bench-format benchmark; write images and one result row per sample.
 
 Per sample: seed, load and fit the source image, invert (VAE encode included), edit (VAE decode included), write the
-edited image and the source-branch reconstruction as PNG, append the row. A sample that raises is recorded as failed
-with its reason and the job goes on. Rerunning into the same folder skips samples that already succeeded.
+edited image and the source-branch reconstruction as PNG, score them with the metric suite, append the row. A sample
+that raises is recorded as failed with its reason and the job goes on. Rerunning into the same folder skips samples
+that already succeeded.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,7 +29,7 @@ from invbench.registry import hyperparameters
 from invbench.results import RESULTS_FILE, ResultsFile, config_hash
 from invbench.runtime import configure_threads, environment_info, resolve_device, seed_everything
 from inversions import INVERSIONS, Inversion
-from metrics import CostMeter
+from metrics import METRICS, CostMeter, MetricSuite
 from pie_bench import InvalidSample, Sample, edit_class_lookup, load_benchmark, select
 from reports import mean_table, to_markdown
 
@@ -49,6 +51,7 @@ def run_job(cfg: DictConfig, output_dir: Path, launcher_cpus: int | None = None)
     # Everything that can be checked without the model is checked first, so a typo fails in a second.
     inversion = INVERSIONS.build(config["inversion"])
     editor = EDITORS.build(config["editor"])
+    metrics = METRICS.build(config["metrics"])
     config["inversion"], config["editor"] = hyperparameters(inversion), hyperparameters(editor)
     digest = config_hash({key: config[key] for key in RESULT_DEFINING_KEYS})
     dataset = config["dataset"]
@@ -72,6 +75,7 @@ def run_job(cfg: DictConfig, output_dir: Path, launcher_cpus: int | None = None)
 
     if todo:
         model = load_model(config["model"], config["scheduler"], device)
+        metrics.load(device)
         if device.type == "cuda":
             model.warm_up()
         _write_run_record(output_dir, config, digest, device)
@@ -86,11 +90,12 @@ def run_job(cfg: DictConfig, output_dir: Path, launcher_cpus: int | None = None)
             "config_hash": digest,
             "hparams": {"inversion": config["inversion"], "editor": config["editor"]},
             "seed": config["seed"],
+            "metrics_setup": metrics.setup,
         }
         meter = CostMeter(model.unet, device)
         try:
             for position, entry in enumerate(todo, 1):
-                row = _process(entry, model, inversion, editor, meter, output_dir, config["seed"])
+                row = _process(entry, model, inversion, editor, metrics, meter, output_dir, config["seed"])
                 results.append({**shared, **row})
                 log.info(
                     "[%d/%d] %s (%s): %s in %.1f s%s",
@@ -108,7 +113,12 @@ def run_job(cfg: DictConfig, output_dir: Path, launcher_cpus: int | None = None)
     selected_ids = {entry.id for entry in selected}
     job_rows = pd.DataFrame([row for row in results.rows() if row["sample_id"] in selected_ids])
     job_rows = job_rows.drop_duplicates(subset="sample_id", keep="last")
-    _report(job_rows, output_dir, skipped=len(selected) - len(todo))
+    write_summary(
+        job_rows,
+        output_dir,
+        skipped=len(selected) - len(todo),
+        locations={"edited images": output_dir / EDITED_FOLDER, "reconstructions": output_dir / RECONSTRUCTION_FOLDER},
+    )
     return job_rows
 
 
@@ -117,11 +127,12 @@ def _process(
     model: DiffusionModel,
     inversion: Inversion,
     editor: Editor,
+    metrics: MetricSuite,
     meter: CostMeter,
     output_dir: Path,
     seed: int,
 ) -> dict[str, Any]:
-    row = _describe(entry)
+    row = describe_sample(entry)
     meter.start_sample()
     try:
         if isinstance(entry, InvalidSample):
@@ -137,27 +148,36 @@ def _process(
         save_png(edited, output_dir / EDITED_FOLDER / image_file)
         save_png(reconstruction, output_dir / RECONSTRUCTION_FOLDER / image_file)
         row.update(
-            status="ok",
-            error=None,
             edited_image=str(Path(EDITED_FOLDER) / image_file),
             reconstruction_image=str(Path(RECONSTRUCTION_FOLDER) / image_file),
             inversion_info=inverted.info,
             edit_info=edit.info,
         )
+        row.update(_costs(meter))
+        started = time.perf_counter()
+        row.update(metrics.score(entry, edited, reconstruction, lossless=True))
+        row.update(metrics_seconds=time.perf_counter() - started, status="ok", error=None)
     except Exception as error:  # one bad sample never stops the job
         expected = isinstance(error, (InvbenchError, FileNotFoundError))
         log.error("sample %s failed: %s: %s", entry.id, type(error).__name__, error, exc_info=not expected)
         row.update(status="failed", error=f"{type(error).__name__}: {error}")
         if model.device.type == "cuda":
             torch.cuda.empty_cache()
-    row.update(meter.values)
-    row["total_seconds"] = row.get("inversion_seconds", 0.0) + row.get("edit_seconds", 0.0)
-    row["peak_memory_mb"], row["memory_kind"] = meter.peak_memory()
+    if "total_seconds" not in row:
+        row.update(_costs(meter))
     row["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return row
 
 
-def _describe(entry: Sample | InvalidSample) -> dict[str, Any]:
+def _costs(meter: CostMeter) -> dict[str, Any]:
+    """Seconds, UNet evaluations and peak memory of inversion + editing (metrics are timed separately)."""
+    costs = dict(meter.values)
+    costs["total_seconds"] = costs.get("inversion_seconds", 0.0) + costs.get("edit_seconds", 0.0)
+    costs["peak_memory_mb"], costs["memory_kind"] = meter.peak_memory()
+    return costs
+
+
+def describe_sample(entry: Sample | InvalidSample) -> dict[str, Any]:
     if isinstance(entry, InvalidSample):
         return {
             "sample_id": entry.id,
@@ -205,19 +225,19 @@ def _write_run_record(output_dir: Path, config: Mapping[str, Any], digest: str, 
     path.write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
 
 
-def _report(job_rows: pd.DataFrame, output_dir: Path, skipped: int) -> None:
-    if job_rows.empty:
+def write_summary(rows: pd.DataFrame, output_dir: Path, skipped: int, locations: Mapping[str, Path]) -> None:
+    """Print the job's table, counts and failures, and keep them in summary.md."""
+    if rows.empty:
         print(f"invbench: no samples selected; nothing written to {output_dir}")
         return
-    failed = job_rows[job_rows["status"] != "ok"]
+    failed = rows[rows["status"] != "ok"]
+    where = {"results": output_dir / RESULTS_FILE, **locations}
     lines = [
-        f"invbench: {len(job_rows) - len(failed)} samples ok, {len(failed)} failed "
+        f"invbench: {len(rows) - len(failed)} samples ok, {len(failed)} failed "
         f"({skipped} already done before this run)",
-        f"  results         {output_dir / RESULTS_FILE}",
-        f"  edited images   {output_dir / EDITED_FOLDER}/",
-        f"  reconstructions {output_dir / RECONSTRUCTION_FOLDER}/",
+        *(f"  {name:<16}{path}" for name, path in where.items()),
         "",
-        to_markdown(mean_table(job_rows)),
+        to_markdown(mean_table(rows)),
     ]
     if len(failed):
         lines += ["", "failed samples:"] + [f"  {r.sample_id}: {r.error}" for r in failed.itertuples()]

@@ -1,4 +1,4 @@
-"""Tables from result rows: the mean per inversion × editor (first version; metrics columns come with metrics/)."""
+"""Tables from result rows: the mean per inversion × editor × model × configuration × metric setup."""
 
 from __future__ import annotations
 
@@ -13,8 +13,21 @@ from invbench.results import RESULTS_FILE, read_rows
 
 log = logging.getLogger(__name__)
 
-GROUP_COLUMNS = ["inversion", "editor", "model", "config_hash"]
-MEAN_COLUMNS = [
+GROUP_COLUMNS = ["inversion", "editor", "model", "config_hash", "metrics_setup"]
+# PIE-Bench metrics in the papers' column order, with the papers' scale factors (pie-bench-protocol.md §2.6).
+PAPER_SCALES = {
+    "structure_distance": 1e3,
+    "psnr_unedit_part": 1,
+    "lpips_unedit_part": 1e3,
+    "mse_unedit_part": 1e4,
+    "ssim_unedit_part": 1e2,
+    "clip_similarity_target_image": 1,
+    "clip_similarity_target_image_edit_part": 1,
+    "reconstruction_psnr": 1,
+    "reconstruction_lpips": 1e3,
+    "reconstruction_ssim": 1e2,
+}
+COST_COLUMNS = [
     "total_seconds",
     "inversion_seconds",
     "edit_seconds",
@@ -22,6 +35,11 @@ MEAN_COLUMNS = [
     "edit_unet_evals",
     "peak_memory_mb",
 ]
+
+
+def scaled_name(column: str) -> str:
+    scale = PAPER_SCALES.get(column, 1)
+    return column if scale == 1 else f"{column}_x{scale:.0e}".replace("e+0", "e")
 
 
 def load_results(paths: Iterable[str | Path]) -> pd.DataFrame:
@@ -43,15 +61,23 @@ def load_results(paths: Iterable[str | Path]) -> pd.DataFrame:
 
 
 def mean_table(results: pd.DataFrame) -> pd.DataFrame:
-    """One row per inversion × editor × model × configuration: sample counts and means over successful samples.
+    """One row per inversion × editor × model × configuration × metric setup: sample counts and the means over
+    successful samples (NaN values, such as unedited-region metrics of whole-image edits, are left out of their
+    column's mean). Metric columns carry the papers' scale factors in their names (`lpips_unedit_part_x1e3`).
 
     Where one inversion × editor × model ran under several configurations, a `differs` column names the
     hyperparameters that tell the rows apart."""
+    results = results.copy()
+    if "metrics_setup" not in results:
+        results["metrics_setup"] = "none"  # rows written before metric suites existed
+    results["metrics_setup"] = results["metrics_setup"].fillna("none")
     status = results.groupby(GROUP_COLUMNS)["status"]
     table = pd.DataFrame({"samples_ok": status.apply(lambda s: int((s == "ok").sum()))})
     table["samples_failed"] = status.apply(lambda s: int((s != "ok").sum()))
+    columns = [c for c in PAPER_SCALES if c in results.columns] + [c for c in COST_COLUMNS if c in results.columns]
     ok = results[results["status"] == "ok"]
-    means = ok.groupby(GROUP_COLUMNS)[MEAN_COLUMNS].mean() if len(ok) else pd.DataFrame(columns=MEAN_COLUMNS)
+    means = ok.groupby(GROUP_COLUMNS)[columns].mean()
+    means = means.astype(float).mul({c: PAPER_SCALES.get(c, 1) for c in columns}).rename(columns=scaled_name)
     table = table.join(means).reset_index()
     differs = _differing_hyperparameters(results)
     if differs:
@@ -63,7 +89,7 @@ def _differing_hyperparameters(results: pd.DataFrame) -> dict[str, str]:
     """config_hash -> 'key=value, ...' of the inversion/editor hyperparameters that vary between the
     configurations of the same inversion × editor × model; empty when no such group has two configurations."""
     described: dict[str, str] = {}
-    for _, group in results.drop_duplicates("config_hash").groupby(GROUP_COLUMNS[:-1]):
+    for _, group in results.drop_duplicates("config_hash").groupby(GROUP_COLUMNS[:3]):
         if len(group) < 2:
             continue
         flat = {row.config_hash: _flatten(row.hparams) for row in group.itertuples()}

@@ -15,8 +15,9 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 
 REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "conf"
-# Small and quick, but the same code path as the default job: 64x64 images, 10 denoising steps.
-FAST = ["model.resolution=64", "inversion.num_steps=10"]
+# Small and quick, but the same code path as the default job: 64x64 images, 10 denoising steps, and the tiny metric
+# backbones even where real ones are cached.
+FAST = ["model.resolution=64", "inversion.num_steps=10", "metrics.backbones=tiny"]
 
 
 def conf_file(relative: str) -> dict:
@@ -53,13 +54,14 @@ def source_latent(tiny_model, sample):
 
 @pytest.fixture
 def compose():
-    """compose(*overrides) -> the job config as launch.py would build it (without Hydra's own node)."""
+    """compose(*overrides) -> the job config as launch.py would build it (without Hydra's own node);
+    compose(*overrides, config_name="evaluate") -> evaluate.py's."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    def build(*overrides: str):
+    def build(*overrides: str, config_name: str = "config"):
         with initialize_config_dir(config_dir=str(CONF), version_base=None):
-            return hydra_compose(config_name="config", overrides=list(overrides))
+            return hydra_compose(config_name=config_name, overrides=list(overrides))
 
     return build
 

@@ -61,3 +61,17 @@ def test_missing_folder_is_an_error(tmp_path):
 def test_markdown_rounds_and_marks_missing_values():
     text = to_markdown(pd.DataFrame({"method": ["ddim"], "psnr": [27.2249], "ssim": [math.nan], "n": [3]}))
     assert text.splitlines() == ["| method | psnr | ssim | n |", "|---|---|---|---|", "| ddim | 27.22 | - | 3 |"]
+
+
+def test_metric_means_use_paper_scales_skip_nan_and_never_mix_setups():
+    rows = [
+        row("a", metrics_setup="pie_bench/reference dino=tiny", mse_unedit_part=0.002, ssim_unedit_part=0.8),
+        row("b", metrics_setup="pie_bench/reference dino=tiny", mse_unedit_part=math.nan, ssim_unedit_part=0.6),
+        row("c", metrics_setup="pie_bench/reference dino=facebook/dino-vitb8", mse_unedit_part=0.004),
+    ]
+    table = mean_table(pd.DataFrame(rows)).set_index("metrics_setup")
+    assert len(table) == 2  # same method, different metric backbones: two rows, never one average
+    tiny = table.loc["pie_bench/reference dino=tiny"]
+    assert tiny["mse_unedit_part_x1e4"] == pytest.approx(20.0)  # NaN (nothing unedited) left out, ×10⁴
+    assert tiny["ssim_unedit_part_x1e2"] == pytest.approx(70.0)
+    assert table.loc["pie_bench/reference dino=facebook/dino-vitb8", "mse_unedit_part_x1e4"] == pytest.approx(40.0)
