@@ -1,0 +1,37 @@
+"""Score existing edited images with the PIE-Bench metrics: our run folders or reference-layout method folders.
+
+    python evaluate.py outputs=outputs/2026-11-22_10-00-00_ddim+direct
+    python evaluate.py outputs=/data/output/ddim+p2p dataset=pie_bench dataset.root=/data
+    python evaluate.py outputs=<run folder> metrics.reference_compat=false metrics.backbones=real
+
+Hydra composes conf/evaluate.yaml. Rows (and summary.md) go to evaluations/<time>/, which aggregate.py reads like any
+run folder; rerun with hydra.run.dir=<that folder> to finish an interrupted evaluation.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+log = logging.getLogger("evaluate")
+
+
+@hydra.main(version_base=None, config_path="conf", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    from invbench.errors import InvbenchError
+    from invbench.evaluation import evaluate_folder
+
+    try:
+        evaluate_folder(cfg, Path(HydraConfig.get().runtime.output_dir))
+    except InvbenchError as error:  # a user's mistake: say what and how to fix it, without a traceback
+        log.error("%s", error)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

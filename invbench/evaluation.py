@@ -1,0 +1,184 @@
+"""Score edited images that already exist: our run folders, or anyone's outputs in the reference layout.
+
+Two layouts are recognised from the folder given as `outputs`:
+- a run folder of launch.py (it holds results.jsonl): every successful row is scored again from its lossless PNGs
+  with the configured metric suite (e.g. after real backbones became available, or to switch `reference_compat`);
+  failed rows are carried over as failed;
+- a method folder of the reference layout, `output/<method>/annotation_images/<image_path>` (the PnPInversion
+  scripts and the published outputs): each image is the 2048×512 composite [prompt | source | reconstruction |
+  edited] whose bottom-right 512×512 panel is the edit, or a plain 512×512 edit. `<method>` such as `ddim+p2p` fills
+  the inversion and editor columns. A missing image is a failed row, never a crash.
+
+Rows go to a new folder (results.jsonl, summary.md) that aggregate.py reads like any run; rerunning into the same
+folder scores only what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+from PIL import Image
+
+from invbench.errors import ConfigError, InvbenchError
+from invbench.results import RESULTS_FILE, ResultsFile, config_hash, read_rows
+from invbench.runner import describe_sample, write_summary
+from invbench.runtime import configure_threads, resolve_device
+from metrics import METRICS, MetricSuite
+from metrics.pie_bench import METRIC_COLUMNS
+from pie_bench import PIE_MASK_SHAPE, InvalidSample, Sample, edit_class_lookup, load_benchmark, select
+
+log = logging.getLogger(__name__)
+
+REFERENCE_IMAGES_FOLDER = "annotation_images"
+PANEL = PIE_MASK_SHAPE[0]  # the reference composites are rows of 512×512 panels
+# Row fields a re-score replaces; everything else (method, costs, prompts) is kept from the original row.
+_SCORE_FIELDS = ("status", "error", "metrics_setup", "metrics_seconds", "metrics_resized_from")
+
+
+def split_reference_composite(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(edited, reconstruction or None) from a reference output image, cropped as the reference's evaluate.py does:
+    a non-square image gives its bottom-right 512×512 panel as the edit and the panel to its left as the
+    reconstruction (None when that panel is black, as model-based methods leave it); a square image is the edit."""
+    height, width = image.shape[:2]
+    if height == width:
+        return image, None
+    if height < PANEL or width < PANEL:
+        raise ValueError(f"a {width}×{height} composite has no {PANEL}×{PANEL} panel")
+    edited = image[height - PANEL :, width - PANEL :]
+    reconstruction = image[height - PANEL :, width - 2 * PANEL : width - PANEL] if width >= 2 * PANEL else None
+    if reconstruction is not None and not reconstruction.any():
+        reconstruction = None
+    return edited, reconstruction
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def evaluate_folder(cfg: DictConfig, output_dir: Path, launcher_cpus: int | None = None) -> pd.DataFrame:
+    """Score the folder `cfg.outputs` into `output_dir`; returns the rows of this evaluation."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    config: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)
+    configure_threads(config["num_threads"], launcher_cpus)
+    device = resolve_device(config["device"])
+    source = Path(config["outputs"]).expanduser().resolve()
+    metrics = METRICS.build(config["metrics"])
+    if (source / RESULTS_FILE).is_file():
+        jobs = _run_folder_jobs(source)
+    elif (source / REFERENCE_IMAGES_FOLDER).is_dir():
+        jobs = _reference_folder_jobs(source, config)
+    else:
+        raise ConfigError(
+            f"outputs={source} is neither a run folder of launch.py (no {RESULTS_FILE}) nor a reference-layout "
+            f"method folder (no {REFERENCE_IMAGES_FOLDER}/ inside). Point outputs= at one of those."
+        )
+    results = ResultsFile(output_dir / RESULTS_FILE)
+    done = results.finished_ids()
+    todo = [(row, sample, images) for row, sample, images in jobs if row["sample_id"] not in done]
+    log.info("scoring %d samples of %s (%d already in %s)", len(todo), source, len(jobs) - len(todo), output_dir)
+    if todo:
+        metrics.load(device)
+    for position, (row, sample, images) in enumerate(todo, 1):
+        scored = _score(row, sample, images, metrics)
+        results.append(scored)
+        log.info("[%d/%d] %s: %s%s", position, len(todo), row["sample_id"], scored["status"], _reason(scored))
+    ids = {row["sample_id"] for row, _, _ in jobs}
+    rows = pd.DataFrame([row for row in results.rows() if row["sample_id"] in ids])
+    rows = rows.drop_duplicates(subset="sample_id", keep="last") if len(rows) else rows
+    write_summary(rows, output_dir, skipped=len(jobs) - len(todo), locations={"scored from": source})
+    return rows
+
+
+# A job: the row to complete, the benchmark sample (None: carry the row over unscored), and a function that reads
+# (edited, reconstruction or None, lossless) -- called inside the per-sample error handling.
+_Job = tuple[dict[str, Any], Sample | None, Any]
+
+
+def _run_folder_jobs(folder: Path) -> list[_Job]:
+    record = json.loads((folder / "run.json").read_text(encoding="utf-8")) if (folder / "run.json").is_file() else {}
+    run_config = record.get("config")
+    if run_config is None:
+        raise ConfigError(f"{folder / 'run.json'} is missing or has no 'config'; cannot tell which benchmark it ran")
+    dataset = run_config["dataset"]
+    benchmark = load_benchmark(
+        dataset["root"], edit_class_lookup(run_config["edit_classes"]), dataset["mapping_file"], strict=False
+    )
+    samples = {sample.id: sample for sample in benchmark.samples}
+    rows = pd.DataFrame(read_rows(folder / RESULTS_FILE)).drop_duplicates("sample_id", keep="last")
+    jobs: list[_Job] = []
+    for row in rows.to_dict("records"):
+        original = {key: value for key, value in row.items() if key not in _SCORE_FIELDS + METRIC_COLUMNS}
+        original["scored_from"] = str(folder)
+        if row["status"] != "ok":
+            jobs.append(({**original, "status": row["status"], "error": row["error"]}, None, None))
+            continue
+
+        def read(row: Mapping[str, Any] = row) -> tuple[np.ndarray, np.ndarray | None, bool]:
+            return read_rgb(folder / row["edited_image"]), read_rgb(folder / row["reconstruction_image"]), True
+
+        jobs.append((original, samples.get(row["sample_id"]), read))
+    return jobs
+
+
+def _reference_folder_jobs(folder: Path, config: Mapping[str, Any]) -> list[_Job]:
+    method = config["method"] or folder.name
+    inversion, _, editor = method.partition("+")
+    dataset = config["dataset"]
+    benchmark = load_benchmark(
+        dataset["root"], edit_class_lookup(config["edit_classes"]), dataset["mapping_file"], strict=False
+    )
+    selected = select(benchmark.entries, dataset["categories"], dataset["num_shards"], dataset["shard_index"])
+    shared = {
+        "inversion": inversion,
+        "editor": editor or "-",
+        "model": "external",
+        "model_weights": f"outputs of {folder}",
+        "config_hash": config_hash({"outputs": str(folder), "method": method}),
+        "scored_from": str(folder),
+    }
+    jobs: list[_Job] = []
+    for entry in selected:
+        row = {**describe_sample(entry), **shared, "edited_image": f"{REFERENCE_IMAGES_FOLDER}/{entry.image_path}"}
+        if isinstance(entry, InvalidSample):
+            jobs.append(({**row, "status": "failed", "error": " | ".join(entry.problems)}, None, None))
+            continue
+
+        def read(path: Path = folder / REFERENCE_IMAGES_FOLDER / entry.image_path):
+            if not path.is_file():
+                raise FileNotFoundError(f"no output image at {path}")
+            return (*split_reference_composite(read_rgb(path)), False)
+
+        jobs.append((row, entry, read))
+    return jobs
+
+
+def _score(row: dict[str, Any], sample: Sample | None, read, metrics: MetricSuite) -> dict[str, Any]:
+    if read is None:  # carried over as it was
+        return row
+    scored = {**row, "metrics_setup": metrics.setup}
+    started = time.perf_counter()
+    try:
+        if sample is None:
+            raise InvbenchError(f"sample {row['sample_id']} is not in the benchmark the run used")
+        edited, reconstruction, lossless = read()
+        scored.update(metrics.score(sample, edited, reconstruction, lossless))
+        scored.update(status="ok", error=None, metrics_seconds=time.perf_counter() - started)
+    except Exception as error:  # one unreadable output never stops the evaluation
+        expected = isinstance(error, (InvbenchError, FileNotFoundError, ValueError))
+        log.error("sample %s failed: %s: %s", row["sample_id"], type(error).__name__, error, exc_info=not expected)
+        scored.update(status="failed", error=f"{type(error).__name__}: {error}")
+    return scored
+
+
+def _reason(row: Mapping[str, Any]) -> str:
+    return f" - {row['error']}" if row.get("error") else ""
