@@ -19,10 +19,11 @@ class DDIMSchedule:
         from diffusers import DDIMScheduler
 
         scheduler = DDIMScheduler(**dict(scheduler_config))
-        scheduler.set_timesteps(num_steps)
+        # 0 steps is the empty grid of the no-inversion baseline (inversions/none.py): z_T is z_0
+        scheduler.set_timesteps(max(num_steps, 1))
         self.num_steps = num_steps
-        self.timesteps: list[int] = [int(t) for t in scheduler.timesteps]  # descending: noisiest first
-        self.step_size = scheduler.config.num_train_timesteps // num_steps
+        self.timesteps: list[int] = [int(t) for t in scheduler.timesteps][:num_steps]  # descending: noisiest first
+        self.step_size = scheduler.config.num_train_timesteps // max(num_steps, 1)
         self._alphas_cumprod = scheduler.alphas_cumprod.clone()
         self._final_alpha_cumprod = torch.as_tensor(scheduler.final_alpha_cumprod)
 
