@@ -179,3 +179,31 @@ def test_missing_real_backbone_fails_clearly_in_real_mode(tmp_path, monkeypatch)
     assert "random trunk" in load_lpips(CONFIG["lpips"], "auto").description
     with pytest.raises(ConfigError, match="metrics.backbones='sometimes'"):
         load_lpips(CONFIG["lpips"], "sometimes")
+
+
+def test_real_loaders_read_local_folders_and_the_torch_cache(tmp_path, monkeypatch):
+    """The real-backbone path, with locally saved (random) weights standing in for the cached real ones."""
+    import torchvision
+
+    dino = load_dino(CONFIG["structure"], "tiny").network
+    dino.save_pretrained(tmp_path / "dino")
+    loaded = load_dino({**CONFIG["structure"], "path": str(tmp_path / "dino")}, "real")
+    assert loaded.real and loaded.description == str(tmp_path / "dino")
+    assert loaded.network.config.layer_norm_eps == 1e-6  # DINO's own value, over whatever the config file says
+    assert all(torch.equal(a, b) for a, b in zip(dino.state_dict().values(), loaded.network.state_dict().values()))
+
+    clip_model, processor = load_clip(CONFIG["clip"], "tiny").network
+    clip_model.save_pretrained(tmp_path / "clip")
+    processor.save_pretrained(tmp_path / "clip")
+    loaded_clip = load_clip({**CONFIG["clip"], "path": str(tmp_path / "clip")}, "real")
+    similarity = ClipSimilarity(*loaded_clip.network, device=CPU)
+    assert loaded_clip.real and similarity("a red car", "a red car") == pytest.approx(100, abs=1e-3)
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    checkpoint = tmp_path / "torch" / "hub" / "checkpoints" / "squeezenet1_1-b8a52dc0.pth"
+    checkpoint.parent.mkdir(parents=True)
+    trunk = torchvision.models.squeezenet1_1()
+    torch.save(trunk.state_dict(), checkpoint)
+    loaded_lpips = load_lpips(CONFIG["lpips"], "real")
+    assert loaded_lpips.real and loaded_lpips.description == "lpips-squeeze"
+    assert torch.equal(loaded_lpips.network.net.slice1[0].weight, trunk.features[0].weight)
