@@ -8,11 +8,13 @@ of the inversion contract, so editors built on it compose with every inversion.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 
+from editors.attention import AttentionController, attention_control
 from invbench.models import DiffusionModel
 from invbench.registry import Registry
 from inversions.base import InversionResult
@@ -42,21 +44,38 @@ EDITORS: Registry[Editor] = Registry("editor")
 
 @torch.no_grad()
 def denoise_branches(
-    model: DiffusionModel, inversion: InversionResult, cond: torch.Tensor, guidance_scale: float
+    model: DiffusionModel,
+    inversion: InversionResult,
+    cond: torch.Tensor,
+    guidance_scale: float,
+    controller: AttentionController | None = None,
 ) -> torch.Tensor:
     """Denoise B branches from the inverted noise, batched in one UNet call per step.
 
     cond: (B, 77, D) prompt embeddings, branch 0 being the source branch. Each step uses the inversion's per-step
-    unconditional embedding (or "") for classifier-free guidance in every branch, and adds the inversion's per-step
-    latent offset to the source branch. Returns the final latents (B, 4, h, w).
+    unconditional embedding (or "") for classifier-free guidance in every branch and its per-step conditional
+    embedding (or the source prompt) in the source branch, and adds its per-step latent offset to the source branch.
+    A `controller` sees every attention map (editors/attention.py) and may change the latents after each step.
+    Returns the final latents (B, 4, h, w).
     """
     branches = cond.shape[0]
     latents = inversion.noise_latent.repeat(branches, 1, 1, 1)
     timesteps = inversion.schedule.timesteps
     unconds = inversion.uncond_embeddings or [model.encode_prompts([""])] * len(timesteps)
-    for i, t in enumerate(timesteps):
-        noise = model.guided_noise(latents, t, cond, unconds[i].expand(branches, -1, -1), guidance_scale)
-        latents = inversion.schedule.step(noise, t, latents)
-        if inversion.latent_offsets is not None:
-            latents[:1] += inversion.latent_offsets[i]
+    if controller is not None:
+        controller.num_branches = branches
+    control = nullcontext() if controller is None else attention_control(model.unet, controller, latents.shape[-1])
+    with control:
+        for i, t in enumerate(timesteps):
+            step_cond = cond
+            if inversion.cond_embeddings is not None:
+                step_cond = torch.cat([inversion.cond_embeddings[i], cond[1:]])
+            if controller is not None:
+                controller.begin_step(i)
+            noise = model.guided_noise(latents, t, step_cond, unconds[i].expand(branches, -1, -1), guidance_scale)
+            latents = inversion.schedule.step(noise, t, latents)
+            if inversion.latent_offsets is not None:
+                latents[:1] += inversion.latent_offsets[i]
+            if controller is not None:
+                latents = controller.end_step(i, latents)
     return latents

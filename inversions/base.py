@@ -37,6 +37,10 @@ class InversionResult:
     """Per-step unconditional embeddings (1, 77, D) used by classifier-free guidance in every branch
     (null-text-style methods). None: the embedding of the empty prompt ""."""
 
+    cond_embeddings: list[torch.Tensor] | None = None
+    """Per-step conditional embeddings (1, 77, D) that replace the source prompt's embedding in the source branch
+    (prompt-tuning methods). Target branches keep the target prompt. None: the source prompt's embedding."""
+
     latent_offsets: list[torch.Tensor] | None = None
     """Per-step corrections (1, 4, h, w) added to the source branch right after denoising step i
     (DirectInversion-style methods). None: no correction."""

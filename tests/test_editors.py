@@ -1,4 +1,4 @@
-"""The direct editor and the inversion -> editor contract (per-step uncond embeddings and latent offsets)."""
+"""The direct editor and the inversion -> editor contract (per-step uncond and cond embeddings, latent offsets)."""
 
 import dataclasses
 
@@ -54,6 +54,18 @@ def test_per_step_uncond_embeddings_are_used(tiny_model, sample, source_latent):
     assert torch.equal(denoise_branches(tiny_model, explicit, cond, 7.5), plain)
     other = dataclasses.replace(inversion, uncond_embeddings=[tiny_model.encode_prompts(["a photo"])] * 10)
     assert relative_error(denoise_branches(tiny_model, other, cond, 7.5), plain) > 1e-3
+
+
+def test_per_step_cond_embeddings_replace_the_source_prompt_in_the_source_branch_only(
+    tiny_model, sample, source_latent
+):
+    inversion = invert(tiny_model, source_latent, sample)
+    cond = tiny_model.encode_prompts([sample.source_prompt, sample.target_prompt])
+    tuned = tiny_model.encode_prompts(["a photo"])
+    with_tuned = denoise_branches(tiny_model, dataclasses.replace(inversion, cond_embeddings=[tuned] * 10), cond, 7.5)
+    as_prompt = denoise_branches(tiny_model, inversion, torch.cat([tuned, cond[1:]]), 7.5)
+    assert torch.equal(with_tuned, as_prompt)
+    assert torch.equal(with_tuned[1:], denoise_branches(tiny_model, inversion, cond, 7.5)[1:])
 
 
 def test_latent_offsets_put_the_source_branch_back_on_the_trajectory(tiny_model, sample, source_latent):

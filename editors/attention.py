@@ -1,0 +1,151 @@
+"""Attention control for every editor: record and edit the UNet's self- and cross-attention per layer, per step and
+per branch, through diffusers attention processors (no monkey-patching of attention classes, which is what breaks
+the reference P2P code on every diffusers upgrade; pie-bench-protocol.md §6).
+
+Layer map. `attention_sites` names every attention layer of a UNet: its processor key (the diffusers module path,
+e.g. `up_blocks.1.attentions.0.transformer_blocks.0.attn2`), where it sits (`down` / `mid` / `up`), whether it is
+cross-attention (`attn2`: queries from the image, keys from the prompt) or self-attention (`attn1`), and its
+resolution: the side of its query map. With SD v1.x's 64×64 latents, down_blocks.k runs at 64 / 2^k (64, 32, 16),
+the mid block at 8, and up_blocks.k at 8 · 2^k (16, 32, 64).
+
+Batch layout. Editors denoise B branches in one UNet call; branch 0 is the source branch. With classifier-free
+guidance the batch is [unconditional × B, conditional × B] (see `DiffusionModel.guided_noise`), at guidance 1 only
+the conditional half. Attention probabilities arrive as (rows · heads, queries, keys) and controllers see them as
+(halves, B, heads, queries, keys), `halves` being 2 (uncond, cond) or 1 (cond).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class AttentionSite:
+    name: str  # processor key without the trailing ".processor"
+    place: str  # down | mid | up
+    is_cross: bool
+    resolution: int  # side of the query map (e.g. 64, 32, 16, 8 for SD at 512²)
+
+    @property
+    def query_tokens(self) -> int:
+        return self.resolution**2
+
+
+def attention_sites(unet: torch.nn.Module, latent_side: int) -> list[AttentionSite]:
+    """Every attention layer of `unet` in forward order, with its place and query resolution."""
+    num_down, num_up = len(unet.down_blocks), len(unet.up_blocks)
+    sites = []
+    for key in unet.attn_processors:
+        name = key.removesuffix(".processor")
+        parts = name.split(".")
+        if parts[0] == "down_blocks":
+            place, resolution = "down", latent_side // 2 ** int(parts[1])
+        elif parts[0] == "up_blocks":
+            place, resolution = "up", latent_side // 2 ** (num_up - 1 - int(parts[1]))
+        elif parts[0] == "mid_block":
+            place, resolution = "mid", latent_side // 2 ** (num_down - 1)
+        else:
+            raise ValueError(f"attention layer '{name}' is outside the down/mid/up blocks of a UNet2DConditionModel")
+        sites.append(AttentionSite(name, place, is_cross=parts[-1] == "attn2", resolution=resolution))
+    return sites
+
+
+class AttentionController:
+    """Base class: sees (and may replace) every attention map of the layers it `wants`, step by step.
+
+    The sampler calls `begin_step(i)` before the UNet call of denoising step i and `end_step(i, latents)` after the
+    latents of that step are computed (and after any inversion offset was added), which may return changed latents.
+    """
+
+    num_branches: int = 1
+    step: int = 0
+
+    def wants(self, site: AttentionSite) -> bool:
+        """Whether `attention` must see this layer's maps (other layers run PyTorch's fused attention)."""
+        return True
+
+    def attention(self, site: AttentionSite, probs: torch.Tensor) -> torch.Tensor:
+        """probs: (halves, branches, heads, queries, keys), rows summing to 1; return the maps to use."""
+        return probs
+
+    def begin_step(self, step: int) -> None:
+        self.step = step
+
+    def end_step(self, step: int, latents: torch.Tensor) -> torch.Tensor:
+        return latents
+
+
+class AttentionStore(AttentionController):
+    """Records attention maps (per step, per layer, per branch, averaged over heads) of the layers it is asked to."""
+
+    def __init__(self, num_branches: int, cross: bool = True, self_attention: bool = False, max_resolution: int = 32):
+        self.num_branches = num_branches
+        self.kinds = {True: cross, False: self_attention}
+        self.max_resolution = max_resolution
+        # maps[step][site] = (halves, branches, queries, keys), head-averaged
+        self.maps: dict[int, dict[AttentionSite, torch.Tensor]] = defaultdict(dict)
+
+    def records(self, site: AttentionSite) -> bool:
+        return self.kinds[site.is_cross] and site.resolution <= self.max_resolution
+
+    def wants(self, site: AttentionSite) -> bool:
+        return self.records(site)
+
+    def attention(self, site: AttentionSite, probs: torch.Tensor) -> torch.Tensor:
+        if self.records(site):
+            self.maps[self.step][site] = probs.mean(dim=2).detach()
+        return probs
+
+
+class _ControlledProcessor:
+    """diffusers' AttnProcessor with the attention probabilities passed through a controller."""
+
+    def __init__(self, site: AttentionSite, controller: AttentionController):
+        self.site, self.controller = site, controller
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
+        if attn.spatial_norm is not None or attn.group_norm is not None or hidden_states.ndim != 3:
+            raise NotImplementedError(f"{self.site.name}: attention control supports SD v1.x transformer attention")
+        batch, tokens, _ = (hidden_states if encoder_hidden_states is None else encoder_hidden_states).shape
+        attention_mask = attn.prepare_attention_mask(attention_mask, tokens, batch)
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        if encoder_hidden_states is not None and attn.norm_cross:
+            context = attn.norm_encoder_hidden_states(context)
+        projections = (attn.to_q(hidden_states), attn.to_k(context), attn.to_v(context))
+        query, key, value = (attn.head_to_batch_dim(x) for x in projections)
+        if self.controller.wants(self.site):
+            probs = attn.get_attention_scores(query, key, attention_mask)
+            rows, heads = probs.shape[0], attn.heads
+            branches = self.controller.num_branches
+            grouped = probs.view(rows // heads // branches, branches, heads, *probs.shape[1:])
+            probs = self.controller.attention(self.site, grouped).reshape(probs.shape)
+            out = torch.bmm(probs.to(value.dtype), value)
+        else:
+            mask = None if attention_mask is None else attention_mask.view(batch * attn.heads, 1, -1)
+            out = F.scaled_dot_product_attention(
+                query[:, None], key[:, None], value[:, None], attn_mask=mask, scale=attn.scale
+            )[:, 0]
+        out = attn.to_out[1](attn.to_out[0](attn.batch_to_head_dim(out)))
+        if attn.residual_connection:
+            out = out + hidden_states
+        return out / attn.rescale_output_factor
+
+
+@contextmanager
+def attention_control(
+    unet: torch.nn.Module, controller: AttentionController, latent_side: int
+) -> Iterator[list[AttentionSite]]:
+    """Route every attention layer of `unet` through `controller` inside the block; restores the processors after."""
+    original = unet.attn_processors
+    sites = attention_sites(unet, latent_side)
+    unet.set_attn_processor({f"{site.name}.processor": _ControlledProcessor(site, controller) for site in sites})
+    try:
+        yield sites
+    finally:
+        unet.set_attn_processor(original)
