@@ -9,7 +9,7 @@ from conftest import REPO
 
 from invbench.results import read_rows
 
-QUICK = ["model.resolution=64", "inversion.num_steps=5"]
+QUICK = ["model.resolution=64", "inversion.num_steps=5", "metrics.backbones=tiny"]
 
 
 def run(script, *args, cwd):
@@ -73,6 +73,29 @@ def test_multirun_sweep_then_aggregate(tmp_path):
     assert float(table["editor.guidance_scale=7.5"]["edit_unet_evals"]) == 20
     assert {row["samples_ok"] for row in table.values()} == {"2"}
     assert (tmp_path / "tables" / "mean_by_method.md").is_file()
+
+
+def test_editor_sweep_direct_p2p_p2plus(tmp_path):
+    sweep = tmp_path / "sweep"
+    code, output = run(
+        "launch.py",
+        "-m",
+        "inversion=ddim",
+        "editor=direct,p2p,p2plus",
+        "dataset.categories=[1,6]",
+        *QUICK,
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert code == 0, output
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0_ddim+direct", "1_ddim+p2p", "2_ddim+p2plus"]
+    for editor in ("direct", "p2p", "p2plus"):
+        assert f"| ddim | {editor} | tiny |" in output
+    rows = read_rows(sweep / "1_ddim+p2p" / "results.jsonl")
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    assert {r["edit_info"]["controller"] for r in rows} == {"refine"} and all(
+        r["edit_info"]["local_blend"] for r in rows
+    )
 
 
 def test_submitit_local_sweep_runs_jobs_in_parallel_subprocesses(tmp_path):

@@ -1,0 +1,202 @@
+"""Prompt-to-Prompt (Hertz et al., "Prompt-to-Prompt Image Editing with Cross Attention Control", ICLR 2023), as the
+PIE-Bench reference runs it (run_editing_p2p.py; pie-bench-protocol.md §3.2).
+
+Contract: two branches from the inverted noise, batched: the source branch (source prompt; the reconstruction) and
+the target branch (target prompt; the edit), both under classifier-free guidance and the inversion's per-step state
+(editors/base.py), so P2P composes with every inversion. In the conditional half of the target branch:
+- cross-attention: for the first `cross_replace_steps` of the steps (int(fraction · (steps + 1)), as P2P counts),
+  target token j takes the source branch's map of its aligned token — `replace` (word swap: same words and tokens
+  per word, token i reads token i) or `refine` (global alignment of the token sequences; tokens new in the target
+  keep their own maps); `auto` picks replace when the prompts allow it. The reference always uses refine;
+- re-weighting: inside that window the target blended word's maps are multiplied by `reweight` (×2 reference);
+- self-attention: for the first `self_replace_steps` of the steps, layers whose queries are at most
+  `self_replace_max_resolution`² take the source branch's maps;
+- local blend: from step int(blend_start · steps) + 1 on, the target latent keeps the source latent outside the
+  region where the blended words attend (cross maps at 1/4 of the latent side, summed over steps, max-pooled 3×3,
+  normalised, > blend_threshold; source word's region ∪ target word's region).
+A blended word that is not in its prompt disables the blend (and the re-weight) for that sample, with a warning and a
+note in the row: the reference silently copies the source into the target in that case.
+With identical prompts the target branch equals the source branch.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from editors.attention import AttentionController, AttentionSite
+from editors.base import EDITORS, Editor, EditResult, denoise_branches
+from editors.prompt_tokens import MAX_TOKENS, refinement_mapper, swap_compatible, token_positions
+from invbench.errors import ConfigError, InvbenchError
+from invbench.models import DiffusionModel
+from inversions.base import InversionResult
+from pie_bench import Sample
+
+log = logging.getLogger(__name__)
+
+CONTROLLER_MODES = ("refine", "replace", "auto")
+
+
+class LocalBlend:
+    """Prompt-to-Prompt's local blend: x_target = x_source + mask · (x_target − x_source)."""
+
+    def __init__(self, word_weights: torch.Tensor, start_step: int, threshold: float, map_resolution: int):
+        self.word_weights = word_weights  # (branches, 77): 1 at the blended word's tokens of each branch's prompt
+        self.start_step, self.threshold, self.map_resolution = start_step, threshold, map_resolution
+        self.summed_maps: dict[AttentionSite, torch.Tensor] = {}
+        self.mask: torch.Tensor | None = None  # the last mask applied, (branches, 1, h, w)
+
+    def uses(self, site: AttentionSite) -> bool:
+        return site.is_cross and site.place != "mid" and site.resolution == self.map_resolution
+
+    def record(self, site: AttentionSite, cond_maps: torch.Tensor) -> None:
+        """cond_maps: (branches, heads, queries, 77) of the conditional half; summed over steps, head-averaged."""
+        maps = cond_maps.mean(dim=1)
+        self.summed_maps[site] = self.summed_maps[site] + maps if site in self.summed_maps else maps
+
+    def __call__(self, step: int, latents: torch.Tensor) -> torch.Tensor:
+        if step + 1 <= self.start_step or not self.summed_maps:
+            return latents
+        maps = torch.stack(list(self.summed_maps.values()), dim=1)  # (branches, layers, queries, 77)
+        weights = self.word_weights.to(maps)[:, None, None, :]
+        side = self.map_resolution
+        region = (maps * weights).sum(-1).mean(1).reshape(-1, 1, side, side)
+        region = F.max_pool2d(region, 3, stride=1, padding=1)
+        region = F.interpolate(region, size=latents.shape[-2:])
+        region = region / region.amax(dim=(2, 3), keepdim=True)
+        mask = region > self.threshold
+        self.mask = mask[:1] | mask
+        return latents[:1] + self.mask.to(latents) * (latents - latents[:1])
+
+
+class PromptToPromptControl(AttentionController):
+    def __init__(
+        self,
+        refine: tuple[torch.Tensor, torch.Tensor] | None,
+        cross_replace_until: int,
+        self_replace_until: int,
+        self_replace_max_resolution: int,
+        token_scale: torch.Tensor | None,
+        local_blend: LocalBlend | None,
+        uncond_self_replace_until: int = 0,
+    ):
+        self.refine = refine  # (mapper, alphas) of refinement; None: word swap (token i reads token i)
+        self.cross_replace_until, self.self_replace_until = cross_replace_until, self_replace_until
+        self.uncond_self_replace_until = uncond_self_replace_until
+        self.self_replace_max_resolution = self_replace_max_resolution
+        self.token_scale = token_scale  # (77,) re-weighting of target tokens, or None
+        self.local_blend = local_blend
+
+    def wants(self, site: AttentionSite) -> bool:
+        return site.is_cross or site.resolution <= self.self_replace_max_resolution
+
+    def attention(self, site: AttentionSite, probs: torch.Tensor) -> torch.Tensor:
+        cond = probs[-1]  # (branches, heads, queries, keys); branch 0 is the source
+        if site.is_cross:
+            if self.local_blend is not None and self.local_blend.uses(site):
+                self.local_blend.record(site, cond)
+            if self.step < self.cross_replace_until:
+                cond[1:] = self.replace_cross(cond[0], cond[1:])
+        elif site.resolution <= self.self_replace_max_resolution:
+            if self.step < self.self_replace_until:
+                cond[1:] = cond[:1]
+            if probs.shape[0] == 2 and self.step < self.uncond_self_replace_until:
+                probs[0, 1:] = probs[0, :1]
+        return probs
+
+    def replace_cross(self, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """source (heads, queries, 77), target (branches-1, heads, queries, 77) -> the target's new maps."""
+        if self.refine is None:
+            replaced = source.expand_as(target)
+        else:
+            mapper, alphas = (x.to(source.device) for x in self.refine)
+            alphas = alphas.to(source.dtype)
+            replaced = source[..., mapper] * alphas + target * (1 - alphas)
+        if self.token_scale is not None:
+            replaced = replaced * self.token_scale.to(replaced)
+        return replaced
+
+    def end_step(self, step: int, latents: torch.Tensor) -> torch.Tensor:
+        return latents if self.local_blend is None else self.local_blend(step, latents)
+
+
+@EDITORS.register("p2p")
+@dataclass
+class PromptToPrompt(Editor):
+    guidance_scale: float
+    controller: str  # refine | replace | auto
+    cross_replace_steps: float
+    self_replace_steps: float
+    self_replace_max_resolution: int
+    reweight: float | None  # factor on the target blended word; null: no re-weighting
+    local_blend: bool
+    blend_start: float
+    blend_threshold: float
+    blend_map_divisor: int  # blend maps at latent side / divisor (16×16 for SD's 64×64 latents)
+
+    def __post_init__(self) -> None:
+        if self.controller not in CONTROLLER_MODES:
+            raise ConfigError(f"editor.controller='{self.controller}' is not one of {', '.join(CONTROLLER_MODES)}")
+
+    def uncond_self_replace_until(self, num_steps: int) -> int:
+        return 0  # P2P edits the conditional half only; P2Plus overrides this
+
+    def edit(self, model: DiffusionModel, inversion: InversionResult, sample: Sample) -> EditResult:
+        control, info = self.build_control(model, inversion, sample)
+        cond = model.encode_prompts([sample.source_prompt, sample.target_prompt])
+        latents = denoise_branches(model, inversion, cond, self.guidance_scale, control)
+        return EditResult(edited=latents[1:], reconstruction=latents[:1], info=info)
+
+    def build_control(
+        self, model: DiffusionModel, inversion: InversionResult, sample: Sample
+    ) -> tuple[PromptToPromptControl, dict[str, Any]]:
+        tokenizer, source, target = model.tokenizer, sample.source_prompt, sample.target_prompt
+        num_steps = len(inversion.schedule.timesteps)
+        mode = self.controller
+        if mode == "auto":
+            mode = "replace" if swap_compatible(tokenizer, source, target) else "refine"
+        elif mode == "replace" and not swap_compatible(tokenizer, source, target):
+            raise InvbenchError(
+                f"editor.controller=replace needs prompts with the same words and tokens per word; sample "
+                f"{sample.id} has '{source}' -> '{target}'. Use editor.controller=refine or auto."
+            )
+        info: dict[str, Any] = {"controller": mode}
+        blend, token_scale = None, None
+        if sample.blended_words is not None:
+            source_word, target_word = sample.blended_words
+            source_positions = token_positions(tokenizer, source, source_word)
+            target_positions = token_positions(tokenizer, target, target_word)
+            missing = [
+                f"'{w}' not in '{p}'"
+                for w, p, found in ((source_word, source, source_positions), (target_word, target, target_positions))
+                if not found
+            ]
+            if missing:
+                note = f"blended word {' and '.join(missing)}: edited without local blend and re-weighting"
+                log.warning("sample %s: %s (the reference would copy the source instead)", sample.id, note)
+                info["blend_note"] = note
+            else:
+                if self.local_blend:
+                    weights = torch.zeros(2, MAX_TOKENS)
+                    weights[0, source_positions], weights[1, target_positions] = 1, 1
+                    side = inversion.noise_latent.shape[-1] // self.blend_map_divisor
+                    blend = LocalBlend(weights, int(self.blend_start * num_steps), self.blend_threshold, side)
+                if self.reweight is not None:
+                    token_scale = torch.ones(MAX_TOKENS)
+                    token_scale[target_positions] = self.reweight
+                    info["reweighted_tokens"] = target_positions
+        info["local_blend"] = blend is not None
+        control = PromptToPromptControl(
+            refine=refinement_mapper(tokenizer, source, target) if mode == "refine" else None,
+            cross_replace_until=int(self.cross_replace_steps * (num_steps + 1)),
+            self_replace_until=int(self.self_replace_steps * num_steps),
+            self_replace_max_resolution=self.self_replace_max_resolution,
+            token_scale=token_scale,
+            local_blend=blend,
+            uncond_self_replace_until=self.uncond_self_replace_until(num_steps),
+        )
+        return control, info

@@ -1,0 +1,68 @@
+"""Token bookkeeping for attention editing: which token positions a word occupies, and how the tokens of a target
+prompt align with those of the source prompt (Prompt-to-Prompt's word swap and refinement mappers)."""
+
+from __future__ import annotations
+
+import torch
+
+MAX_TOKENS = 77
+
+
+def word_tokens(tokenizer, prompt: str) -> list[list[int]]:
+    """For each space-separated word of `prompt`, its token positions in the encoded prompt (position 0 is the
+    start token). CLIP's BPE never merges across spaces, so encoding word by word gives the prompt's tokens."""
+    positions, cursor = [], 1
+    for word in prompt.split(" "):
+        count = len(tokenizer(word, add_special_tokens=False).input_ids)
+        positions.append(list(range(cursor, cursor + count)))
+        cursor += count
+    return positions
+
+
+def token_positions(tokenizer, prompt: str, word: str) -> list[int]:
+    """Positions of every occurrence of `word` (exact match on space-separated words, as the reference)."""
+    return [
+        p for w, positions in zip(prompt.split(" "), word_tokens(tokenizer, prompt)) if w == word for p in positions
+    ]
+
+
+def swap_compatible(tokenizer, source: str, target: str) -> bool:
+    """Word swap needs the same number of words and, word for word, the same number of tokens: then token i of the
+    target takes the cross-attention of token i of the source."""
+    source_words, target_words = word_tokens(tokenizer, source), word_tokens(tokenizer, target)
+    return len(source_words) == len(target_words) and all(len(a) == len(b) for a, b in zip(source_words, target_words))
+
+
+def refinement_mapper(tokenizer, source: str, target: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mapper, alphas), each (77,): target token j reads the source token mapper[j] where alphas[j] = 1; tokens
+    new in the target (alphas 0) keep their own attention. The alignment is a global (Needleman-Wunsch) alignment
+    of the token ids with match 1, mismatch -1, gap 0, ties broken as in Prompt-to-Prompt's seq_aligner."""
+    x, y = (tokenizer(p, truncation=True, max_length=MAX_TOKENS).input_ids for p in (source, target))
+    score = [[0] * (len(y) + 1) for _ in range(len(x) + 1)]
+    move = [[0] * (len(y) + 1) for _ in range(len(x) + 1)]  # 1: left (gap in x), 2: up (gap in y), 3: diagonal
+    for j in range(1, len(y) + 1):
+        move[0][j] = 1
+    for i in range(1, len(x) + 1):
+        move[i][0] = 2
+        for j in range(1, len(y) + 1):
+            left, up = score[i][j - 1], score[i - 1][j]
+            diagonal = score[i - 1][j - 1] + (1 if x[i - 1] == y[j - 1] else -1)
+            score[i][j] = max(left, up, diagonal)
+            move[i][j] = 1 if score[i][j] == left else 2 if score[i][j] == up else 3
+    aligned: list[int] = []  # for each target token, in reverse order: its source position or -1
+    i, j = len(x), len(y)
+    while i > 0 or j > 0:
+        if move[i][j] == 3:
+            i, j = i - 1, j - 1
+            aligned.append(i)
+        elif move[i][j] == 1:
+            j -= 1
+            aligned.append(-1)
+        else:
+            i -= 1
+    aligned.reverse()
+    mapper = torch.arange(MAX_TOKENS)  # padding tokens read the same position
+    mapper[: len(aligned)] = torch.tensor(aligned)
+    alphas = torch.ones(MAX_TOKENS)
+    alphas[: len(aligned)] = (mapper[: len(aligned)] >= 0).float()
+    return mapper, alphas

@@ -1,0 +1,203 @@
+"""Attention control and Prompt-to-Prompt / P2Plus on the tiny model (8×8 latents, 10 steps)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from conftest import conf_file
+
+from editors import EDITORS, denoise_branches
+from editors.attention import AttentionSite, AttentionStore, attention_sites
+from editors.p2p import LocalBlend
+from editors.prompt_tokens import refinement_mapper, swap_compatible, token_positions
+from inversions import INVERSIONS
+
+STEPS = 10
+
+
+@pytest.fixture(scope="module")
+def inverted(tiny_model, sample):
+    from invbench.images import fit_square
+
+    latent = tiny_model.encode_image(fit_square(sample.read_image(), tiny_model.resolution))
+    return INVERSIONS.build(conf_file("inversion/ddim.yaml") | {"num_steps": STEPS}).invert(tiny_model, latent, sample)
+
+
+def editor(name: str, **overrides):
+    config = conf_file("editor/p2p.yaml") | {"name": name}
+    if name == "p2plus":
+        config |= {"uncond_self_replace_steps": 0.5}
+    return EDITORS.build(config | overrides)
+
+
+def with_prompts(sample, source, target, blended=None):
+    return dataclasses.replace(sample, source_prompt=source, target_prompt=target, blended_words=blended)
+
+
+def spy(control):
+    """Record the maps the controller hands back: seen[(step, site)] = (halves, branches, heads, queries, keys)."""
+    seen, original = {}, control.attention
+
+    def attention(site, probs):
+        out = original(site, probs)
+        seen[(control.step, site)] = out.clone()
+        return out
+
+    control.attention = attention
+    return seen
+
+
+def test_sites_map_module_names_to_resolution_levels(tiny_model):
+    levels = {
+        (s.name.split(".transformer_blocks")[0], s.is_cross): s.resolution
+        for s in attention_sites(tiny_model.unet, 64)
+    }
+    assert levels[("down_blocks.1.attentions.0", True)] == 32 and levels[("down_blocks.2.attentions.0", False)] == 16
+    assert levels[("mid_block.attentions.0", True)] == 8
+    assert levels[("up_blocks.1.attentions.1", True)] == 16 and levels[("up_blocks.2.attentions.0", True)] == 32
+    assert {s.place for s in attention_sites(tiny_model.unet, 64)} == {"down", "mid", "up"}
+
+
+def test_cross_attention_maps_are_recorded_per_step_layer_and_branch(tiny_model, inverted):
+    store = AttentionStore(num_branches=2, cross=True, self_attention=True)
+    cond = tiny_model.encode_prompts(["a cat", "a dog"])
+    controlled = denoise_branches(tiny_model, inverted, cond, 7.5, store)
+    plain = denoise_branches(tiny_model, inverted, cond, 7.5)
+    torch.testing.assert_close(controlled, plain, rtol=1e-4, atol=1e-5)  # recording changes nothing
+    assert sorted(store.maps) == list(range(STEPS))
+    cross_sites = [s for s in attention_sites(tiny_model.unet, 8) if s.is_cross]
+    for site in cross_sites:
+        maps = store.maps[3][site]
+        assert maps.shape == (2, 2, site.resolution**2, 77)  # (uncond/cond, branches, queries, tokens)
+        torch.testing.assert_close(maps.sum(-1), torch.ones(maps.shape[:-1]))
+    site = next(s for s in store.maps[0] if not s.is_cross)
+    assert store.maps[0][site].shape[-1] == site.resolution**2  # self-attention: queries x queries
+
+
+@pytest.mark.parametrize("name", ["p2p", "p2plus"])
+def test_identical_prompts_leave_the_target_equal_to_the_source(tiny_model, inverted, sample, name):
+    same = with_prompts(sample, "a cat sitting on a mat", "a cat sitting on a mat", blended=("cat", "cat"))
+    result = editor(name, reweight=None).edit(tiny_model, inverted, same)  # re-weighting would change the target
+    torch.testing.assert_close(result.edited, result.reconstruction, rtol=0, atol=1e-5)
+    assert result.info["local_blend"] is True
+
+
+def test_replace_with_full_window_gives_the_target_the_source_cross_attention(tiny_model, inverted, sample):
+    swapped = with_prompts(sample, "a cat sitting on a mat", "a dog sitting on a mat")
+    edit = editor("p2p", controller="replace", cross_replace_steps=1.0, reweight=None)
+    control, info = edit.build_control(tiny_model, inverted, swapped)
+    assert info["controller"] == "replace"
+    seen = spy(control)
+    denoise_branches(
+        tiny_model,
+        inverted,
+        tiny_model.encode_prompts(["a cat sitting on a mat", "a dog sitting on a mat"]),
+        7.5,
+        control,
+    )
+    cross = [(key, maps) for key, maps in seen.items() if key[1].is_cross]
+    assert len(cross) == STEPS * sum(s.is_cross for s in attention_sites(tiny_model.unet, 8))
+    for _, maps in cross:
+        assert torch.equal(maps[-1, 1], maps[-1, 0])  # conditional half: target reads the source's maps
+    assert any(not torch.equal(maps[0, 1], maps[0, 0]) for _, maps in cross)  # the unconditional half is untouched
+
+
+def test_reweight_scales_exactly_the_chosen_token(tiny_model, inverted, sample):
+    swapped = with_prompts(sample, "a cat sitting on a mat", "a dog sitting on a mat", blended=("cat", "dog"))
+    edit = editor("p2p", controller="replace", cross_replace_steps=1.0, reweight=2.0, local_blend=False)
+    control, info = edit.build_control(tiny_model, inverted, swapped)
+    (dog,) = info["reweighted_tokens"]
+    assert dog == token_positions(tiny_model.tokenizer, "a dog sitting on a mat", "dog")[0] == 2
+    seen = spy(control)
+    denoise_branches(
+        tiny_model, inverted, tiny_model.encode_prompts([swapped.source_prompt, swapped.target_prompt]), 7.5, control
+    )
+    for (_, site), maps in seen.items():
+        if site.is_cross:
+            source, target = maps[-1, 0], maps[-1, 1]
+            assert torch.equal(target[..., dog], source[..., dog] * 2)
+            others = [i for i in range(77) if i != dog]
+            assert torch.equal(target[..., others], source[..., others])
+
+
+def test_local_blend_keeps_the_source_outside_the_mask():
+    """Hand-made maps: both blended words attend to the top-left cell of a 4×4 map, so after the 3×3 max-pool the
+    region is the top-left 2×2 cells, i.e. the top-left 4×4 of an 8×8 latent."""
+    weights = torch.zeros(2, 77)
+    weights[0, 2], weights[1, 3] = 1, 1  # source word at token 2, target word at token 3
+    blend = LocalBlend(weights, start_step=2, threshold=0.3, map_resolution=4)
+    site = AttentionSite("up_blocks.1.attentions.0.transformer_blocks.0.attn2", "up", True, 4)
+    maps = torch.full((2, 1, 16, 77), 1 / 77)
+    maps[0, 0, 0, 2] = maps[1, 0, 0, 3] = 0.5
+    blend.record(site, maps)
+    latents = torch.stack([torch.zeros(4, 8, 8), torch.ones(4, 8, 8)])
+    assert torch.equal(blend(1, latents), latents)  # before the start step nothing happens
+    blended = blend(2, latents)
+    expected = torch.zeros(8, 8, dtype=torch.bool)
+    expected[:4, :4] = True
+    assert torch.equal(blend.mask[1, 0], expected)
+    assert torch.equal(blended[1][:, ~expected], latents[0][:, ~expected])  # outside: the source
+    assert torch.equal(blended[1][:, expected], latents[1][:, expected])  # inside: the edit
+    assert torch.equal(blended[0], latents[0])
+
+
+def test_local_blend_runs_from_its_start_step(tiny_model, inverted, sample):
+    swapped = with_prompts(sample, "a cat sitting on a mat", "a dog sitting on a mat", blended=("cat", "dog"))
+    control, _ = editor("p2p").build_control(tiny_model, inverted, swapped)
+    blend, applied = control.local_blend, []
+
+    def tracking(step, latents):
+        blend.mask = None
+        out = blend(step, latents)
+        if blend.mask is not None:  # a mask was computed and applied at this step
+            applied.append(step)
+        return out
+
+    control.end_step = tracking
+    denoise_branches(
+        tiny_model, inverted, tiny_model.encode_prompts([swapped.source_prompt, swapped.target_prompt]), 7.5, control
+    )
+    assert applied == list(range(int(0.2 * STEPS), STEPS))  # from step int(0.2·steps) + 1 on (1-based)
+
+
+def test_missing_blended_word_edits_without_blend_and_says_so(tiny_model, inverted, sample, caplog):
+    odd = with_prompts(sample, "a cat sitting on a mat", "a dog sitting on a mat", blended=("cat", "tiger"))
+    result = editor("p2p").edit(tiny_model, inverted, odd)
+    assert result.info["local_blend"] is False and "'tiger' not in" in result.info["blend_note"]
+    assert "reweighted_tokens" not in result.info
+    assert "the reference would copy the source" in caplog.text
+    assert not torch.equal(result.edited, result.reconstruction)
+
+
+def test_p2plus_replaces_unconditional_self_attention_in_its_window(tiny_model, inverted, sample):
+    swapped = with_prompts(sample, "a cat sitting on a mat", "a dog sitting on a mat")
+    control, _ = editor("p2plus", self_replace_steps=0.0).build_control(tiny_model, inverted, swapped)
+    seen = spy(control)
+    denoise_branches(
+        tiny_model, inverted, tiny_model.encode_prompts([swapped.source_prompt, swapped.target_prompt]), 7.5, control
+    )
+    for (step, site), maps in seen.items():
+        if not site.is_cross and site.resolution > 1:  # a 1×1 map is 1 whatever happens
+            assert torch.equal(maps[0, 1], maps[0, 0]) == (step < STEPS // 2)  # τ_u = 0.5 of 10 steps
+
+
+def test_token_positions_and_refinement_alignment(tiny_model):
+    tokenizer = tiny_model.tokenizer
+    assert token_positions(tokenizer, "a photo of a cat", "cat") == [5]
+    assert token_positions(tokenizer, "a cat and a cat", "cat") == [2, 5]
+    mapper, alphas = refinement_mapper(tokenizer, "a cat", "a black cat")
+    # target tokens: <start> a black cat <end>: "black" is new, the rest read their source token
+    assert mapper[:5].tolist()[:2] == [0, 1] and mapper[3:5].tolist() == [2, 3]
+    assert (
+        alphas[:5].tolist() == [1, 1, 0, 1, 1] and alphas[5:].eq(1).all() and mapper[5:].tolist() == list(range(5, 77))
+    )
+    assert swap_compatible(tokenizer, "a cat", "a dog") and not swap_compatible(tokenizer, "a cat", "a black cat")
+
+
+def test_forced_replace_on_incompatible_prompts_fails_the_sample_clearly(tiny_model, inverted, sample):
+    from invbench.errors import InvbenchError
+
+    with pytest.raises(InvbenchError, match="controller=refine or auto"):
+        editor("p2p", controller="replace").edit(tiny_model, inverted, with_prompts(sample, "a cat", "a black cat"))
