@@ -34,4 +34,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    from invbench.cli import normalise_group_choices
+
+    sys.argv = normalise_group_choices(sys.argv, Path(__file__).parent / "conf")
     main()
