@@ -53,29 +53,43 @@ def denoise_branches(
     """Denoise B branches from the inverted noise, batched in one UNet call per step.
 
     cond: (B, 77, D) prompt embeddings, branch 0 being the source branch. Each step uses the inversion's per-step
-    unconditional embedding (or "") for classifier-free guidance in every branch and its per-step conditional
-    embedding (or the source prompt) in the source branch, and adds its per-step latent offset to the source branch.
+    unconditional embedding (or "") for classifier-free guidance (in every branch, or the source branch only), its
+    per-step conditional embedding (or the source prompt) in the source branch and, if it says so, mixed into the
+    target branches, and adds its per-step latent offset to the source branch.
     A `controller` sees every attention map (editors/attention.py) and may change the latents after each step.
     Returns the final latents (B, 4, h, w).
     """
     branches = cond.shape[0]
     latents = inversion.noise_latent.repeat(branches, 1, 1, 1)
     timesteps = inversion.schedule.timesteps
-    unconds = inversion.uncond_embeddings or [model.encode_prompts([""])] * len(timesteps)
+    empty = model.encode_prompts([""])
+    unconds = inversion.uncond_embeddings or [empty] * len(timesteps)
+    source_only = inversion.uncond_branches == "source"
     if controller is not None:
         controller.num_branches = branches
     control = nullcontext() if controller is None else attention_control(model.unet, controller, latents.shape[-1])
     with control:
         for i, t in enumerate(timesteps):
-            step_cond = cond
-            if inversion.cond_embeddings is not None:
-                step_cond = torch.cat([inversion.cond_embeddings[i], cond[1:]])
+            step_cond = cond if inversion.cond_embeddings is None else _step_cond(inversion, i, cond)
+            step_uncond = unconds[i].expand(branches, -1, -1)
+            if source_only:
+                step_uncond = torch.cat([unconds[i], empty.expand(branches - 1, -1, -1)])
             if controller is not None:
                 controller.begin_step(i)
-            noise = model.guided_noise(latents, t, step_cond, unconds[i].expand(branches, -1, -1), guidance_scale)
+            noise = model.guided_noise(latents, t, step_cond, step_uncond, guidance_scale)
             latents = inversion.schedule.step(noise, t, latents)
             if inversion.latent_offsets is not None:
                 latents[:1] += inversion.latent_offsets[i]
             if controller is not None:
                 latents = controller.end_step(i, latents)
     return latents
+
+
+def _step_cond(inversion: InversionResult, step: int, cond: torch.Tensor) -> torch.Tensor:
+    """Conditioning of step i when the inversion tuned the conditional embedding (see InversionResult)."""
+    tuned = inversion.cond_embeddings[step]
+    targets = cond[1:]
+    if inversion.target_cond_weight is not None:
+        weight = inversion.target_cond_weight
+        targets = weight * targets + (1 - weight) * tuned
+    return torch.cat([tuned, targets])

@@ -37,9 +37,16 @@ class InversionResult:
     """Per-step unconditional embeddings (1, 77, D) used by classifier-free guidance in every branch
     (null-text-style methods). None: the embedding of the empty prompt ""."""
 
+    uncond_branches: str = "all"
+    """Which branches use `uncond_embeddings`: "all", or "source" (target branches keep "")."""
+
     cond_embeddings: list[torch.Tensor] | None = None
     """Per-step conditional embeddings (1, 77, D) that replace the source prompt's embedding in the source branch
-    (prompt-tuning methods). Target branches keep the target prompt. None: the source prompt's embedding."""
+    (prompt-tuning methods). None: the source prompt's embedding."""
+
+    target_cond_weight: float | None = None
+    """With `cond_embeddings`: target branches condition on w · c_target + (1 − w) · cond_embeddings[i] (PTI's
+    condition interpolation, w = η). None: target branches condition on the target prompt alone."""
 
     latent_offsets: list[torch.Tensor] | None = None
     """Per-step corrections (1, 4, h, w) added to the source branch right after denoising step i

@@ -98,6 +98,24 @@ def test_editor_sweep_direct_p2p_p2plus(tmp_path):
     )
 
 
+def test_headline_sweep_accepts_the_ntI_spelling(tmp_path):
+    sweep = tmp_path / "sweep"
+    code, output = run(
+        "launch.py",
+        "-m",
+        "inversion=ntI,pti",
+        "editor=p2p",
+        "dataset.categories=[1]",
+        *QUICK,
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
+    assert code == 0, output
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0_nti+p2p", "1_pti+p2p"]
+    (row,) = read_rows(sweep / "0_nti+p2p" / "results.jsonl")
+    assert row["status"] == "ok" and row["inversion"] == "nti" and row["inversion_info"]["optimisation_steps"] >= 5
+
+
 def test_submitit_local_sweep_runs_jobs_in_parallel_subprocesses(tmp_path):
     sweep = tmp_path / "sweep"
     code, output = run(

@@ -1,0 +1,72 @@
+"""Null-text inversion (Mokady et al., "Null-text Inversion for Editing Real Images using Guided Diffusion Models",
+CVPR 2023), as the PIE-Bench reference runs it (models/p2p/inversion.py `NullInversion`; pie-bench-protocol.md §4).
+
+Contract: DDIM inversion with the source prompt at guidance 1 gives the pivot trajectory z*_0..z*_T. Then, from
+z̄_T = z*_T, for each denoising step i (timestep t) the unconditional embedding ∅_i (initialised from ∅_{i-1}, and
+∅_0 from "") is optimised with Adam, lr = learning_rate · (1 − i/100), for at most `inner_steps` iterations, to make
+one guided DDIM step land on the pivot: min ‖DDIM(z̄_t, ε_∅ + w (ε_c − ε_∅)) − z*_{t−Δ}‖²; it stops early once the
+loss is below early_stop + i · early_stop_growth. z̄ then advances with the optimised ∅_i. The per-step ∅_i go to
+every branch while editing (or only the source branch with `single_branch`, the reference's ablation).
+UNet evaluations per step: 1 (conditional, reused) + one per iteration (with backward) + 2 (the guided step). No
+autograd graph outlives its iteration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from invbench.models import DiffusionModel
+from inversions.base import INVERSIONS, Inversion, InversionResult
+from inversions.ddim import DDIMInversion
+from pie_bench import Sample
+
+
+@INVERSIONS.register("nti")
+@dataclass
+class NullTextInversion(Inversion):
+    num_steps: int
+    guidance_scale: float
+    inner_steps: int
+    learning_rate: float
+    early_stop: float
+    early_stop_growth: float
+    single_branch: bool
+
+    def invert(self, model: DiffusionModel, image_latent: torch.Tensor, sample: Sample) -> InversionResult:
+        pivot = DDIMInversion(self.num_steps, 1.0).invert(model, image_latent, sample)
+        schedule, trajectory = pivot.schedule, pivot.latents
+        uncond, cond = model.encode_prompts(["", sample.source_prompt]).chunk(2)
+        latent = trajectory[-1]
+        optimised, iterations = [], []
+        for i, t in enumerate(schedule.timesteps):
+            target = trajectory[self.num_steps - i - 1]
+            with torch.no_grad():
+                noise_cond = model.predict_noise(latent, t, cond)
+            uncond = uncond.detach().clone().requires_grad_(True)
+            optimizer = torch.optim.Adam([uncond], lr=self.learning_rate * (1 - i / 100))
+            taken = 0
+            for _ in range(self.inner_steps):
+                noise_uncond = model.predict_noise(latent, t, uncond)
+                noise = noise_uncond + self.guidance_scale * (noise_cond - noise_uncond)
+                loss = F.mse_loss(schedule.step(noise, t, latent), target)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                taken += 1
+                if loss.item() < self.early_stop + i * self.early_stop_growth:
+                    break
+            uncond = uncond.detach()
+            optimised.append(uncond)
+            iterations.append(taken)
+            with torch.no_grad():
+                latent = schedule.step(model.guided_noise(latent, t, cond, uncond, self.guidance_scale), t, latent)
+        return InversionResult(
+            schedule=schedule,
+            latents=trajectory,
+            uncond_embeddings=optimised,
+            uncond_branches="source" if self.single_branch else "all",
+            info={"optimisation_steps": sum(iterations), "optimisation_steps_per_timestep": iterations},
+        )
