@@ -74,6 +74,10 @@ class AttentionController:
         """probs: (halves, branches, heads, queries, keys), rows summing to 1; return the maps to use."""
         return probs
 
+    def context(self, site: AttentionSite, context: torch.Tensor) -> torch.Tensor:
+        """The prompt embeddings (rows, 77, D) a cross-attention layer reads keys and values from."""
+        return context
+
     def begin_step(self, step: int) -> None:
         self.step = step
 
@@ -103,6 +107,63 @@ class AttentionStore(AttentionController):
         return probs
 
 
+class ControllerGroup(AttentionController):
+    """Several controllers on the same layers, applied in order (e.g. per-level prompts, then Prompt-to-Prompt)."""
+
+    def __init__(self, *controllers: AttentionController):
+        self.controllers = controllers
+
+    @property
+    def num_branches(self) -> int:
+        return self.controllers[0].num_branches
+
+    @num_branches.setter
+    def num_branches(self, value: int) -> None:
+        for controller in self.controllers:
+            controller.num_branches = value
+
+    def wants(self, site: AttentionSite) -> bool:
+        return any(controller.wants(site) for controller in self.controllers)
+
+    def attention(self, site: AttentionSite, probs: torch.Tensor) -> torch.Tensor:
+        for controller in self.controllers:
+            if controller.wants(site):
+                probs = controller.attention(site, probs)
+        return probs
+
+    def context(self, site: AttentionSite, context: torch.Tensor) -> torch.Tensor:
+        for controller in self.controllers:
+            context = controller.context(site, context)
+        return context
+
+    def begin_step(self, step: int) -> None:
+        super().begin_step(step)
+        for controller in self.controllers:
+            controller.begin_step(step)
+
+    def end_step(self, step: int, latents: torch.Tensor) -> torch.Tensor:
+        for controller in self.controllers:
+            latents = controller.end_step(step, latents)
+        return latents
+
+
+class LevelConditioning(AttentionController):
+    """Per-resolution prompt embeddings (TODInv's extended P* space): cross-attention layers at a resolution listed
+    in `embeddings` read the conditional rows from there instead of the prompt embedding the UNet was called with."""
+
+    def __init__(self, embeddings: dict[int, torch.Tensor] | None = None):
+        self.embeddings = embeddings or {}  # resolution -> (branches, 77, D) for the conditional half
+
+    def wants(self, site: AttentionSite) -> bool:
+        return False
+
+    def context(self, site: AttentionSite, context: torch.Tensor) -> torch.Tensor:
+        if not site.is_cross or site.resolution not in self.embeddings:
+            return context
+        level = self.embeddings[site.resolution].to(context.dtype)
+        return torch.cat([context[: context.shape[0] - level.shape[0]], level])
+
+
 class _ControlledProcessor:
     """diffusers' AttnProcessor with the attention probabilities passed through a controller."""
 
@@ -115,8 +176,10 @@ class _ControlledProcessor:
         batch, tokens, _ = (hidden_states if encoder_hidden_states is None else encoder_hidden_states).shape
         attention_mask = attn.prepare_attention_mask(attention_mask, tokens, batch)
         context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
-        if encoder_hidden_states is not None and attn.norm_cross:
-            context = attn.norm_encoder_hidden_states(context)
+        if encoder_hidden_states is not None:
+            context = self.controller.context(self.site, context)
+            if attn.norm_cross:
+                context = attn.norm_encoder_hidden_states(context)
         projections = (attn.to_q(hidden_states), attn.to_k(context), attn.to_v(context))
         query, key, value = (attn.head_to_batch_dim(x) for x in projections)
         if self.controller.wants(self.site):

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from editors.attention import AttentionController, attention_control
+from editors.attention import AttentionController, ControllerGroup, LevelConditioning, attention_control
 from invbench.models import DiffusionModel
 from invbench.registry import Registry
 from inversions.base import InversionResult
@@ -55,7 +55,8 @@ def denoise_branches(
     cond: (B, 77, D) prompt embeddings, branch 0 being the source branch. Each step uses the inversion's per-step
     unconditional embedding (or "") for classifier-free guidance (in every branch, or the source branch only), its
     per-step conditional embedding (or the source prompt) in the source branch and, if it says so, mixed into the
-    target branches, and adds its per-step latent offset to the source branch.
+    target branches, its per-level embeddings (see InversionResult.level_embeddings), and adds its per-step latent
+    offset to the source branch.
     A `controller` sees every attention map (editors/attention.py) and may change the latents after each step.
     Returns the final latents (B, 4, h, w).
     """
@@ -65,6 +66,9 @@ def denoise_branches(
     empty = model.encode_prompts([""])
     unconds = inversion.uncond_embeddings or [empty] * len(timesteps)
     source_only = inversion.uncond_branches == "source"
+    levels = None if inversion.level_embeddings is None else LevelConditioning()
+    if levels is not None:
+        controller = levels if controller is None else ControllerGroup(levels, controller)
     if controller is not None:
         controller.num_branches = branches
     control = nullcontext() if controller is None else attention_control(model.unet, controller, latents.shape[-1])
@@ -74,6 +78,11 @@ def denoise_branches(
             step_uncond = unconds[i].expand(branches, -1, -1)
             if source_only:
                 step_uncond = torch.cat([unconds[i], empty.expand(branches - 1, -1, -1)])
+            if levels is not None:
+                levels.embeddings = {
+                    resolution: torch.cat([tuned, cond[1:] + (tuned - cond[:1])])
+                    for resolution, tuned in inversion.level_embeddings[i].items()
+                }
             if controller is not None:
                 controller.begin_step(i)
             noise = model.guided_noise(latents, t, step_cond, step_uncond, guidance_scale)

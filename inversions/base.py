@@ -48,6 +48,12 @@ class InversionResult:
     """With `cond_embeddings`: target branches condition on w · c_target + (1 − w) · cond_embeddings[i] (PTI's
     condition interpolation, w = η). None: target branches condition on the target prompt alone."""
 
+    level_embeddings: list[dict[int, torch.Tensor]] | None = None
+    """Per-step, per-resolution conditional embeddings {query resolution: (1, 77, D)} (TODInv's P* space): the
+    source branch's cross-attention layers at that resolution read them instead of the source prompt, and target
+    branches read c_target + (embedding − c_source) there (TODInv Eq. 10). Resolutions not listed keep the prompts.
+    Resolutions are those of `editors.attention.attention_sites` (64, 32, 16, 8 for SD at 512²)."""
+
     latent_offsets: list[torch.Tensor] | None = None
     """Per-step corrections (1, 4, h, w) added to the source branch right after denoising step i
     (DirectInversion-style methods). None: no correction."""

@@ -103,7 +103,7 @@ def test_headline_sweep_accepts_the_ntI_spelling(tmp_path):
     code, output = run(
         "launch.py",
         "-m",
-        "inversion=ntI,pti",
+        "inversion=ntI,todinv",
         "editor=p2p",
         "dataset.categories=[1]",
         *QUICK,
@@ -111,7 +111,7 @@ def test_headline_sweep_accepts_the_ntI_spelling(tmp_path):
         cwd=tmp_path,
     )
     assert code == 0, output
-    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0_nti+p2p", "1_pti+p2p"]
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0_nti+p2p", "1_todinv+p2p"]
     (row,) = read_rows(sweep / "0_nti+p2p" / "results.jsonl")
     assert row["status"] == "ok" and row["inversion"] == "nti" and row["inversion_info"]["optimisation_steps"] >= 5
 

@@ -1,0 +1,97 @@
+"""Task-Oriented Diffusion Inversion (TODInv; seed 002, §3.2-3.3 and §4 implementation details).
+
+Contract: DDIM inversion with the source prompt, where at every inversion step (z_{t-Δ} -> z_t) the conditional
+embeddings of the extended P* space — one per UNet resolution level and per timestep — are optimised so that one
+guided DDIM step from z_t (ω = `guidance_scale`, unconditional "") lands back on z_{t-Δ}: AdamW, `learning_rate`,
+at most `inner_steps` iterations, stopping early like NTI (loss < early_stop + i · early_stop_growth, i the denoising
+index). Only the embeddings *unrelated* to the sample's edit class are optimised: appearance edits tune the
+structure levels (latent side / 4 and / 8: 16 and 8 for SD), structure edits tune the appearance levels (side / 1
+and / 2: 64 and 32), global edits tune all; the others stay bit-identical to the source prompt's embedding. Each
+timestep starts from the previous one's result. Editing reads the per-level embeddings in the source branch and
+c_target + (c_level − c_source) in the target branches (Eq. 10; InversionResult.level_embeddings).
+UNet evaluations per step: 1 (inversion) + 1 (unconditional, reused) + one per iteration (with backward).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from editors.attention import LevelConditioning, attention_control, attention_sites
+from invbench.ddim import DDIMSchedule
+from invbench.errors import InvbenchError
+from invbench.models import DiffusionModel
+from inversions.base import INVERSIONS, Inversion, InversionResult
+from pie_bench import Sample
+
+
+@INVERSIONS.register("todinv")
+@dataclass
+class TaskOrientedInversion(Inversion):
+    num_steps: int
+    guidance_scale: float
+    inner_steps: int  # K
+    learning_rate: float
+    early_stop: float
+    early_stop_growth: float
+    appearance_levels: list[int]  # latent side divisors of the high-resolution (appearance) levels
+    structure_levels: list[int]  # ... and of the low-resolution (structure) levels
+
+    def tuned_levels(self, sample: Sample, present: set[int], side: int) -> set[int]:
+        appearance = {side // divisor for divisor in self.appearance_levels} & present
+        structure = {side // divisor for divisor in self.structure_levels} & present
+        by_class = {"structure": appearance, "appearance": structure, "global": appearance | structure}
+        if sample.edit_class not in by_class:
+            raise InvbenchError(
+                f"sample {sample.id}: TODInv needs an edit class in {sorted(by_class)}, got '{sample.edit_class}' "
+                "(see conf/edit_classes/)"
+            )
+        return by_class[sample.edit_class]
+
+    def invert(self, model: DiffusionModel, image_latent: torch.Tensor, sample: Sample) -> InversionResult:
+        schedule = DDIMSchedule(model.scheduler_config, self.num_steps)
+        uncond, source = model.encode_prompts(["", sample.source_prompt]).chunk(2)
+        side = image_latent.shape[-1]
+        present = {site.resolution for site in attention_sites(model.unet, side) if site.is_cross}
+        tuned_levels = self.tuned_levels(sample, present, side)
+        current = {resolution: source for resolution in sorted(present)}
+        per_step: list[dict[int, torch.Tensor]] = [{}] * self.num_steps
+        trajectory, iterations = [image_latent], [0] * self.num_steps
+        levels = LevelConditioning()
+        with attention_control(model.unet, levels, side):
+            for k, t in enumerate(reversed(schedule.timesteps)):
+                i = self.num_steps - 1 - k  # denoising index of this timestep
+                previous = trajectory[-1]
+                levels.embeddings = {}  # plain prompts for the inversion step and the unconditional prediction
+                with torch.no_grad():
+                    latent = schedule.inverse_step(model.predict_noise(previous, t, source), t, previous)
+                    noise_uncond = model.predict_noise(latent, t, uncond)
+                tuned = {r: current[r].detach().clone().requires_grad_(True) for r in sorted(tuned_levels)}
+                optimizer = torch.optim.AdamW(list(tuned.values()), lr=self.learning_rate) if tuned else None
+                for _ in range(self.inner_steps if tuned else 0):
+                    levels.embeddings = {**current, **tuned}
+                    noise_cond = model.predict_noise(latent, t, source)
+                    noise = noise_uncond + self.guidance_scale * (noise_cond - noise_uncond)
+                    loss = F.mse_loss(schedule.step(noise, t, latent), previous)
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
+                    iterations[i] += 1
+                    if loss.item() < self.early_stop + i * self.early_stop_growth:
+                        break
+                current = {**current, **{r: embedding.detach() for r, embedding in tuned.items()}}
+                per_step[i] = current
+                trajectory.append(latent)
+        return InversionResult(
+            schedule=schedule,
+            latents=trajectory,
+            level_embeddings=per_step,
+            info={
+                "optimisation_steps": sum(iterations),
+                "optimisation_steps_per_timestep": iterations,
+                "edit_class": sample.edit_class,
+                "tuned_levels": sorted(tuned_levels),
+            },
+        )
