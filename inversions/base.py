@@ -78,3 +78,16 @@ class Inversion(ABC):
 
 
 INVERSIONS: Registry[Inversion] = Registry("inversion")
+
+
+@torch.no_grad()
+def fixed_point_residual(model: DiffusionModel, inversion: InversionResult, prompt_embedding: torch.Tensor) -> float:
+    """Mean over inversion steps of ‖z_t − DDIM⁻¹(z_{t−Δ}; ε(z_t, t, c))‖ / ‖z_t‖: how far each latent of the
+    trajectory is from the fixed point exact inversion needs (0: denoising with c retraces the trajectory)."""
+    schedule, latents = inversion.schedule, inversion.latents
+    residuals = []
+    for k, t in enumerate(reversed(schedule.timesteps)):
+        previous, latent = latents[k], latents[k + 1]
+        again = schedule.inverse_step(model.predict_noise(latent, t, prompt_embedding), t, previous)
+        residuals.append(float((latent - again).norm() / latent.norm()))
+    return sum(residuals) / len(residuals)
