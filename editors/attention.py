@@ -78,6 +78,10 @@ class AttentionController:
         """The prompt embeddings (rows, 77, D) a cross-attention layer reads keys and values from."""
         return context
 
+    def value_context(self, site: AttentionSite, context: torch.Tensor) -> torch.Tensor:
+        """The embeddings a cross-attention layer reads its values from (keys keep `context`)."""
+        return context
+
     def begin_step(self, step: int) -> None:
         self.step = step
 
@@ -136,6 +140,11 @@ class ControllerGroup(AttentionController):
             context = controller.context(site, context)
         return context
 
+    def value_context(self, site: AttentionSite, context: torch.Tensor) -> torch.Tensor:
+        for controller in self.controllers:
+            context = controller.value_context(site, context)
+        return context
+
     def begin_step(self, step: int) -> None:
         super().begin_step(step)
         for controller in self.controllers:
@@ -164,6 +173,29 @@ class LevelConditioning(AttentionController):
         return torch.cat([context[: context.shape[0] - level.shape[0]], level])
 
 
+class ValueModulation(AttentionController):
+    """StyleDiffusion's value-input mapping: in the conditional half, cross-attention values read c ⊙ scale + shift
+    instead of the prompt embedding c (keys keep c) — in the source branch always, in target branches only while
+    `targets` is true. `scale`/`shift` (1, 77, D) are set per step; None switches the modulation off."""
+
+    def __init__(self):
+        self.scale: torch.Tensor | None = None
+        self.shift: torch.Tensor | None = None
+        self.targets = False
+
+    def wants(self, site: AttentionSite) -> bool:
+        return False
+
+    def value_context(self, site: AttentionSite, context: torch.Tensor) -> torch.Tensor:
+        if not site.is_cross or self.scale is None:
+            return context
+        cond = context[context.shape[0] - self.num_branches :]
+        modulated = cond * self.scale.to(cond.dtype) + self.shift.to(cond.dtype)
+        if not self.targets:
+            modulated = torch.cat([modulated[:1], cond[1:]])
+        return torch.cat([context[: context.shape[0] - self.num_branches], modulated])
+
+
 class _ControlledProcessor:
     """diffusers' AttnProcessor with the attention probabilities passed through a controller."""
 
@@ -180,7 +212,8 @@ class _ControlledProcessor:
             context = self.controller.context(self.site, context)
             if attn.norm_cross:
                 context = attn.norm_encoder_hidden_states(context)
-        projections = (attn.to_q(hidden_states), attn.to_k(context), attn.to_v(context))
+        value_context = context if encoder_hidden_states is None else self.controller.value_context(self.site, context)
+        projections = (attn.to_q(hidden_states), attn.to_k(context), attn.to_v(value_context))
         query, key, value = (attn.head_to_batch_dim(x) for x in projections)
         if self.controller.wants(self.site):
             probs = attn.get_attention_scores(query, key, attention_mask)

@@ -14,7 +14,13 @@ from typing import Any, ClassVar
 
 import torch
 
-from editors.attention import AttentionController, ControllerGroup, LevelConditioning, attention_control
+from editors.attention import (
+    AttentionController,
+    ControllerGroup,
+    LevelConditioning,
+    ValueModulation,
+    attention_control,
+)
 from invbench.models import DiffusionModel
 from invbench.registry import Registry
 from inversions.base import InversionResult
@@ -55,8 +61,8 @@ def denoise_branches(
     cond: (B, 77, D) prompt embeddings, branch 0 being the source branch. Each step uses the inversion's per-step
     unconditional embedding (or "") for classifier-free guidance (in every branch, or the source branch only), its
     per-step conditional embedding (or the source prompt) in the source branch and, if it says so, mixed into the
-    target branches, its per-level embeddings (see InversionResult.level_embeddings), and adds its per-step latent
-    offset to the source branch.
+    target branches, its per-level embeddings and value modulation (see InversionResult), and adds its per-step
+    latent offset to the source branch.
     A `controller` sees every attention map (editors/attention.py) and may change the latents after each step.
     Returns the final latents (B, 4, h, w).
     """
@@ -67,8 +73,10 @@ def denoise_branches(
     unconds = inversion.uncond_embeddings or [empty] * len(timesteps)
     source_only = inversion.uncond_branches == "source"
     levels = None if inversion.level_embeddings is None else LevelConditioning()
-    if levels is not None:
-        controller = levels if controller is None else ControllerGroup(levels, controller)
+    values = None if inversion.value_modulation is None else ValueModulation()
+    for state in (levels, values):
+        if state is not None:
+            controller = state if controller is None else ControllerGroup(state, controller)
     if controller is not None:
         controller.num_branches = branches
     control = nullcontext() if controller is None else attention_control(model.unet, controller, latents.shape[-1])
@@ -83,6 +91,9 @@ def denoise_branches(
                     resolution: torch.cat([tuned, cond[1:] + (tuned - cond[:1])])
                     for resolution, tuned in inversion.level_embeddings[i].items()
                 }
+            if values is not None:
+                values.scale, values.shift = inversion.value_modulation[i]
+                values.targets = i < inversion.value_target_until
             if controller is not None:
                 controller.begin_step(i)
             noise = model.guided_noise(latents, t, step_cond, step_uncond, guidance_scale)

@@ -54,6 +54,13 @@ class InversionResult:
     branches read c_target + (embedding − c_source) there (TODInv Eq. 10). Resolutions not listed keep the prompts.
     Resolutions are those of `editors.attention.attention_sites` (64, 32, 16, 8 for SD at 512²)."""
 
+    value_modulation: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+    """Per-step (scale, shift), each (1, 77, D): cross-attention *values* of the conditional half read
+    c ⊙ scale + shift instead of the prompt embedding c, keys keep c (StyleDiffusion) — in the source branch at every
+    step, in target branches for the steps before `value_target_until`."""
+
+    value_target_until: int = 0
+
     latent_offsets: list[torch.Tensor] | None = None
     """Per-step corrections (1, 4, h, w) added to the source branch right after denoising step i
     (DirectInversion-style methods). None: no correction."""
