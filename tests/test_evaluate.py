@@ -49,9 +49,21 @@ def test_job_rows_carry_every_metric(run):
     assert all(math.isnan(style[f"{name}_unedit_part"]) for name in ("psnr", "lpips", "mse", "ssim"))
     assert rows["metrics_setup"].eq("pie_bench/reference dino=tiny clip=tiny lpips=tiny").all()
     assert (rows["metrics_resized_from"] == 64).all()  # the 64² test images are scored at the mask's 512²
-    # Acceptance is "under a second per sample on CPU": 0.4-0.8 s measured on 2 cores. The bound leaves room for a
-    # slower CI machine and still catches a real-size backbone slipping into the default (several seconds).
-    assert rows["metrics_seconds"].median() < 2.0
+    assert (rows["metrics_seconds"] > 0).all()
+
+
+@pytest.mark.slow
+def test_metrics_take_under_a_second_per_sample_on_cpu():
+    """Wall-clock, so only meaningful on an otherwise idle machine: run with `-m slow`."""
+    import statistics
+    import sys
+
+    from conftest import REPO
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from metrics_speed import measure
+
+    assert statistics.median(measure("tiny", "cpu")) < 1.0
 
 
 def test_evaluate_rescoring_a_run_folder_reproduces_the_job_metrics(run, compose, tmp_path):
