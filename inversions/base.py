@@ -12,10 +12,12 @@ Per-step fields are indexed by the denoising step i = 0 .. num_steps-1, i.e. by 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 
 from invbench.ddim import DDIMSchedule
 from invbench.models import DiffusionModel
@@ -85,6 +87,36 @@ class Inversion(ABC):
 
 
 INVERSIONS: Registry[Inversion] = Registry("inversion")
+
+
+def optimise(
+    optimizer: torch.optim.Optimizer, loss: Callable[[], torch.Tensor], max_iterations: int, stop_below: float | None
+) -> int:
+    """Take up to `max_iterations` optimizer steps on `loss()`, stopping after the first whose loss was below
+    `stop_below` (None: never); returns the number taken. Each iteration builds and frees its own graph."""
+    for taken in range(1, max_iterations + 1):
+        value = loss()
+        optimizer.zero_grad()
+        value.backward()
+        optimizer.step()
+        if stop_below is not None and value.item() < stop_below:
+            return taken
+    return max_iterations
+
+
+def guided_step_error(
+    schedule: DDIMSchedule,
+    latent: torch.Tensor,
+    t: int,
+    noise_uncond: torch.Tensor,
+    noise_cond: torch.Tensor,
+    guidance_scale: float,
+    goal: torch.Tensor,
+) -> torch.Tensor:
+    """Mean squared distance between one classifier-free-guided DDIM step from `latent` and `goal` (the loss that
+    null-text-style inversions minimise per step)."""
+    noise = noise_uncond + guidance_scale * (noise_cond - noise_uncond)
+    return F.mse_loss(schedule.step(noise, t, latent), goal)
 
 
 @torch.no_grad()

@@ -16,10 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from invbench.models import DiffusionModel
-from inversions.base import INVERSIONS, Inversion, InversionResult
+from inversions.base import INVERSIONS, Inversion, InversionResult, guided_step_error, optimise
 from inversions.ddim import DDIMInversion
 from pie_bench import Sample
 
@@ -47,17 +46,20 @@ class NullTextInversion(Inversion):
                 noise_cond = model.predict_noise(latent, t, cond)
             uncond = uncond.detach().clone().requires_grad_(True)
             optimizer = torch.optim.Adam([uncond], lr=self.learning_rate * (1 - i / 100))
-            taken = 0
-            for _ in range(self.inner_steps):
-                noise_uncond = model.predict_noise(latent, t, uncond)
-                noise = noise_uncond + self.guidance_scale * (noise_cond - noise_uncond)
-                loss = F.mse_loss(schedule.step(noise, t, latent), target)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                taken += 1
-                if loss.item() < self.early_stop + i * self.early_stop_growth:
-                    break
+            taken = optimise(
+                optimizer,
+                lambda: guided_step_error(
+                    schedule,
+                    latent,
+                    t,
+                    model.predict_noise(latent, t, uncond),
+                    noise_cond,
+                    self.guidance_scale,
+                    target,
+                ),
+                self.inner_steps,
+                self.early_stop + i * self.early_stop_growth,
+            )
             uncond = uncond.detach()
             optimised.append(uncond)
             iterations.append(taken)

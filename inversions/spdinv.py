@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from invbench.ddim import DDIMSchedule
 from invbench.models import DiffusionModel
-from inversions.base import INVERSIONS, Inversion, InversionResult
+from inversions.base import INVERSIONS, Inversion, InversionResult, optimise
 from pie_bench import Sample
 
 
@@ -41,16 +41,12 @@ class SourcePromptDisentangledInversion(Inversion):
             with torch.no_grad():
                 estimate = schedule.inverse_step(model.predict_noise(previous, t, source), t, previous)
             latent = estimate.clone().requires_grad_(True)
-            optimizer = torch.optim.AdamW([latent], lr=self.learning_rate)
-            taken = 0
-            for _ in range(self.inner_steps):
-                loss = F.mse_loss(latent, schedule.inverse_step(model.predict_noise(latent, t, source), t, previous))
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                taken += 1
-                if self.threshold is not None and loss.item() < self.threshold:
-                    break
+            taken = optimise(
+                torch.optim.AdamW([latent], lr=self.learning_rate),
+                lambda: F.mse_loss(latent, schedule.inverse_step(model.predict_noise(latent, t, source), t, previous)),
+                self.inner_steps,
+                self.threshold,
+            )
             trajectory.append(latent.detach())
             rounds.append(taken)
         return InversionResult(

@@ -30,7 +30,7 @@ from editors.attention import AttentionController, AttentionSite, ControllerGrou
 from invbench.ddim import DDIMSchedule
 from invbench.errors import InvbenchError
 from invbench.models import DiffusionModel
-from inversions.base import INVERSIONS, Inversion, InversionResult
+from inversions.base import INVERSIONS, Inversion, InversionResult, guided_step_error, optimise
 from metrics.backbone import resolve_backbone, seeded
 from pie_bench import Sample
 
@@ -108,23 +108,24 @@ class StyleDiffusion(Inversion):
                 with torch.no_grad():
                     values.scale = None
                     noise_uncond = model.predict_noise(latent, t, uncond)
-                taken = 0
-                for _ in range(math.ceil(self.inner_steps * math.exp(-0.1 * i))):
+
+                def loss() -> torch.Tensor:
                     values.scale, values.shift = network(tokens).split(TOKENS, dim=1)
                     maps.maps = []
                     noise_cond = model.predict_noise(latent, t, source)
-                    noise = noise_uncond + self.guidance_scale * (noise_cond - noise_uncond)
-                    loss = F.mse_loss(schedule.step(noise, t, latent), goal)
+                    value = guided_step_error(schedule, latent, t, noise_uncond, noise_cond, self.guidance_scale, goal)
                     if self.attention_loss:
-                        loss = loss + sum(
+                        value = value + sum(
                             F.mse_loss(a, b) for a, b in zip(maps.maps, reference_maps[self.num_steps - i])
                         )
-                    optimizer.zero_grad()
-                    loss.backward()
-                    optimizer.step()
-                    taken += 1
-                    if loss.item() < self.early_stop + i * self.early_stop_growth:
-                        break
+                    return value
+
+                taken = optimise(
+                    optimizer,
+                    loss,
+                    math.ceil(self.inner_steps * math.exp(-0.1 * i)),
+                    self.early_stop + i * self.early_stop_growth,
+                )
                 with torch.no_grad():
                     values.scale, values.shift = (x.detach() for x in network(tokens).split(TOKENS, dim=1))
                     modulation.append((values.scale, values.shift))

@@ -17,13 +17,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from editors.attention import LevelConditioning, attention_control, attention_sites
 from invbench.ddim import DDIMSchedule
 from invbench.errors import InvbenchError
 from invbench.models import DiffusionModel
-from inversions.base import INVERSIONS, Inversion, InversionResult
+from inversions.base import INVERSIONS, Inversion, InversionResult, guided_step_error, optimise
 from pie_bench import Sample
 
 
@@ -69,18 +68,22 @@ class TaskOrientedInversion(Inversion):
                     latent = schedule.inverse_step(model.predict_noise(previous, t, source), t, previous)
                     noise_uncond = model.predict_noise(latent, t, uncond)
                 tuned = {r: current[r].detach().clone().requires_grad_(True) for r in sorted(tuned_levels)}
-                optimizer = torch.optim.AdamW(list(tuned.values()), lr=self.learning_rate) if tuned else None
-                for _ in range(self.inner_steps if tuned else 0):
-                    levels.embeddings = {**current, **tuned}
-                    noise_cond = model.predict_noise(latent, t, source)
-                    noise = noise_uncond + self.guidance_scale * (noise_cond - noise_uncond)
-                    loss = F.mse_loss(schedule.step(noise, t, latent), previous)
-                    optimizer.zero_grad()
-                    loss.backward()
-                    optimizer.step()
-                    iterations[i] += 1
-                    if loss.item() < self.early_stop + i * self.early_stop_growth:
-                        break
+                levels.embeddings = {**current, **tuned}
+                if tuned:
+                    iterations[i] = optimise(
+                        torch.optim.AdamW(list(tuned.values()), lr=self.learning_rate),
+                        lambda: guided_step_error(
+                            schedule,
+                            latent,
+                            t,
+                            noise_uncond,
+                            model.predict_noise(latent, t, source),
+                            self.guidance_scale,
+                            previous,
+                        ),
+                        self.inner_steps,
+                        self.early_stop + i * self.early_stop_growth,
+                    )
                 current = {**current, **{r: embedding.detach() for r, embedding in tuned.items()}}
                 per_step[i] = current
                 trajectory.append(latent)
