@@ -20,6 +20,12 @@ def run(script, *args, cwd):
     return done.returncode, done.stdout + done.stderr
 
 
+def launch_sweep(tmp_path, *overrides):
+    """`launch.py -m <overrides> hydra.sweep.dir=<tmp>/sweep` -> (sweep folder, exit code, output)."""
+    sweep = tmp_path / "sweep"
+    return (sweep, *run("launch.py", "-m", *overrides, f"hydra.sweep.dir={sweep}", cwd=tmp_path))
+
+
 def test_launch_end_to_end_on_two_samples(tmp_path):
     code, output = run(
         "launch.py", *QUICK, "dataset.categories=[1,6]", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path
@@ -48,17 +54,8 @@ def test_missing_model_is_a_clear_error(tmp_path):
 
 
 def test_multirun_sweep_then_aggregate(tmp_path):
-    sweep = tmp_path / "sweep"
-    code, output = run(
-        "launch.py",
-        "-m",
-        "inversion=ddim",
-        "editor=direct",
-        "editor.guidance_scale=1,7.5",
-        "dataset.categories=[1,6]",
-        *QUICK,
-        f"hydra.sweep.dir={sweep}",
-        cwd=tmp_path,
+    sweep, code, output = launch_sweep(
+        tmp_path, "inversion=ddim", "editor=direct", "editor.guidance_scale=1,7.5", "dataset.categories=[1,6]", *QUICK
     )
     assert code == 0, output
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0_ddim+direct", "1_ddim+direct"]
@@ -76,16 +73,8 @@ def test_multirun_sweep_then_aggregate(tmp_path):
 
 
 def test_editor_sweep_direct_p2p_p2plus(tmp_path):
-    sweep = tmp_path / "sweep"
-    code, output = run(
-        "launch.py",
-        "-m",
-        "inversion=ddim",
-        "editor=direct,p2p,p2plus",
-        "dataset.categories=[1,6]",
-        *QUICK,
-        f"hydra.sweep.dir={sweep}",
-        cwd=tmp_path,
+    sweep, code, output = launch_sweep(
+        tmp_path, "inversion=ddim", "editor=direct,p2p,p2plus", "dataset.categories=[1,6]", *QUICK
     )
     assert code == 0, output
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0_ddim+direct", "1_ddim+p2p", "2_ddim+p2plus"]
@@ -99,16 +88,8 @@ def test_editor_sweep_direct_p2p_p2plus(tmp_path):
 
 
 def test_headline_sweep_accepts_the_ntI_spelling(tmp_path):
-    sweep = tmp_path / "sweep"
-    code, output = run(
-        "launch.py",
-        "-m",
-        "inversion=ntI,todinv",
-        "editor=p2p",
-        "dataset.categories=[1]",
-        *QUICK,
-        f"hydra.sweep.dir={sweep}",
-        cwd=tmp_path,
+    sweep, code, output = launch_sweep(
+        tmp_path, "inversion=ntI,todinv", "editor=p2p", "dataset.categories=[1]", *QUICK
     )
     assert code == 0, output
     assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0_nti+p2p", "1_todinv+p2p"]
@@ -117,16 +98,7 @@ def test_headline_sweep_accepts_the_ntI_spelling(tmp_path):
 
 
 def test_submitit_local_sweep_runs_jobs_in_parallel_subprocesses(tmp_path):
-    sweep = tmp_path / "sweep"
-    code, output = run(
-        "launch.py",
-        "-m",
-        "hydra/launcher=submitit_local",
-        "dataset.categories=[1],[6]",
-        *QUICK,
-        f"hydra.sweep.dir={sweep}",
-        cwd=tmp_path,
-    )
+    sweep, code, output = launch_sweep(tmp_path, "hydra/launcher=submitit_local", "dataset.categories=[1],[6]", *QUICK)
     assert code == 0, output
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name[0].isdigit())
     assert len(jobs) == 2
