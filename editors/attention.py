@@ -12,6 +12,10 @@ Batch layout. Editors denoise B branches in one UNet call; branch 0 is the sourc
 guidance the batch is [unconditional × B, conditional × B] (see `DiffusionModel.guided_noise`), at guidance 1 only
 the conditional half. Attention probabilities arrive as (rows · heads, queries, keys) and controllers see them as
 (halves, B, heads, queries, keys), `halves` being 2 (uncond, cond) or 1 (cond).
+
+Besides editing maps, controllers may change what cross-attention reads: `context` (keys and values; TODInv's
+per-level prompts, `LevelConditioning`) or `value_context` (values only; StyleDiffusion, `ValueModulation`).
+`AttentionStore` records maps for analysis and tests.
 """
 
 from __future__ import annotations
@@ -31,10 +35,6 @@ class AttentionSite:
     place: str  # down | mid | up
     is_cross: bool
     resolution: int  # side of the query map (e.g. 64, 32, 16, 8 for SD at 512²)
-
-    @property
-    def query_tokens(self) -> int:
-        return self.resolution**2
 
 
 def attention_sites(unet: torch.nn.Module, latent_side: int) -> list[AttentionSite]:
