@@ -11,30 +11,24 @@ run folder; rerun with hydra.run.dir=<that folder> to finish an interrupted eval
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from invbench.cli import exit_on_user_error, start
+
 log = logging.getLogger("evaluate")
 
 
 @hydra.main(version_base=None, config_path="conf", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    from invbench.errors import InvbenchError
     from invbench.evaluation import evaluate_folder
 
-    try:
+    with exit_on_user_error(log):
         evaluate_folder(cfg, Path(HydraConfig.get().runtime.output_dir))
-    except InvbenchError as error:  # a user's mistake: say what and how to fix it, without a traceback
-        log.error("%s", error)
-        sys.exit(2)
 
 
 if __name__ == "__main__":
-    from invbench.cli import normalise_group_choices
-
-    sys.argv = normalise_group_choices(sys.argv, Path(__file__).parent / "conf")
-    main()
+    start(main, __file__)

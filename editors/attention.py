@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from invbench.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class AttentionSite:
@@ -204,7 +206,10 @@ class _ControlledProcessor:
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
         if attn.spatial_norm is not None or attn.group_norm is not None or hidden_states.ndim != 3:
-            raise NotImplementedError(f"{self.site.name}: attention control supports SD v1.x transformer attention")
+            raise ConfigError(
+                f"{self.site.name}: attention control handles SD v1.x-style transformer attention only (no spatial "
+                "or group norm, 3-d hidden states); this model's UNet has another kind"
+            )
         batch, tokens, _ = (hidden_states if encoder_hidden_states is None else encoder_hidden_states).shape
         attention_mask = attn.prepare_attention_mask(attention_mask, tokens, batch)
         context = hidden_states if encoder_hidden_states is None else encoder_hidden_states

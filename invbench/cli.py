@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+from invbench.errors import InvbenchError
 
 _HYDRA_SYNTAX = set("[](){}'\"$:")
 
@@ -24,3 +30,20 @@ def normalise_group_choices(arguments: list[str], conf_dir: Path) -> list[str]:
             argument = f"{group}={','.join(choices)}"
         normalised.append(argument)
     return normalised
+
+
+@contextmanager
+def exit_on_user_error(log: logging.Logger) -> Iterator[None]:
+    """A user's mistake (an InvbenchError) is logged with what to fix and ends the program with exit code 2,
+    without a traceback; anything else propagates."""
+    try:
+        yield
+    except InvbenchError as error:
+        log.error("%s", error)
+        sys.exit(2)
+
+
+def start(main: Callable[[], None], script: str) -> None:
+    """Run a Hydra entry point with its group choices spelled as conf/ next to `script` names them."""
+    sys.argv = normalise_group_choices(sys.argv, Path(script).resolve().parent / "conf")
+    main()
