@@ -114,9 +114,9 @@ def _run_folder_jobs(folder: Path) -> list[_Job]:
         dataset["root"], edit_class_lookup(run_config["edit_classes"]), dataset["mapping_file"], strict=False
     )
     samples = {sample.id: sample for sample in benchmark.samples}
-    rows = pd.DataFrame(read_rows(folder / RESULTS_FILE)).drop_duplicates("sample_id", keep="last")
+    latest = {row["sample_id"]: row for row in read_rows(folder / RESULTS_FILE)}  # a retried sample's last row
     jobs: list[_Job] = []
-    for row in rows.to_dict("records"):
+    for row in latest.values():
         original = {key: value for key, value in row.items() if key not in _SCORE_FIELDS + METRIC_COLUMNS}
         original["scored_from"] = str(folder)
         if row["status"] != "ok":
