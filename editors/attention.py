@@ -101,15 +101,11 @@ class AttentionStore(AttentionController):
         # maps[step][site] = (halves, branches, queries, keys), head-averaged
         self.maps: dict[int, dict[AttentionSite, torch.Tensor]] = defaultdict(dict)
 
-    def records(self, site: AttentionSite) -> bool:
+    def wants(self, site: AttentionSite) -> bool:
         return self.kinds[site.is_cross] and site.resolution <= self.max_resolution
 
-    def wants(self, site: AttentionSite) -> bool:
-        return self.records(site)
-
     def attention(self, site: AttentionSite, probs: torch.Tensor) -> torch.Tensor:
-        if self.records(site):
-            self.maps[self.step][site] = probs.mean(dim=2).detach()
+        self.maps[self.step][site] = probs.mean(dim=2).detach()
         return probs
 
 
