@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import invbench.resolvers  # noqa: F401  (conf/config.yaml names folders with them)
 from invbench.errors import InvbenchError
 
 _HYDRA_SYNTAX = set("[](){}'\"$:")

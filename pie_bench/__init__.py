@@ -7,6 +7,7 @@ from pie_bench.dataset import (
     Sample,
     load_benchmark,
     select,
+    selection_label,
     strip_brackets,
 )
 from pie_bench.editing_types import EDITING_TYPES, edit_class_lookup
@@ -24,5 +25,6 @@ __all__ = [
     "encode_mask",
     "load_benchmark",
     "select",
+    "selection_label",
     "strip_brackets",
 ]

@@ -227,3 +227,9 @@ def select(
     start = len(entries) * shard_index // num_shards
     stop = len(entries) * (shard_index + 1) // num_shards
     return list(entries[start:stop])
+
+
+def selection_label(categories: Sequence[int] | None, num_shards: int, shard_index: int) -> str:
+    """A folder-name suffix for a selection: '' for everything, else e.g. '_cat1', '_cat1+6', '_shard2of8'."""
+    label = "_cat" + "+".join(str(c) for c in sorted(categories)) if categories is not None else ""
+    return label + (f"_shard{shard_index}of{num_shards}" if num_shards > 1 else "")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,24 @@ CONF = REPO / "conf"
 # Small and quick, but the same code path as the default job: 64x64 images, 10 denoising steps, and the tiny metric
 # backbones even where real ones are cached.
 FAST = ["model.resolution=64", "inversion.num_steps=10", "metrics.backbones=tiny"]
+
+
+def script_env(**extra: str) -> dict[str, str]:
+    """The environment for running a script as a user would, offline, with Hydra's short error messages."""
+    return {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "0", **extra}
+
+
+def run(script: str, *args: str, cwd: Path, env: dict[str, str] | None = None) -> tuple[int, str]:
+    """Run one of the repository's scripts in a subprocess -> (exit code, stdout + stderr)."""
+    done = subprocess.run(
+        [sys.executable, str(REPO / script), *args],
+        cwd=cwd,
+        env=env or script_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    return done.returncode, done.stdout + done.stderr
 
 
 def conf_file(relative: str) -> dict:

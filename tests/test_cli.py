@@ -1,23 +1,12 @@
 """launch.py and aggregate.py run as a user runs them: subprocesses, exit codes, files on disk."""
 
 import csv
-import os
-import subprocess
-import sys
 
-from conftest import REPO
+from conftest import run
 
 from invbench.results import read_rows
 
 QUICK = ["model.resolution=64", "inversion.num_steps=5", "metrics.backbones=tiny"]
-
-
-def run(script, *args, cwd):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "0"}
-    done = subprocess.run(
-        [sys.executable, str(REPO / script), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
-    )
-    return done.returncode, done.stdout + done.stderr
 
 
 def launch_sweep(tmp_path, *overrides):
@@ -58,7 +47,7 @@ def test_multirun_sweep_then_aggregate(tmp_path):
         tmp_path, "inversion=ddim", "editor=direct", "editor.guidance_scale=1,7.5", "dataset.categories=[1,6]", *QUICK
     )
     assert code == 0, output
-    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0_ddim+direct", "1_ddim+direct"]
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0_ddim+direct_cat1+6", "1_ddim+direct_cat1+6"]
     assert "invbench sweep: 4 rows from 2 jobs" in output and (sweep / "summary.md").is_file()
 
     code, output = run("aggregate.py", str(sweep), "--out", str(tmp_path / "tables"), cwd=tmp_path)
@@ -77,10 +66,14 @@ def test_editor_sweep_direct_p2p_p2plus(tmp_path):
         tmp_path, "inversion=ddim", "editor=direct,p2p,p2plus", "dataset.categories=[1,6]", *QUICK
     )
     assert code == 0, output
-    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0_ddim+direct", "1_ddim+p2p", "2_ddim+p2plus"]
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == [
+        "0_ddim+direct_cat1+6",
+        "1_ddim+p2p_cat1+6",
+        "2_ddim+p2plus_cat1+6",
+    ]
     for editor in ("direct", "p2p", "p2plus"):
         assert f"| ddim | {editor} | tiny |" in output
-    rows = read_rows(sweep / "1_ddim+p2p" / "results.jsonl")
+    rows = read_rows(sweep / "1_ddim+p2p_cat1+6" / "results.jsonl")
     assert [r["status"] for r in rows] == ["ok", "ok"]
     assert {r["edit_info"]["controller"] for r in rows} == {"refine"} and all(
         r["edit_info"]["local_blend"] for r in rows
@@ -92,8 +85,8 @@ def test_headline_sweep_accepts_the_ntI_spelling(tmp_path):
         tmp_path, "inversion=ntI,todinv", "editor=p2p", "dataset.categories=[1]", *QUICK
     )
     assert code == 0, output
-    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0_nti+p2p", "1_todinv+p2p"]
-    (row,) = read_rows(sweep / "0_nti+p2p" / "results.jsonl")
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0_nti+p2p_cat1", "1_todinv+p2p_cat1"]
+    (row,) = read_rows(sweep / "0_nti+p2p_cat1" / "results.jsonl")
     assert row["status"] == "ok" and row["inversion"] == "nti" and row["inversion_info"]["optimisation_steps"] >= 5
 
 

@@ -8,7 +8,7 @@ import pytest
 from conftest import conf_file
 
 from invbench.errors import BenchmarkFormatError, ConfigError
-from pie_bench import EDITING_TYPES, InvalidSample, edit_class_lookup, load_benchmark, select
+from pie_bench import EDITING_TYPES, InvalidSample, edit_class_lookup, load_benchmark, select, selection_label
 from pie_bench.dataset import BUNDLED_MINI_ROOT
 
 CLASSES = edit_class_lookup(conf_file("edit_classes/todinv.yaml"))
@@ -131,6 +131,13 @@ def test_selection_by_category_and_shard(mini):
         select(entries, num_shards=3, shard_index=3)
     with pytest.raises(ConfigError, match="not PIE-Bench editing types"):
         select(entries, categories=[10])
+
+
+def test_selection_label_names_job_folders():
+    assert selection_label(None, 1, 0) == ""
+    assert selection_label([6, 1], 1, 0) == "_cat1+6"
+    assert selection_label(None, 8, 2) == "_shard2of8"
+    assert selection_label([3], 2, 1) == "_cat3_shard1of2"
 
 
 def test_build_script_reproduces_the_shipped_mini_benchmark(tmp_path):
