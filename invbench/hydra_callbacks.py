@@ -13,6 +13,8 @@ class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from reports import load_results, mean_table, to_markdown
 
+        if not config.hydra.launcher.get("wait", True):
+            return  # the jobs were only queued; aggregate.py merges them when they have run
         sweep_dir = Path(config.hydra.sweep.dir)
         results = load_results([sweep_dir]) if sweep_dir.exists() else None
         if results is None or results.empty:

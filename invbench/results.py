@@ -18,6 +18,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.jsonl"
+SELECTION_FILE = "selection.json"  # the samples a job is meant to produce, so that readers can tell what is missing
 
 
 def config_hash(config: Mapping[str, Any]) -> str:
@@ -69,3 +70,10 @@ class ResultsFile:
             f.write(line)
             f.flush()
             os.fsync(f.fileno())
+
+
+def write_json_atomically(path: Path, record: Mapping[str, Any]) -> None:
+    """Write a JSON file so that a reader sees the old or the new version, never a half-written one."""
+    temporary = path.with_name(f".{path.name}.partial")
+    temporary.write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
+    os.replace(temporary, path)

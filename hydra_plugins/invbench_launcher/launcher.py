@@ -1,0 +1,119 @@
+"""Hydra launchers for sweeps on Slurm (and local subprocesses): hydra-submitit-launcher's, plus a job list and an
+optional non-blocking submit.
+
+`launcher=slurm` and `launcher=submitit_local` select them (conf/launcher/; config nodes in config.py). On top of
+the plugin they
+
+* write `<sweep dir>/jobs.json` at submission: every job's number, scheduler id, overrides and log, and the command
+  that resubmits the sweep into the same folders. `aggregate.py` reads it to say which jobs are missing;
+* with `hydra.launcher.wait=false`, return as soon as the jobs are queued, after printing their ids and where the
+  results will land, instead of holding the login shell until the last job ends.
+
+Timeouts and preemption are the plugin's: Slurm signals the job (USR2, `signal_delay_s` before the time limit, and
+at preemption where the cluster sets `SlurmctldParameters=preempt_send_user_signal`), submitit calls the launcher's
+`checkpoint`, which resubmits the same job, and the requeued job resumes in its own folder, skipping the samples
+whose rows are already written (invbench/results.py). `max_num_timeout` bounds how often a job that hits its time
+limit is requeued.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, JobStatus, filter_overrides
+from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher, SlurmLauncher
+from omegaconf import OmegaConf
+
+import invbench.resolvers  # noqa: F401  (a job process resolves its folder name with them)
+from invbench.job_list import JOBS_FILE, write_job_list
+
+log = logging.getLogger(__name__)
+
+
+class _JobListMixin:
+    """Submits like BaseSubmititLauncher.launch, then records the jobs and, unless waiting, returns at once."""
+
+    _EXECUTOR: str
+
+    def __init__(self, wait: bool = True, **params: Any) -> None:
+        super().__init__(**params)
+        self.wait = wait
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        import submitit
+
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        executor = submitit.AutoExecutor(cluster=self._EXECUTOR, **self._executor_init_parameters())
+        executor.update_parameters(**self._job_parameters())
+        numbers = range(initial_job_idx, initial_job_idx + len(job_overrides))
+        arguments = [
+            (list(overrides), "hydra.sweep.dir", number, f"job_id_for_{number}", Singleton.get_state())
+            for number, overrides in zip(numbers, job_overrides)
+        ]
+        jobs = executor.map_array(self, *zip(*arguments))
+        listed = [
+            {
+                "num": number,
+                "job_id": job.job_id,
+                "overrides": filter_overrides(overrides),
+                "log": str(job.paths.stderr),
+                "ended_marker": str(job.paths.result_pickle),  # submitit writes it when the job ends, however
+            }
+            for number, overrides, job in zip(numbers, job_overrides, jobs)
+        ]
+        write_job_list(sweep_dir, listed, self._EXECUTOR, self._resubmit_command(sweep_dir))
+        for job in listed:
+            log.info("#%d %s: %s", job["num"], job["job_id"], " ".join(job["overrides"]))
+        if self.wait:
+            return [job.results()[0] for job in jobs]
+        print(
+            f"invbench: {len(jobs)} {self._EXECUTOR} jobs submitted; not waiting for them.\n"
+            f"  results           {sweep_dir}/<job number>_<inversion>+<editor>[_<categories or shard>]/\n"
+            f"  job list          {sweep_dir / JOBS_FILE}\n"
+            f"  merge and check   python aggregate.py {shlex.quote(str(sweep_dir))}\n"
+            f"  resubmit missing  {self._resubmit_command(sweep_dir)}"
+        )
+        return [
+            JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED, _return_value=job.job_id)
+            for overrides, job in zip(job_overrides, jobs)
+        ]
+
+    def _executor_init_parameters(self) -> dict[str, Any]:
+        init = {"folder": self.params["submitit_folder"]}
+        if "max_num_timeout" in self.params:
+            init[f"{self._EXECUTOR}_max_num_timeout"] = self.params["max_num_timeout"]
+        return init
+
+    def _job_parameters(self) -> dict[str, Any]:
+        """The plugin's rule: shared fields keep their names, the executor's own get its prefix."""
+        shared = set(OmegaConf.structured(BaseQueueConf).keys())
+        return {
+            key if key in shared else f"{self._EXECUTOR}_{key}": value
+            for key, value in self.params.items()
+            if key not in ("submitit_folder", "max_num_timeout")
+        }
+
+    def _resubmit_command(self, sweep_dir: Path) -> str:
+        """The same sweep into the same folders: finished samples are skipped, so only what is missing runs."""
+        overrides = [
+            *self.config.hydra.overrides.task,
+            *(o for o in self.config.hydra.overrides.hydra if not o.startswith(("hydra.sweep.dir=", "hydra.mode="))),
+            f"hydra.sweep.dir={sweep_dir}",
+        ]
+        return shlex.join(["python", Path(sys.argv[0]).name, "-m", *overrides])
+
+
+class InvbenchSlurmLauncher(_JobListMixin, SlurmLauncher):
+    pass
+
+
+class InvbenchLocalLauncher(_JobListMixin, LocalLauncher):
+    pass
