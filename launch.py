@@ -32,6 +32,7 @@ def main(cfg: DictConfig) -> None:
             cfg,
             Path(hydra_config.runtime.output_dir),
             launcher_cpus=OmegaConf.select(hydra_config, "launcher.cpus_per_task", default=None),
+            job_num=OmegaConf.select(hydra_config, "job.num", default=None),  # missing in single runs
         )
 
 

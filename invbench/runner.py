@@ -8,7 +8,6 @@ that already succeeded.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -26,7 +25,7 @@ from invbench.errors import ConfigError, InvbenchError
 from invbench.images import fit_square, save_png
 from invbench.models import DiffusionModel, load_model
 from invbench.registry import hyperparameters
-from invbench.results import RESULTS_FILE, ResultsFile, config_hash
+from invbench.results import RESULTS_FILE, SELECTION_FILE, ResultsFile, config_hash, write_json_atomically
 from invbench.runtime import configure_threads, environment_info, resolve_device, seed_everything
 from inversions import INVERSIONS, Inversion
 from metrics import METRICS, CostMeter, MetricSuite
@@ -40,8 +39,11 @@ RESULT_DEFINING_KEYS = ("model", "scheduler", "inversion", "editor", "edit_class
 EDITED_FOLDER, RECONSTRUCTION_FOLDER = "edited", "reconstruction"
 
 
-def run_job(cfg: DictConfig, output_dir: Path, launcher_cpus: int | None = None) -> pd.DataFrame:
-    """Run the job described by a composed `conf/config.yaml`; returns this job's result rows."""
+def run_job(
+    cfg: DictConfig, output_dir: Path, launcher_cpus: int | None = None, job_num: int | None = None
+) -> pd.DataFrame:
+    """Run the job described by a composed `conf/config.yaml`; returns this job's result rows. `job_num` is the job's
+    number in its sweep (None for a single run): recorded so that a sweep's job list can find the job's folder."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # belt and braces: nothing in a job may reach the network
     output_dir = Path(output_dir)
     config: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)
@@ -61,6 +63,15 @@ def run_job(cfg: DictConfig, output_dir: Path, launcher_cpus: int | None = None)
     selected = select(benchmark.entries, dataset["categories"], dataset["num_shards"], dataset["shard_index"])
     results = ResultsFile(output_dir / RESULTS_FILE)
     _refuse_other_configuration(results, digest)
+    write_json_atomically(
+        output_dir / SELECTION_FILE,
+        {
+            "mapping_file": str(benchmark.mapping_file),
+            **{key: dataset[key] for key in ("name", "categories", "num_shards", "shard_index")},
+            "job_num": job_num,
+            "sample_ids": [entry.id for entry in selected],
+        },
+    )
     done = results.finished_ids()
     todo = [entry for entry in selected if entry.id not in done]
     log.info(
@@ -222,7 +233,7 @@ def _write_run_record(output_dir: Path, config: Mapping[str, Any], digest: str, 
         "environment": environment_info(device),
         "config": config,
     }
-    path.write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
+    write_json_atomically(path, record)
 
 
 def write_summary(rows: pd.DataFrame, output_dir: Path, skipped: int, locations: Mapping[str, Path]) -> None:

@@ -6,7 +6,7 @@ import math
 import pandas as pd
 import pytest
 
-from reports import load_results, mean_table, to_markdown
+from reports import coverage, describe_coverage, load_results, mean_table, to_markdown
 
 
 def row(sample_id, status="ok", seconds=1.0, guidance=7.5, digest="h1", **extra):
@@ -75,3 +75,43 @@ def test_metric_means_use_paper_scales_skip_nan_and_never_mix_setups():
     assert tiny["mse_unedit_part_x1e4"] == pytest.approx(20.0)  # NaN (nothing unedited) left out, ×10⁴
     assert tiny["ssim_unedit_part_x1e2"] == pytest.approx(70.0)
     assert table.loc["pie_bench/reference dino=facebook/dino-vitb8", "mse_unedit_part_x1e4"] == pytest.approx(40.0)
+
+
+def test_coverage_tells_done_incomplete_ended_and_unlisted_jobs_apart(tmp_path):
+    sweep = tmp_path / "sweep"
+    write(sweep / "0", [row("a"), row("b", "failed")])
+    write(sweep / "1", [row("a")])
+    for n, ids in enumerate([["a", "b"], ["a", "b", "c"], ["a"]]):
+        (sweep / str(n)).mkdir(exist_ok=True)
+        (sweep / str(n) / "selection.json").write_text(json.dumps({"job_num": n, "sample_ids": ids}))
+    (sweep / "3.ended").write_text("")  # submitit's result file of job 3, which never wrote anything
+    jobs = [
+        {
+            "num": n,
+            "job_id": f"7_{n}",
+            "overrides": [f"x={n}"],
+            "log": f"7_{n}.err",
+            "ended_marker": f"{sweep}/{n}.ended",
+        }
+        for n in range(4)
+    ]
+    (sweep / "jobs.json").write_text(json.dumps({"resubmit_command": "python launch.py -m x=0,1,2,3", "jobs": jobs}))
+    write(tmp_path / "old_run", [row("a")])  # a job folder from before selection.json, outside any sweep
+
+    table = coverage([sweep, tmp_path / "old_run"]).set_index("job_id", drop=False)
+    assert table.loc["7_0", ["state", "expected", "ok", "failed", "missing"]].tolist() == ["done", 2, 1, 1, 0]
+    assert table.loc["7_1", ["state", "missing", "missing_ids"]].tolist() == ["incomplete", 2, "b c"]
+    assert table.loc["7_2", ["state", "ok", "missing"]].tolist() == ["incomplete", 0, 1]
+    assert table.loc["7_3", "state"] == "ended not started" and pd.isna(table.loc["7_3", "folder"])
+    assert table.set_index("folder").loc[str(tmp_path / "old_run"), "state"] == "unknown"
+
+    text = describe_coverage(table, [sweep])
+    assert text.splitlines()[0] == (
+        "coverage: 1 of 5 jobs done; samples: 3 ok, 1 failed, 3 missing, plus the samples of 1 job(s) with no output"
+    )
+    assert f"{sweep / '1'} [job 7_1]: 2 of 3 samples missing (x=1)" in text
+    assert (
+        "(no folder yet) [job 7_3]: no output: the job ended before its first sample (x=3)\n    its log: 7_3.err"
+        in text
+    )
+    assert text.endswith("python launch.py -m x=0,1,2,3")
