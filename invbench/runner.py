@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from editors import EDITORS, Editor
 from invbench.errors import ConfigError, InvbenchError
 from invbench.images import fit_square, save_png
+from invbench.loggers import LOGGERS
 from invbench.models import DiffusionModel, load_model
 from invbench.registry import hyperparameters
 from invbench.results import RESULTS_FILE, SELECTION_FILE, ResultsFile, config_hash, write_json_atomically
@@ -54,6 +55,7 @@ def run_job(
     inversion = INVERSIONS.build(config["inversion"])
     editor = EDITORS.build(config["editor"])
     metrics = METRICS.build(config["metrics"])
+    logger = LOGGERS.build(config["logger"])
     config["inversion"], config["editor"] = hyperparameters(inversion), hyperparameters(editor)
     digest = config_hash({key: config[key] for key in RESULT_DEFINING_KEYS})
     dataset = config["dataset"]
@@ -104,10 +106,15 @@ def run_job(
             "metrics_setup": metrics.setup,
         }
         meter = CostMeter(model.unet, device)
+        logger.start(config, output_dir, group=output_dir.parent.name if job_num is not None else output_dir.name)
         try:
             for position, entry in enumerate(todo, 1):
-                row = _process(entry, model, inversion, editor, metrics, meter, output_dir, config["seed"])
-                results.append({**shared, **row})
+                row = {
+                    **shared,
+                    **_process(entry, model, inversion, editor, metrics, meter, output_dir, config["seed"]),
+                }
+                results.append(row)
+                logger.log_sample(row)
                 log.info(
                     "[%d/%d] %s (%s): %s in %.1f s%s",
                     position,
@@ -120,6 +127,7 @@ def run_job(
                 )
         finally:
             meter.close()
+            logger.finish(pd.DataFrame(results.rows()).drop_duplicates("sample_id", keep="last"))
 
     selected_ids = {entry.id for entry in selected}
     job_rows = pd.DataFrame([row for row in results.rows() if row["sample_id"] in selected_ids])
