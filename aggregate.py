@@ -1,11 +1,14 @@
-"""Build tables from one or more run folders.
+"""Build the paper tables, comparisons, figures and gallery from one or more run folders.
 
     python aggregate.py multirun/2026-11-22_10-00-00 outputs/2026-11-22_11-00-00_ddim+direct --out tables
+    python aggregate.py multirun/... --published todinv_table1 --compare todinv+p2p nti+p2p
 
-Reads every results.jsonl under the given folders (job folders, sweep folders or results files) and writes the mean
-per inversion × editor × model × configuration as CSV and Markdown. Works on a sweep that is still running: it merges
-the jobs that have delivered, and coverage.csv (and the terminal) say which jobs and samples are still missing, with
-the command that runs just those.
+Reads every results.jsonl under the given folders (job folders, sweep folders or results files). Writes, in --out:
+table1 (TODInv Table 1 layout), per_category and class_{appearance,structure,global} (Tables 4-6) as CSV, Markdown
+and LaTeX, each cell a mean with its paired bootstrap interval and best values in bold; mean_by_method (every
+column); failed.csv; coverage.csv (works on a sweep that is still running: which jobs and samples are missing, and
+the command that runs just those); figures/ (trade-off and time plots, PNG + PDF); gallery/index.html; and, on
+request, published.{csv,md} and compare_<a>_vs_<b>.{csv,md}.
 """
 
 from __future__ import annotations
@@ -15,13 +18,42 @@ import sys
 from pathlib import Path
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run folders, sweep folders or results.jsonl files")
     parser.add_argument("--out", type=Path, default=Path("tables"), help="output folder (default: %(default)s)")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--published",
+        metavar="NAME_OR_CSV",
+        help="compare with published numbers: a table shipped in reports/published/ (todinv_table1) or a CSV path",
+    )
+    parser.add_argument(
+        "--compare",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("A", "B"),
+        help="paired comparison of two methods on their shared samples, e.g. --compare todinv+p2p nti+p2p "
+        "(repeatable; add [b] to pick a setup letter)",
+    )
+    parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default: %(default)s)")
+    parser.add_argument("--confidence", type=float, default=0.95, help="interval level (default: %(default)s)")
+    parser.add_argument("--no-figures", action="store_true", help="skip the matplotlib figures")
+    parser.add_argument("--no-gallery", action="store_true", help="skip the HTML gallery")
+    parser.add_argument("--wandb-project", help="also log the tables, figures and coverage to this wandb project")
+    parser.add_argument(
+        "--wandb-mode", default="online", choices=["online", "offline", "disabled"], help="(default: %(default)s)"
+    )
+    return parser.parse_args(argv)
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+
+    from invbench.errors import InvbenchError
     from reports import coverage, describe_coverage, load_results, mean_table, to_markdown
+    from reports.build import ReportOptions, build_reports
+    from reports.paper import to_markdown as paper_markdown
 
     try:
         results = load_results(args.runs)
@@ -35,16 +67,33 @@ def main(argv: list[str] | None = None) -> int:
         print(f"aggregate.py: no result rows under {', '.join(map(str, args.runs))}", file=sys.stderr)
         print(describe_coverage(jobs, args.runs), file=sys.stderr)
         return 1
+
     table = mean_table(results)
     table.to_csv(args.out / "mean_by_method.csv", index=False)
-    markdown = to_markdown(table)
-    (args.out / "mean_by_method.md").write_text(markdown + "\n", encoding="utf-8")
-    print(markdown)
+    (args.out / "mean_by_method.md").write_text(to_markdown(table) + "\n", encoding="utf-8")
+    options = ReportOptions(
+        resamples=args.resamples,
+        confidence=args.confidence,
+        published=args.published,
+        compare=[tuple(pair) for pair in args.compare],
+        figures=not args.no_figures,
+        gallery=not args.no_gallery,
+    )
+    try:
+        report = build_reports(results, args.out, options)
+    except InvbenchError as error:
+        print(f"aggregate.py: {error}", file=sys.stderr)
+        return 2
+    print(paper_markdown(report.main))
     print(
-        f"\nwrote {args.out / 'mean_by_method.csv'} and {args.out / 'mean_by_method.md'} "
+        f"wrote {len(report.files) + 3} files to {args.out} "
         f"({len(results)} rows from {results['run_dir'].nunique()} job folders)"
     )
     print(describe_coverage(jobs, args.runs))
+    if args.wandb_project:
+        from invbench.loggers import push_report
+
+        print(push_report(report, jobs, args.out, args.wandb_project, args.wandb_mode))
     return 0
 
 

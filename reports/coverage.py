@@ -53,8 +53,8 @@ def coverage(paths: Iterable[str | Path]) -> pd.DataFrame:
                 folders[folder] = {
                     "job_id": job["job_id"],
                     "overrides": " ".join(job["overrides"]),
-                    "log": job["log"],
-                    "ended": Path(job["ended_marker"]).exists(),
+                    "log": job.get("log"),
+                    "ended": "ended_marker" in job and Path(job["ended_marker"]).exists(),
                 }
     rows = [_job_state(folder, **known) for folder, known in sorted(folders.items())]
     return pd.DataFrame(rows, columns=COVERAGE_COLUMNS).astype({"expected": "Int64"})

@@ -79,13 +79,13 @@ def mean_table(results: pd.DataFrame) -> pd.DataFrame:
     means = ok.groupby(GROUP_COLUMNS)[columns].mean()
     means = means.astype(float).mul({c: PAPER_SCALES.get(c, 1) for c in columns}).rename(columns=scaled_name)
     table = table.join(means).reset_index()
-    differs = _differing_hyperparameters(results)
+    differs = differing_hyperparameters(results)
     if differs:
         table.insert(len(GROUP_COLUMNS), "differs", table["config_hash"].map(differs))
     return table
 
 
-def _differing_hyperparameters(results: pd.DataFrame) -> dict[str, str]:
+def differing_hyperparameters(results: pd.DataFrame) -> dict[str, str]:
     """config_hash -> 'key=value, ...' of the inversion/editor hyperparameters that vary between the
     configurations of the same inversion × editor × model; empty when no such group has two configurations."""
     described: dict[str, str] = {}

@@ -1,0 +1,67 @@
+"""Figures from a paper table (matplotlib, written as PNG and PDF): the editability / background-preservation
+trade-off and the cost per image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on a cluster node
+import matplotlib.pyplot as plt  # noqa: E402
+
+from reports.paper import PaperTable  # noqa: E402
+
+EDITABILITY, PRESERVATION = "clip_similarity_target_image_edit_part", "psnr_unedit_part"
+
+
+def _save(figure, out: Path, stem: str) -> list[Path]:
+    paths = [out / f"{stem}.png", out / f"{stem}.pdf"]
+    for path in paths:
+        figure.savefig(path, dpi=150, bbox_inches="tight")
+    plt.close(figure)
+    return paths
+
+
+def _label(row) -> str:
+    return row.inversion if row.setup == "a" else f"{row.inversion} [{row.setup}]"
+
+
+def tradeoff_plot(table: PaperTable, out: Path) -> list[Path]:
+    """Background PSNR against CLIP similarity of the edited region, one panel per editor, one point per inversion
+    with its bootstrap interval on both axes (up and right is better)."""
+    cells = table.cells.dropna(subset=[EDITABILITY, PRESERVATION])
+    editors = list(dict.fromkeys(cells["editor"])) or ["(no rows)"]
+    figure, axes = plt.subplots(1, len(editors), figsize=(4.2 * len(editors), 3.8), squeeze=False, sharey=True)
+    for axis, editor in zip(axes[0], editors):
+        for row in cells[cells["editor"] == editor].itertuples():
+            x, y = getattr(row, EDITABILITY), getattr(row, PRESERVATION)
+            xerr = [[x - getattr(row, f"{EDITABILITY}_low")], [getattr(row, f"{EDITABILITY}_high") - x]]
+            yerr = [[y - getattr(row, f"{PRESERVATION}_low")], [getattr(row, f"{PRESERVATION}_high") - y]]
+            axis.errorbar(x, y, xerr=xerr, yerr=yerr, fmt="o", capsize=2)
+            axis.annotate(_label(row), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        axis.set_title(f"editor: {editor}")
+        axis.set_xlabel("CLIP similarity, edited region ↑")
+        axis.grid(alpha=0.3)
+    axes[0][0].set_ylabel("background PSNR (dB) ↑")
+    figure.suptitle(table.title, fontsize=9)
+    return _save(figure, out, "tradeoff_psnr_vs_clip_edited")
+
+
+def time_plot(table: PaperTable, out: Path) -> list[Path]:
+    """Seconds per image (inversion + editing) per method, with UNet evaluations written next to each bar."""
+    cells = table.cells.dropna(subset=["total_seconds"]).sort_values("total_seconds")
+    figure, axis = plt.subplots(figsize=(6.5, 0.45 * max(len(cells), 2) + 1))
+    labels = [f"{_label(row)} + {row.editor}" for row in cells.itertuples()]
+    axis.barh(labels, cells["total_seconds"], xerr=[
+        cells["total_seconds"] - cells["total_seconds_low"], cells["total_seconds_high"] - cells["total_seconds"]
+    ], capsize=2)  # fmt: skip
+    if "unet_evals" in cells:
+        for position, row in enumerate(cells.itertuples()):
+            right = row.total_seconds_high if row.total_seconds_high == row.total_seconds_high else row.total_seconds
+            axis.annotate(f"{row.unet_evals:.0f} UNet evals", (right, position), xytext=(6, -3),
+                          textcoords="offset points", fontsize=8)  # fmt: skip
+    axis.set_xlabel("seconds per image ↓ (inversion + editing)")
+    axis.set_title(table.title, fontsize=9)
+    axis.grid(axis="x", alpha=0.3)
+    return _save(figure, out, "time_per_image")
