@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, ClassVar
 
 import torch
@@ -61,8 +62,8 @@ def denoise_branches(
     cond: (B, 77, D) prompt embeddings, branch 0 being the source branch. Each step uses the inversion's per-step
     unconditional embedding (or "") for classifier-free guidance (in every branch, or the source branch only), its
     per-step conditional embedding (or the source prompt) in the source branch and, if it says so, mixed into the
-    target branches, its per-level embeddings and value modulation (see InversionResult), and adds its per-step
-    latent offset to the source branch.
+    target branches, its per-level embeddings and value modulation (see InversionResult), moves the latents with
+    its sampler (or guided DDIM), and adds its per-step latent offsets to the source and target branches.
     A `controller` sees every attention map (editors/attention.py) and may change the latents after each step.
     Returns the final latents (B, 4, h, w).
     """
@@ -96,10 +97,18 @@ def denoise_branches(
                 values.targets = i < inversion.value_target_until
             if controller is not None:
                 controller.begin_step(i)
-            noise = model.guided_noise(latents, t, step_cond, step_uncond, guidance_scale)
-            latents = inversion.schedule.step(noise, t, latents)
+            if inversion.sampler is None:
+                noise = model.guided_noise(latents, t, step_cond, step_uncond, guidance_scale)
+                latents = inversion.schedule.step(noise, t, latents)
+            else:
+                parts = partial(
+                    model.noise_parts, t=t, cond=step_cond, uncond=step_uncond, guidance_scale=guidance_scale
+                )
+                latents = inversion.sampler.step(i, t, latents, parts, guidance_scale)
             if inversion.latent_offsets is not None:
                 latents[:1] += inversion.latent_offsets[i]
+            if inversion.target_latent_offsets is not None:
+                latents[1:] += inversion.target_latent_offsets[i]
             if controller is not None:
                 latents = controller.end_step(i, latents)
     return latents

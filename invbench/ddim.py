@@ -8,7 +8,7 @@ Both directions are written out so that inversion and sampling use the same pair
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -35,9 +35,18 @@ class DDIMSchedule:
     def previous_timestep(self, t: int) -> int:
         return t - self.step_size
 
-    def step(self, noise: torch.Tensor, t: int, latent: torch.Tensor) -> torch.Tensor:
-        """z_t -> z_{t-Δ}."""
-        return _ddim_move(latent, noise, self.alpha_cumprod(t), self.alpha_cumprod(self.previous_timestep(t)))
+    def step(
+        self,
+        noise: torch.Tensor,
+        t: int,
+        latent: torch.Tensor,
+        correct_x0: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """z_t -> z_{t-Δ}. `correct_x0` may move the predicted clean latent x̂_0 before the step is completed
+        (reconstruction guidance, as ProxEdit's)."""
+        return _ddim_move(
+            latent, noise, self.alpha_cumprod(t), self.alpha_cumprod(self.previous_timestep(t)), correct_x0
+        )
 
     def inverse_step(self, noise: torch.Tensor, t: int, latent: torch.Tensor) -> torch.Tensor:
         """z_{t-Δ} -> z_t, with `noise` predicted at timestep t."""
@@ -45,10 +54,16 @@ class DDIMSchedule:
 
 
 def _ddim_move(
-    latent: torch.Tensor, noise: torch.Tensor, alpha_from: torch.Tensor, alpha_to: torch.Tensor
+    latent: torch.Tensor,
+    noise: torch.Tensor,
+    alpha_from: torch.Tensor,
+    alpha_to: torch.Tensor,
+    correct_x0: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Move a latent from noise level ᾱ_from to ᾱ_to along the DDIM ODE (eta = 0), in the latent's dtype and in
     the order of operations of diffusers' DDIMScheduler.step."""
     alpha_from, alpha_to = alpha_from.to(latent), alpha_to.to(latent)
     predicted_x0 = (latent - (1 - alpha_from) ** 0.5 * noise) / alpha_from**0.5
+    if correct_x0 is not None:
+        predicted_x0 = correct_x0(predicted_x0)
     return alpha_to**0.5 * predicted_x0 + (1 - alpha_to) ** 0.5 * noise

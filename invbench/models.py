@@ -24,6 +24,15 @@ log = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
 
+def classifier_free(
+    noise_uncond: torch.Tensor | None, noise_cond: torch.Tensor, guidance_scale: float
+) -> torch.Tensor:
+    """eps_u + w (eps_c - eps_u); eps_c when the unconditional half was not evaluated (w = 1)."""
+    if noise_uncond is None:
+        return noise_cond
+    return noise_uncond + guidance_scale * (noise_cond - noise_uncond)
+
+
 @dataclass
 class DiffusionModel:
     """A latent text-to-image diffusion model (SD v1.x architecture) and the operations methods need."""
@@ -69,19 +78,22 @@ class DiffusionModel:
         """eps(z_t, t, c). Not wrapped in no_grad: optimisation-based inversions differentiate through it."""
         return self.unet(latents, t, encoder_hidden_states=embeddings).sample
 
-    def guided_noise(
+    def noise_parts(
         self, latents: torch.Tensor, t: int, cond: torch.Tensor, uncond: torch.Tensor, guidance_scale: float
-    ) -> torch.Tensor:
-        """Classifier-free guidance for a batch of branches: eps_u + w (eps_c - eps_u), one UNet call.
-
-        At w = 1 this is eps_c, so only the conditional half is evaluated.
-        """
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(eps_u, eps_c) for a batch of branches in one UNet call; at w = 1 only eps_c is evaluated (eps_u None)."""
         if guidance_scale == 1:
-            return self.predict_noise(latents, t, cond)
+            return None, self.predict_noise(latents, t, cond)
         noise_uncond, noise_cond = self.predict_noise(
             torch.cat([latents, latents]), t, torch.cat([uncond, cond])
         ).chunk(2)
-        return noise_uncond + guidance_scale * (noise_cond - noise_uncond)
+        return noise_uncond, noise_cond
+
+    def guided_noise(
+        self, latents: torch.Tensor, t: int, cond: torch.Tensor, uncond: torch.Tensor, guidance_scale: float
+    ) -> torch.Tensor:
+        """Classifier-free guidance for a batch of branches: eps_u + w (eps_c - eps_u), one UNet call."""
+        return classifier_free(*self.noise_parts(latents, t, cond, uncond, guidance_scale), guidance_scale)
 
     @torch.no_grad()
     def warm_up(self) -> None:

@@ -67,12 +67,36 @@ class InversionResult:
     """Per-step corrections (1, 4, h, w) added to the source branch right after denoising step i
     (DirectInversion-style methods). None: no correction."""
 
+    target_latent_offsets: list[torch.Tensor] | None = None
+    """Per-step corrections (1, 4, h, w) added to every target branch right after denoising step i (DirectInversion's
+    add-target / add-source ablations). None: no correction."""
+
+    sampler: Sampler | None = None
+    """How one denoising step moves the branches, for methods whose reverse process is not guided DDIM (proximal
+    guidance, EDICT's coupled latents, edit-friendly DDPM's stored noise). None: DDIM with classifier-free
+    guidance."""
+
     info: dict[str, Any] = field(default_factory=dict)
     """Method-specific numbers for the result row, e.g. optimisation steps actually taken."""
 
     @property
     def noise_latent(self) -> torch.Tensor:
         return self.latents[-1]
+
+
+NoiseParts = Callable[[torch.Tensor], tuple[torch.Tensor | None, torch.Tensor]]
+
+
+class Sampler(ABC):
+    """A method-specific reverse step. `noise_parts(latents)` evaluates the UNet on `latents` (B, 4, h, w) with the
+    step's embeddings and returns (ε_uncond, ε_cond) per branch; ε_uncond is None at guidance 1, where only the
+    conditional half is evaluated. Called under the editor's attention controller, once per step."""
+
+    @abstractmethod
+    def step(
+        self, i: int, t: int, latents: torch.Tensor, noise_parts: NoiseParts, guidance_scale: float
+    ) -> torch.Tensor:
+        """Denoising step i (timestep t): the latents after it."""
 
 
 class Inversion(ABC):

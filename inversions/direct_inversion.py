@@ -1,0 +1,77 @@
+"""DirectInversion, "PnP Inversion" (Ju et al., "PnP Inversion: Boosting Diffusion-based Editing with 3 Lines of
+Code", ICLR 2024 — the PIE-Bench paper), as its reference runs it (`DirectInversion.offset_calculate`,
+`direct_inversion_p2p_guidance_forward`; pie-bench-protocol.md §4).
+
+Contract: DDIM inversion with the source prompt at `inversion_guidance_scale` (reference 1: conditional only) gives
+z*_0..z*_T. Then, from z = z*_T, for each denoising step i: one classifier-free-guided DDIM step at
+`edit_guidance_scale` (the guidance the editor will use; "" as the unconditional embedding) gives z_rec, the offset
+o_i = z*_{t−Δ} − z_rec is stored, and z is reset to z*_{t−Δ}. Editing adds o_i to the source branch after step i, so
+the source branch retraces z*_t exactly while the target branches read its attention (the method's "3 lines").
+The reference's ablations are options: `offset_scale` (0.4 / 0.8: the source branch then drifts from the
+partially corrected latent), `offset_interval` (keep o_i only where i % k == 0), `offset_branches` ("source" as the
+reference, "source_and_target": each target branch also gets the offset of its own prompt's guided step —
+add-target —, "source_to_all": the source offset is added to the targets too — add-source), and the guidance
+grid (`inversion_guidance_scale` × `edit_guidance_scale`, the reference's guidance_{i}_{f}).
+UNet evaluations: N for the inversion (2N at inversion guidance > 1) plus 2N for the offsets (2 per branch whose
+offset is needed, per step, at edit guidance > 1). The reference also computes the unused target offsets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from invbench.errors import ConfigError
+from invbench.models import DiffusionModel
+from inversions.base import INVERSIONS, Inversion, InversionResult
+from inversions.ddim import DDIMInversion
+from pie_bench import Sample
+
+OFFSET_BRANCHES = ("source", "source_and_target", "source_to_all")
+
+
+@INVERSIONS.register("directinversion")
+@dataclass
+class DirectInversion(Inversion):
+    num_steps: int
+    inversion_guidance_scale: float
+    edit_guidance_scale: float
+    offset_scale: float
+    offset_interval: int
+    offset_branches: str
+
+    def __post_init__(self) -> None:
+        if self.offset_branches not in OFFSET_BRANCHES:
+            raise ConfigError(
+                f"conf/inversion/directinversion.yaml: offset_branches '{self.offset_branches}' must be one of "
+                f"{OFFSET_BRANCHES}"
+            )
+        if self.offset_interval < 1:
+            raise ConfigError("conf/inversion/directinversion.yaml: offset_interval must be >= 1 (1: every step)")
+
+    @torch.no_grad()
+    def invert(self, model: DiffusionModel, image_latent: torch.Tensor, sample: Sample) -> InversionResult:
+        pivot = DDIMInversion(self.num_steps, self.inversion_guidance_scale).invert(model, image_latent, sample)
+        schedule, trajectory = pivot.schedule, pivot.latents
+        prompts = [sample.source_prompt]
+        if self.offset_branches == "source_and_target":
+            prompts.append(sample.target_prompt)
+        cond = model.encode_prompts(prompts)
+        uncond = model.encode_prompts([""] * len(prompts))
+        offsets: list[torch.Tensor] = []
+        for i, t in enumerate(schedule.timesteps):
+            on_pivot = trajectory[self.num_steps - i].expand(len(prompts), -1, -1, -1)
+            landed = schedule.step(
+                model.guided_noise(on_pivot, t, cond, uncond, self.edit_guidance_scale), t, on_pivot
+            )
+            offset = trajectory[self.num_steps - i - 1] - landed
+            keep = self.offset_scale if i % self.offset_interval == 0 else 0.0
+            offsets.append(keep * offset)
+        pivot.latent_offsets = [offset[:1] for offset in offsets]
+        if self.offset_branches == "source_and_target":
+            pivot.target_latent_offsets = [offset[1:] for offset in offsets]
+        elif self.offset_branches == "source_to_all":
+            pivot.target_latent_offsets = pivot.latent_offsets
+        pivot.info = {"offset_guidance_scale": self.edit_guidance_scale}
+        return pivot

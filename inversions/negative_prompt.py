@@ -1,0 +1,34 @@
+"""Negative-prompt inversion (Miyake et al., "Negative-prompt Inversion: Fast Image Inversion for Editing with
+Text-guided Diffusion Models", arXiv 2305.16807), as the PIE-Bench reference runs it (`NegativePromptInversion`,
+npi_interp = 0; pie-bench-protocol.md §4).
+
+Contract: DDIM inversion with the source prompt at guidance 1, then the unconditional embedding of classifier-free
+guidance is replaced by the source prompt's embedding at every step and in every branch. The source branch then
+denoises with ε(c_src) + w·0, i.e. DDIM at guidance 1, and comes back to the image up to the DDIM-inversion
+approximation, at no optimisation cost; target branches are guided from c_src toward c_tgt. UNet evaluations: one per
+inversion step; editing costs what the editor costs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from invbench.models import DiffusionModel
+from inversions.base import INVERSIONS, Inversion, InversionResult
+from inversions.ddim import DDIMInversion
+from pie_bench import Sample
+
+
+@INVERSIONS.register("npi")
+@dataclass
+class NegativePromptInversion(Inversion):
+    num_steps: int
+
+    @torch.no_grad()
+    def invert(self, model: DiffusionModel, image_latent: torch.Tensor, sample: Sample) -> InversionResult:
+        pivot = DDIMInversion(self.num_steps, 1.0).invert(model, image_latent, sample)
+        source = model.encode_prompts([sample.source_prompt])
+        pivot.uncond_embeddings = [source] * self.num_steps
+        return pivot

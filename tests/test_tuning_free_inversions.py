@@ -1,0 +1,185 @@
+"""Tuning-free and fixed-point inversions: NPI, DirectInversion (and its ablations), ProxEdit, FPI, AIDI, ReNoise —
+their invariants on the tiny model (8×8 latents), and UNet evaluation counts that match each algorithm."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from conftest import relative_error
+
+from editors import EDITORS
+from invbench.errors import ConfigError
+from inversions import INVERSIONS, fixed_point_residual
+from inversions.proxedit import ProximalSampler
+from metrics import CostMeter
+
+STEPS = 10
+P2P = {
+    "name": "p2p",
+    "guidance_scale": 7.5,
+    "controller": "refine",
+    "cross_replace_steps": 0.4,
+    "self_replace_steps": 0.6,
+    "self_replace_max_resolution": 32,
+    "reweight": 2.0,
+    "local_blend": True,
+    "blend_start": 0.2,
+    "blend_threshold": 0.3,
+    "blend_map_divisor": 4,
+}
+DIRECT_INVERSION = {
+    "name": "directinversion",
+    "num_steps": STEPS,
+    "inversion_guidance_scale": 1.0,
+    "edit_guidance_scale": 7.5,
+    "offset_scale": 1.0,
+    "offset_interval": 1,
+    "offset_branches": "source",
+}
+PROXEDIT = {
+    "name": "proxedit",
+    "base": {"name": "npi", "num_steps": STEPS},
+    "prox": "l0",
+    "quantile": 0.75,
+    "recon_lr": 1.0,
+    "recon_t": 400,
+    "dilate_mask": 1,
+    "reconstruction_guidance": True,
+    "inversion_guidance": True,
+}
+
+
+def edit(model, inversion, sample, editor=None):
+    return EDITORS.build(editor or {"name": "direct", "guidance_scale": 7.5}).edit(model, inversion, sample)
+
+
+def ddim(model, latent, sample, guidance=1.0):
+    return INVERSIONS.build({"name": "ddim", "num_steps": STEPS, "guidance_scale": guidance}).invert(
+        model, latent, sample
+    )
+
+
+def test_npi_source_branch_is_ddim_at_guidance_1(tiny_model, sample, source_latent):
+    npi = INVERSIONS.build({"name": "npi", "num_steps": STEPS}).invert(tiny_model, source_latent, sample)
+    assert all(torch.equal(u, tiny_model.encode_prompts([sample.source_prompt])) for u in npi.uncond_embeddings)
+    guided = edit(tiny_model, npi, sample)
+    plain = edit(tiny_model, ddim(tiny_model, source_latent, sample), sample, {"name": "direct", "guidance_scale": 1})
+    # ε(c_src) + 7.5 · (ε(c_src) − ε(c_src)) = ε(c_src): the reconstruction of DDIM at guidance 1
+    assert relative_error(guided.reconstruction, plain.reconstruction) < 1e-5
+    assert relative_error(guided.edited, guided.reconstruction) > 1e-3
+
+
+@pytest.mark.parametrize("editor", [None, P2P], ids=["direct", "p2p"])
+def test_directinversion_source_branch_retraces_the_inversion_at_guidance_7_5(
+    tiny_model, sample, source_latent, editor
+):
+    inverted = INVERSIONS.build(DIRECT_INVERSION).invert(tiny_model, source_latent, sample)
+    result = edit(tiny_model, inverted, sample, editor)
+    assert relative_error(result.reconstruction, inverted.latents[0]) < 1e-5
+    # without the offsets the same inversion drifts at guidance 7.5
+    plain = edit(tiny_model, dataclasses.replace(inverted, latent_offsets=None), sample, editor)
+    assert relative_error(plain.reconstruction, inverted.latents[0]) > 1e-2
+
+
+def test_directinversion_ablations(tiny_model, sample, source_latent):
+    build = lambda **changes: INVERSIONS.build(DIRECT_INVERSION | changes)  # noqa: E731
+    full = build().invert(tiny_model, source_latent, sample)
+    half = build(offset_scale=0.5).invert(tiny_model, source_latent, sample)
+    assert all(torch.allclose(h, 0.5 * f) for h, f in zip(half.latent_offsets, full.latent_offsets))
+    assert relative_error(edit(tiny_model, half, sample).reconstruction, full.latents[0]) > 1e-3
+    every_third = build(offset_interval=3).invert(tiny_model, source_latent, sample)
+    assert [bool(o.abs().sum()) for o in every_third.latent_offsets] == [i % 3 == 0 for i in range(STEPS)]
+    to_all = build(offset_branches="source_to_all").invert(tiny_model, source_latent, sample)
+    assert to_all.target_latent_offsets is to_all.latent_offsets
+    # add-target: each branch gets the offset of its own prompt, so with identical prompts both retrace z*
+    same = dataclasses.replace(sample, target_prompt=sample.source_prompt)
+    both = build(offset_branches="source_and_target").invert(tiny_model, source_latent, same)
+    result = edit(tiny_model, both, same)
+    assert relative_error(result.edited, both.latents[0]) < 1e-5
+    with pytest.raises(ConfigError, match="offset_branches 'nope' must be one of"):
+        build(offset_branches="nope")
+
+
+def test_proximal_operators_on_hand_values():
+    sampler = ProximalSampler(None, [], "l0", 0.5, 1.0, 400, 0, True, True)
+    delta = torch.tensor([1.0, -2.0, 3.0, -4.0]).view(1, 4, 1, 1)  # |δ| median (0.5 quantile) = 2.5
+    assert sampler.proximal(delta).flatten().tolist() == [0.0, 0.0, 3.0, -4.0]
+    soft = dataclasses.replace(sampler, prox="l1")
+    assert soft.proximal(delta).flatten().tolist() == [0.0, 0.0, 0.5, -1.5]
+    two = torch.cat([delta, 10 * delta])  # the threshold is per branch
+    assert sampler.proximal(two)[1].flatten().tolist() == [0.0, 0.0, 30.0, -40.0]
+
+
+def test_proxedit_pulls_unedited_elements_back_to_the_source(tiny_model, sample, source_latent):
+    inverted = INVERSIONS.build(PROXEDIT).invert(tiny_model, source_latent, sample)
+    result = edit(tiny_model, inverted, sample, P2P)
+    # NPI's source branch has δ = 0 everywhere, so below recon_t both pulls (lr 1) put it on z*: z*_0 at the end
+    assert torch.allclose(result.reconstruction, inverted.latents[0], atol=1e-6)
+    inert = INVERSIONS.build(PROXEDIT | {"reconstruction_guidance": False, "inversion_guidance": False})
+    reference_like = edit(tiny_model, inert.invert(tiny_model, source_latent, sample), sample, P2P)
+    assert relative_error(reference_like.reconstruction, inverted.latents[0]) > 1e-4
+    assert relative_error(result.edited, result.reconstruction) > 1e-3
+    nti = {"name": "nti", "num_steps": STEPS, "guidance_scale": 7.5, "inner_steps": 2, "learning_rate": 1e-2}
+    nti |= {"early_stop": 1e-5, "early_stop_growth": 2e-5, "single_branch": False}
+    nti_based = INVERSIONS.build(PROXEDIT | {"base": nti})
+    assert edit(tiny_model, nti_based.invert(tiny_model, source_latent, sample), sample).edited.isfinite().all()
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"name": "fpi", "num_steps": STEPS, "iterations": 3, "tolerance": None},
+        {"name": "aidi", "num_steps": STEPS, "iterations": 3, "memory": 2, "tolerance": None},
+        {"name": "renoise", "num_steps": STEPS, "renoise_steps": 4, "average_from": 3},
+    ],
+    ids=["fpi", "aidi", "renoise"],
+)
+def test_fixed_point_inversions_lower_the_inversion_residual(tiny_model, sample, source_latent, config):
+    cond = tiny_model.encode_prompts([sample.source_prompt])
+    baseline = fixed_point_residual(tiny_model, ddim(tiny_model, source_latent, sample), cond)
+    solved = INVERSIONS.build(config).invert(tiny_model, source_latent, sample)
+    assert fixed_point_residual(tiny_model, solved, cond) < 0.5 * baseline
+
+
+def test_aidi_converges_faster_than_plain_iterations(tiny_model, sample, source_latent):
+    cond = tiny_model.encode_prompts([sample.source_prompt])
+    residual = {
+        name: fixed_point_residual(
+            tiny_model, INVERSIONS.build(config).invert(tiny_model, source_latent, sample), cond
+        )
+        for name, config in {
+            "fpi": {"name": "fpi", "num_steps": STEPS, "iterations": 4, "tolerance": None},
+            "aidi": {"name": "aidi", "num_steps": STEPS, "iterations": 4, "memory": 3, "tolerance": None},
+        }.items()
+    }
+    assert residual["aidi"] < residual["fpi"]
+
+
+@pytest.mark.parametrize(
+    ("config", "inversion_evals"),
+    [
+        ({"name": "npi", "num_steps": 6}, 6),
+        (DIRECT_INVERSION | {"num_steps": 6}, 6 + 6 * 2),  # inversion + one guided step per denoising step
+        (DIRECT_INVERSION | {"num_steps": 6, "offset_branches": "source_and_target"}, 6 + 6 * 4),
+        (PROXEDIT | {"base": {"name": "npi", "num_steps": 6}}, 6),
+        ({"name": "fpi", "num_steps": 6, "iterations": 2, "tolerance": None}, 6 * (1 + 2)),
+        ({"name": "aidi", "num_steps": 6, "iterations": 3, "memory": 2, "tolerance": None}, 6 * (1 + 3)),
+        ({"name": "renoise", "num_steps": 6, "renoise_steps": 4, "average_from": 3}, 6 * (1 + 4)),
+    ],
+    ids=["npi", "directinversion", "directinversion-add-target", "proxedit", "fpi", "aidi", "renoise"],
+)
+@pytest.mark.parametrize("editor", [None, P2P], ids=["direct", "p2p"])
+def test_unet_evaluations_match_each_algorithm(tiny_model, sample, source_latent, config, inversion_evals, editor):
+    meter = CostMeter(tiny_model.unet, tiny_model.device)
+    try:
+        with meter.phase("inversion"):
+            inverted = INVERSIONS.build(config).invert(tiny_model, source_latent, sample)
+        with meter.phase("edit"):
+            result = edit(tiny_model, inverted, sample, editor)
+    finally:
+        meter.close()
+    assert meter.values["inversion_unet_evals"] == inversion_evals
+    assert meter.values["edit_unet_evals"] == 6 * 2 * 2  # 2 branches x (uncond + cond) per step
+    assert result.edited.isfinite().all()
