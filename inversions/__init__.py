@@ -3,6 +3,8 @@
 from inversions import (  # noqa: F401  (registers)
     ddim,
     direct_inversion,
+    edict,
+    edit_friendly,
     fixed_point,
     negative_prompt,
     none,

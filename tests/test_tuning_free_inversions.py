@@ -157,6 +157,68 @@ def test_aidi_converges_faster_than_plain_iterations(tiny_model, sample, source_
     assert residual["aidi"] < residual["fpi"]
 
 
+def test_edict_inverts_and_regenerates_exactly_in_float64(sample, source_latent):
+    from conftest import conf_file
+
+    from invbench.models import load_model
+
+    model = load_model(conf_file("model/tiny.yaml") | {"resolution": 64, "dtype": "float64"},
+                       conf_file("scheduler/ddim.yaml"), torch.device("cpu"))  # fmt: skip
+    latent = source_latent.double()
+    config = {"name": "edict", "num_steps": STEPS, "strength": 0.8, "mix": 0.93, "guidance_scale": 3.0}
+    inverted = INVERSIONS.build(config).invert(model, latent, sample)
+    assert len(inverted.schedule.timesteps) == 8 and relative_error(inverted.noise_latent, latent) > 0.1
+    result = edit(model, inverted, sample)
+    assert relative_error(result.reconstruction, latent) <= 1e-6
+    assert relative_error(result.edited, result.reconstruction) > 1e-3
+    with_p2p = edit(model, INVERSIONS.build(config).invert(model, latent, sample), sample, P2P)
+    assert relative_error(with_p2p.reconstruction, latent) <= 1e-6  # P2P leaves the source branch alone
+
+
+def test_edit_friendly_ddpm_reconstructs_with_its_stored_noise(tiny_model, sample, source_latent):
+    config = {"name": "edit_friendly", "num_steps": STEPS, "eta": 1.0, "skip": 3, "source_guidance_scale": 1.0}
+    torch.manual_seed(0)
+    inverted = INVERSIONS.build(config).invert(tiny_model, source_latent, sample)
+    assert len(inverted.schedule.timesteps) == STEPS - 3
+    for editor in (None, P2P):
+        result = edit(tiny_model, inverted, sample, editor)
+        assert relative_error(result.reconstruction, source_latent) < 1e-5
+        assert relative_error(result.edited, result.reconstruction) > 1e-3
+    # the stored noise is what makes it exact: fresh noise instead does not come back
+    fresh = dataclasses.replace(
+        inverted.sampler, noise_maps=[torch.randn_like(z) for z in inverted.sampler.noise_maps]
+    )
+    drifted = edit(tiny_model, dataclasses.replace(inverted, sampler=fresh), sample)
+    assert relative_error(drifted.reconstruction, source_latent) > 1e-2
+
+
+@pytest.mark.parametrize(
+    ("config", "inversion_evals", "edit_steps", "evals_per_branch_step"),
+    [
+        # EDICT: 2 UNet calls per step, each with classifier-free guidance, over int(0.5 * 6) = 3 steps
+        ({"name": "edict", "num_steps": 6, "strength": 0.5, "mix": 0.93, "guidance_scale": 3.0}, 3 * 2 * 2, 3, 4),
+        # edit-friendly: one conditional evaluation per grid step; editing runs the 6 - 2 steps after the skip
+        ({"name": "edit_friendly", "num_steps": 6, "eta": 1.0, "skip": 2, "source_guidance_scale": 1.0}, 6, 4, 2),
+    ],
+    ids=["edict", "edit_friendly"],
+)
+@pytest.mark.parametrize("editor", [None, P2P], ids=["direct", "p2p"])
+def test_unet_evaluations_of_the_samplers(
+    tiny_model, sample, source_latent, config, inversion_evals, edit_steps, evals_per_branch_step, editor
+):
+    meter = CostMeter(tiny_model.unet, tiny_model.device)
+    try:
+        with meter.phase("inversion"):
+            inverted = INVERSIONS.build(config).invert(tiny_model, source_latent, sample)
+        with meter.phase("edit"):
+            result = edit(tiny_model, inverted, sample, editor)
+    finally:
+        meter.close()
+    assert meter.values["inversion_unet_evals"] == inversion_evals
+    assert meter.values["edit_unet_evals"] == edit_steps * 2 * evals_per_branch_step
+    assert result.edited.isfinite().all()
+
+
 @pytest.mark.parametrize(
     ("config", "inversion_evals"),
     [
@@ -183,3 +245,22 @@ def test_unet_evaluations_match_each_algorithm(tiny_model, sample, source_latent
     assert meter.values["inversion_unet_evals"] == inversion_evals
     assert meter.values["edit_unet_evals"] == 6 * 2 * 2  # 2 branches x (uncond + cond) per step
     assert result.edited.isfinite().all()
+
+
+@pytest.mark.slow
+def test_every_new_inversion_runs_with_direct_and_p2p_from_the_command_line(tmp_path):
+    """The 9 configurations × {direct, p2p} at 50 steps through launch.py (about 2.5 min on 2 cores)."""
+    from conftest import run
+
+    from invbench.results import read_rows
+
+    inversions = "npi,directinversion,proxedit,proxedit_nti,fpi,aidi,renoise,edict,edit_friendly"
+    sweep = tmp_path / "sweep"
+    args = [f"inversion={inversions}", "editor=direct,p2p", "dataset.categories=[1]", "model.resolution=64"]
+    code, output = run("launch.py", "-m", *args, "metrics=none", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert code == 0, output
+    rows = [row for path in sweep.glob("*/results.jsonl") for row in read_rows(path)]
+    assert len(rows) == 18 and all(row["status"] == "ok" for row in rows)
+    evals = {(r["inversion"], r["editor"], r["inversion_unet_evals"], r["edit_unet_evals"]) for r in rows}
+    assert ("edict", "p2p", 40 * 2 * 2, 40 * 2 * 4) in evals and ("edit_friendly", "direct", 50, 38 * 2 * 2) in evals
+    assert ("renoise", "p2p", 50 * 10, 200) in evals and ("directinversion", "direct", 150, 200) in evals

@@ -1,0 +1,93 @@
+"""Edit-friendly DDPM inversion (Huberman-Spiegelglas et al., "An Edit Friendly DDPM Noise Space: Inversion and
+Manipulations", CVPR 2024), as the PIE-Bench reference runs it (`inversion_utils.py`: η = 1, skip 12 of 50 steps,
+source guidance 1; pie-bench-protocol.md §3.6, §4).
+
+Contract: noisy versions x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε_t are drawn independently for every t of the grid (fresh
+Gaussian noise each, from the job's per-sample seed). Then, from the noisiest down, each step's noise map is solved
+from the DDPM (η) posterior of x_t with the source prompt: z_t = (x_{t−Δ} − μ_t(x_t)) / σ_t, and x_{t−Δ} is
+re-derived as μ_t + σ_t·z_t so that rounding does not accumulate. Editing starts at the grid's step `skip` from x
+there and runs the remaining steps with the stored z_t: x_{t−Δ} = μ_t(x_t; ε) + σ_t·z_t, the source branch at
+`source_guidance_scale` (1: it retraces the x_t exactly, up to the UNet's batch rounding), target branches at the
+editor's guidance. UNet evaluations: one per grid step for the inversion (all steps, as the reference), 2 per branch
+per editing step after the skip.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+
+from invbench.ddim import DDIMSchedule
+from invbench.errors import ConfigError
+from invbench.models import DiffusionModel, classifier_free
+from inversions.base import INVERSIONS, Inversion, InversionResult, NoiseParts, Sampler
+from pie_bench import Sample
+
+
+def _posterior(schedule: DDIMSchedule, t: int, latent: torch.Tensor, noise: torch.Tensor, eta: float):
+    """(μ_t, s_t) of the DDPM/DDIM(η) step t → t−Δ given the predicted noise; s_t is the posterior σ_t, except on
+    the grid's last step, whose target noise level (SD's final ᾱ is ᾱ_0, not 1) leaves σ = 0: there the stored
+    "noise" is the remaining difference itself (s = 1), so that the last step is exact too."""
+    alpha = schedule.alpha_cumprod(t).to(latent)
+    alpha_prev = schedule.alpha_cumprod(schedule.previous_timestep(t)).to(latent)
+    sigma = eta * ((1 - alpha_prev) / (1 - alpha) * (1 - alpha / alpha_prev)).clamp(min=0).sqrt()
+    predicted_x0 = (latent - (1 - alpha).sqrt() * noise) / alpha.sqrt()
+    mean = alpha_prev.sqrt() * predicted_x0 + (1 - alpha_prev - sigma**2).sqrt() * noise
+    return mean, sigma if sigma > 0 else torch.ones_like(sigma)
+
+
+@dataclass
+class StoredNoiseSampler(Sampler):
+    schedule: DDIMSchedule
+    noise_maps: list[torch.Tensor]  # z_t per editing step
+    eta: float
+    source_guidance_scale: float
+
+    def step(self, i: int, t: int, latents: torch.Tensor, noise_parts: NoiseParts, guidance_scale: float):
+        uncond, cond = noise_parts(latents)
+        noise = classifier_free(uncond, cond, guidance_scale)
+        noise[:1] = classifier_free(None if uncond is None else uncond[:1], cond[:1], self.source_guidance_scale)
+        mean, sigma = _posterior(self.schedule, t, latents, noise, self.eta)
+        return mean + sigma * self.noise_maps[i]
+
+
+@INVERSIONS.register("edit_friendly")
+@dataclass
+class EditFriendlyInversion(Inversion):
+    num_steps: int
+    eta: float
+    skip: int
+    source_guidance_scale: float
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.skip < self.num_steps or self.eta <= 0:
+            raise ConfigError("conf/inversion/edit_friendly.yaml: need 0 <= skip < num_steps and eta > 0")
+
+    @torch.no_grad()
+    def invert(self, model: DiffusionModel, image_latent: torch.Tensor, sample: Sample) -> InversionResult:
+        schedule = DDIMSchedule(model.scheduler_config, self.num_steps)
+        uncond, cond = model.encode_prompts(["", sample.source_prompt]).chunk(2)
+        ascending = list(reversed(schedule.timesteps))
+        noisy = {t: schedule.alpha_cumprod(t).sqrt() * image_latent + (1 - schedule.alpha_cumprod(t)).sqrt()
+                 * torch.randn_like(image_latent) for t in ascending}  # fmt: skip
+        noise_maps = []  # denoising order
+        for t in schedule.timesteps:
+            noise = model.guided_noise(noisy[t], t, cond, uncond, self.source_guidance_scale)
+            mean, sigma = _posterior(schedule, t, noisy[t], noise, self.eta)
+            previous = schedule.previous_timestep(t)
+            target = noisy[previous] if previous >= 0 else image_latent
+            noise_maps.append((target - mean) / sigma)
+            if previous >= 0:
+                noisy[previous] = mean + sigma * noise_maps[-1]
+        edit_schedule = copy.copy(schedule)
+        edit_schedule.timesteps = schedule.timesteps[self.skip :]
+        edit_schedule.num_steps = len(edit_schedule.timesteps)
+        trajectory = [image_latent] + [noisy[t] for t in reversed(edit_schedule.timesteps)]
+        return InversionResult(
+            schedule=edit_schedule,
+            latents=trajectory,
+            sampler=StoredNoiseSampler(edit_schedule, noise_maps[self.skip :], self.eta, self.source_guidance_scale),
+            info={"skipped_steps": self.skip},
+        )
