@@ -9,7 +9,8 @@ import pytest
 import torch
 from conftest import relative_error
 
-from editors import EDITORS
+from editors import EDITORS, denoise_branches
+from editors.attention import AttentionController
 from invbench.errors import ConfigError
 from inversions import INVERSIONS, fixed_point_residual
 from inversions.proxedit import ProximalSampler
@@ -81,6 +82,29 @@ def test_directinversion_source_branch_retraces_the_inversion_at_guidance_7_5(
     # without the offsets the same inversion drifts at guidance 7.5
     plain = edit(tiny_model, dataclasses.replace(inverted, latent_offsets=None), sample, editor)
     assert relative_error(plain.reconstruction, inverted.latents[0]) > 1e-2
+
+
+class SourceRecorder(AttentionController):
+    """Keeps the source branch's latent after every denoising step."""
+
+    def __init__(self):
+        self.latents = []
+
+    def wants(self, site):
+        return False
+
+    def end_step(self, step, latents):
+        self.latents.append(latents[:1].clone())
+        return latents
+
+
+def test_directinversion_source_branch_is_on_the_trajectory_at_every_step(tiny_model, sample, source_latent):
+    inverted = INVERSIONS.build(DIRECT_INVERSION).invert(tiny_model, source_latent, sample)
+    recorder = SourceRecorder()
+    cond = tiny_model.encode_prompts([sample.source_prompt, sample.target_prompt])
+    denoise_branches(tiny_model, inverted, cond, 7.5, recorder)
+    for i, latent in enumerate(recorder.latents):
+        assert relative_error(latent, inverted.latents[STEPS - i - 1]) < 1e-5, f"step {i}"
 
 
 def test_directinversion_ablations(tiny_model, sample, source_latent):
