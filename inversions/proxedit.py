@@ -37,46 +37,42 @@ from pie_bench import Sample
 PROXIMAL_OPERATORS = ("l0", "l1")
 
 
+def proximal(delta: torch.Tensor, prox: str, quantile: float) -> torch.Tensor:
+    """prox(δ) per branch: hard (l0) or soft (l1) threshold at the branch's `quantile` of |δ|."""
+    threshold = delta.abs().flatten(1).quantile(quantile, dim=1).view(-1, 1, 1, 1)
+    if prox == "l0":
+        return torch.where(delta.abs() > threshold, delta, torch.zeros_like(delta))
+    return delta.sign() * (delta.abs() - threshold).clamp(min=0)
+
+
 @dataclass
 class ProximalSampler(Sampler):
     schedule: DDIMSchedule
     trajectory: list[torch.Tensor]
-    prox: str
-    quantile: float
-    recon_lr: float
-    recon_t: int
-    dilate_mask: int
-    reconstruction_guidance: bool
-    inversion_guidance: bool
-
-    def proximal(self, delta: torch.Tensor) -> torch.Tensor:
-        """prox(δ) per branch: hard (l0) or soft (l1) threshold at the branch's `quantile` of |δ|."""
-        threshold = delta.abs().flatten(1).quantile(self.quantile, dim=1).view(-1, 1, 1, 1)
-        if self.prox == "l0":
-            return torch.where(delta.abs() > threshold, delta, torch.zeros_like(delta))
-        return delta.sign() * (delta.abs() - threshold).clamp(min=0)
+    settings: ProxEdit
 
     def step(self, i: int, t: int, latents: torch.Tensor, noise_parts: NoiseParts, guidance_scale: float):
         noise_uncond, noise_cond = noise_parts(latents)
         if noise_uncond is None:  # guidance 1: the proximal step still needs the unconditional prediction
             raise ConfigError("proxedit needs classifier-free guidance; set the editor's guidance_scale above 1")
-        guidance = self.proximal(noise_cond - noise_uncond)
+        settings = self.settings
+        guidance = proximal(noise_cond - noise_uncond, settings.prox, settings.quantile)
         noise = noise_uncond + guidance_scale * guidance
-        if t >= self.recon_t:
+        if t >= settings.recon_t:
             return self.schedule.step(noise, t, latents)
         edited = (guidance != 0).float()
-        if self.dilate_mask > 0:
-            size = 2 * self.dilate_mask + 1
-            edited = F.max_pool2d(edited, size, stride=1, padding=self.dilate_mask)
+        if settings.dilate_mask > 0:
+            size = 2 * settings.dilate_mask + 1
+            edited = F.max_pool2d(edited, size, stride=1, padding=settings.dilate_mask)
         keep_source = 1 - edited
         source, on_trajectory = self.trajectory[0], self.trajectory[len(self.trajectory) - i - 2]
 
         def pull_x0(x0: torch.Tensor) -> torch.Tensor:
-            return x0 - self.recon_lr * (x0 - source) * keep_source
+            return x0 - settings.recon_lr * (x0 - source) * keep_source
 
-        stepped = self.schedule.step(noise, t, latents, pull_x0 if self.reconstruction_guidance else None)
-        if self.inversion_guidance:
-            stepped = stepped - self.recon_lr * (stepped - on_trajectory) * keep_source
+        stepped = self.schedule.step(noise, t, latents, pull_x0 if settings.reconstruction_guidance else None)
+        if settings.inversion_guidance:
+            stepped = stepped - settings.recon_lr * (stepped - on_trajectory) * keep_source
         return stepped
 
 
@@ -103,16 +99,6 @@ class ProxEdit(Inversion):
 
     def invert(self, model: DiffusionModel, image_latent: torch.Tensor, sample: Sample) -> InversionResult:
         inverted = self._base.invert(model, image_latent, sample)
-        inverted.sampler = ProximalSampler(
-            inverted.schedule,
-            inverted.latents,
-            self.prox,
-            self.quantile,
-            self.recon_lr,
-            self.recon_t,
-            self.dilate_mask,
-            self.reconstruction_guidance,
-            self.inversion_guidance,
-        )
+        inverted.sampler = ProximalSampler(inverted.schedule, inverted.latents, self)
         inverted.info = {**inverted.info, "base": self.base["name"]}
         return inverted
