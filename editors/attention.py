@@ -13,8 +13,9 @@ guidance the batch is [unconditional × B, conditional × B] (see `DiffusionMode
 the conditional half. Attention probabilities arrive as (rows · heads, queries, keys) and controllers see them as
 (halves, B, heads, queries, keys), `halves` being 2 (uncond, cond) or 1 (cond).
 
-Besides editing maps, controllers may change what cross-attention reads: `context` (keys and values; TODInv's
-per-level prompts, `LevelConditioning`) or `value_context` (values only; StyleDiffusion, `ValueModulation`).
+Besides editing maps, controllers may change what a layer reads: `context` (keys and values: TODInv's per-level
+prompts in cross-attention, `LevelConditioning`; the source branch's features in self-attention, MasaCtrl) or
+`value_context` (cross-attention values only; StyleDiffusion, `ValueModulation`).
 `AttentionStore` records maps for analysis and tests.
 """
 
@@ -30,6 +31,8 @@ import torch.nn.functional as F
 
 from invbench.errors import ConfigError
 
+PLACES = ("down", "mid", "up")  # the order the blocks run in
+
 
 @dataclass(frozen=True)
 class AttentionSite:
@@ -40,7 +43,8 @@ class AttentionSite:
 
 
 def attention_sites(unet: torch.nn.Module, latent_side: int) -> list[AttentionSite]:
-    """Every attention layer of `unet` in forward order, with its place and query resolution."""
+    """Every attention layer of `unet` with its place and query resolution, in the UNet's module order (down, up,
+    mid); `forward_order` sorts them as they run."""
     num_down, num_up = len(unet.down_blocks), len(unet.up_blocks)
     sites = []
     for key in unet.attn_processors:
@@ -56,6 +60,11 @@ def attention_sites(unet: torch.nn.Module, latent_side: int) -> list[AttentionSi
             raise ValueError(f"attention layer '{name}' is outside the down/mid/up blocks of a UNet2DConditionModel")
         sites.append(AttentionSite(name, place, is_cross=parts[-1] == "attn2", resolution=resolution))
     return sites
+
+
+def forward_order(sites: list[AttentionSite]) -> list[AttentionSite]:
+    """The sites in the order the UNet calls them: down blocks, mid block, up blocks."""
+    return sorted(sites, key=lambda site: PLACES.index(site.place))  # stable: module order within a place
 
 
 class AttentionController:
@@ -77,7 +86,8 @@ class AttentionController:
         return probs
 
     def context(self, site: AttentionSite, context: torch.Tensor) -> torch.Tensor:
-        """The prompt embeddings (rows, 77, D) a cross-attention layer reads keys and values from."""
+        """What the layer reads keys and values from: the prompt embeddings (rows, 77, D) of a cross-attention
+        layer, the image features (rows, queries, C) of a self-attention layer (MasaCtrl's mutual attention)."""
         return context
 
     def value_context(self, site: AttentionSite, context: torch.Tensor) -> torch.Tensor:
@@ -209,10 +219,9 @@ class _ControlledProcessor:
         batch, tokens, _ = (hidden_states if encoder_hidden_states is None else encoder_hidden_states).shape
         attention_mask = attn.prepare_attention_mask(attention_mask, tokens, batch)
         context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
-        if encoder_hidden_states is not None:
-            context = self.controller.context(self.site, context)
-            if attn.norm_cross:
-                context = attn.norm_encoder_hidden_states(context)
+        context = self.controller.context(self.site, context)
+        if encoder_hidden_states is not None and attn.norm_cross:
+            context = attn.norm_encoder_hidden_states(context)
         value_context = context if encoder_hidden_states is None else self.controller.value_context(self.site, context)
         projections = (attn.to_q(hidden_states), attn.to_k(context), attn.to_v(value_context))
         query, key, value = (attn.head_to_batch_dim(x) for x in projections)

@@ -1,0 +1,66 @@
+"""MasaCtrl (Cao et al., "MasaCtrl: Tuning-Free Mutual Self-Attention Control for Consistent Image Synthesis and
+Editing", ICCV 2023), as the PIE-Bench reference runs it (`MutualSelfAttentionControl(start_step=4,
+start_layer=10)`, CFG 7.5; pie-bench-protocol.md §3.3).
+
+Contract: a source branch and a target branch from the inverted noise, batched, under classifier-free guidance and
+the inversion's per-step state (editors/base.py), so MasaCtrl composes with every inversion. From denoising step
+`start_step` on, in the self-attention of the transformer blocks numbered `start_layer` and above (in the order
+the UNet runs them: SD v1.x has 16, so 10..15 are the decoder's two highest-resolution blocks), every branch reads
+its keys and values from the source branch's features: the target's queries attend to the source's content (mutual
+self-attention), in both halves of guidance; the source branch is unchanged. Cross-attention is untouched. With
+identical prompts the target equals the source. UNet evaluations as `direct`.
+Difference from the reference: it edits with "" as the source prompt (and inverts with "" for its DDIM variant);
+here the sample's source prompt is kept, so that every inversion's state, computed for that prompt, applies.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from editors.attention import AttentionController, AttentionSite, attention_sites, forward_order
+from editors.base import EDITORS, Editor, EditResult, denoise_branches
+from invbench.models import DiffusionModel
+from inversions.base import InversionResult
+from pie_bench import Sample
+
+log = logging.getLogger(__name__)
+
+
+class MutualSelfAttention(AttentionController):
+    """Self-attention of the `layers` reads keys and values from branch 0 from step `start_step` on."""
+
+    def __init__(self, layers: set[str], start_step: int):
+        self.layers, self.start_step = layers, start_step
+
+    def wants(self, site: AttentionSite) -> bool:
+        return False  # keys and values change; the attention maps are not edited
+
+    def context(self, site: AttentionSite, context: torch.Tensor) -> torch.Tensor:
+        if site.is_cross or site.name not in self.layers or self.step < self.start_step:
+            return context
+        rows = context.view(-1, self.num_branches, *context.shape[1:])  # (halves, branches, queries, C)
+        return rows[:, :1].expand_as(rows).reshape(context.shape)
+
+
+@EDITORS.register("masactrl")
+@dataclass
+class MasaCtrl(Editor):
+    guidance_scale: float
+    start_step: int
+    start_layer: int
+
+    def edit(self, model: DiffusionModel, inversion: InversionResult, sample: Sample) -> EditResult:
+        blocks = [
+            s for s in forward_order(attention_sites(model.unet, inversion.noise_latent.shape[-1])) if not s.is_cross
+        ]
+        layers = {site.name for site in blocks[self.start_layer :]}
+        if not layers:
+            log.warning("masactrl: this UNet has %d transformer blocks; none is at start_layer=%d or above, so "
+                        "nothing is controlled", len(blocks), self.start_layer)  # fmt: skip
+        cond = model.encode_prompts([sample.source_prompt, sample.target_prompt])
+        controller = MutualSelfAttention(layers, self.start_step)
+        latents = denoise_branches(model, inversion, cond, self.guidance_scale, controller)
+        return EditResult(edited=latents[1:], reconstruction=latents[:1], info={"controlled_layers": len(layers)})
