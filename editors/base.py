@@ -56,6 +56,7 @@ def denoise_branches(
     cond: torch.Tensor,
     guidance_scale: float,
     controller: AttentionController | None = None,
+    target_uncond: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Denoise B branches from the inverted noise, batched in one UNet call per step.
 
@@ -65,6 +66,8 @@ def denoise_branches(
     target branches, its per-level embeddings and value modulation (see InversionResult), moves the latents with
     its sampler (or guided DDIM), and adds its per-step latent offsets to the source and target branches.
     A `controller` sees every attention map (editors/attention.py) and may change the latents after each step.
+    `target_uncond` (1, 77, D), an editor's negative prompt, replaces the unconditional embedding of the target
+    branches.
     Returns the final latents (B, 4, h, w).
     """
     branches = cond.shape[0]
@@ -87,6 +90,8 @@ def denoise_branches(
             step_uncond = unconds[i].expand(branches, -1, -1)
             if source_only:
                 step_uncond = torch.cat([unconds[i], empty.expand(branches - 1, -1, -1)])
+            if target_uncond is not None:
+                step_uncond = torch.cat([step_uncond[:1], target_uncond.expand(branches - 1, -1, -1)])
             if levels is not None:
                 levels.embeddings = {
                     resolution: torch.cat([tuned, cond[1:] + (tuned - cond[:1])])
