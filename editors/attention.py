@@ -67,6 +67,12 @@ def forward_order(sites: list[AttentionSite]) -> list[AttentionSite]:
     return sorted(sites, key=lambda site: PLACES.index(site.place))  # stable: module order within a place
 
 
+def copy_source_rows(rows: torch.Tensor, branches: int) -> torch.Tensor:
+    """(halves · branches, ...) -> every branch of each half replaced by that half's source row (branch 0)."""
+    grouped = rows.view(-1, branches, *rows.shape[1:])
+    return grouped[:, :1].expand_as(grouped).reshape(rows.shape)
+
+
 class AttentionController:
     """Base class: sees (and may replace) every attention map of the layers it `wants`, step by step.
 

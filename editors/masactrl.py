@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from editors.attention import AttentionController, AttentionSite, attention_sites, forward_order
+from editors.attention import AttentionController, AttentionSite, attention_sites, copy_source_rows, forward_order
 from editors.base import EDITORS, Editor, EditResult, denoise_branches
 from invbench.models import DiffusionModel
 from inversions.base import InversionResult
@@ -41,8 +41,7 @@ class MutualSelfAttention(AttentionController):
     def context(self, site: AttentionSite, context: torch.Tensor) -> torch.Tensor:
         if site.is_cross or site.name not in self.layers or self.step < self.start_step:
             return context
-        rows = context.view(-1, self.num_branches, *context.shape[1:])  # (halves, branches, queries, C)
-        return rows[:, :1].expand_as(rows).reshape(context.shape)
+        return copy_source_rows(context, self.num_branches)
 
 
 @EDITORS.register("masactrl")

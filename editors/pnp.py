@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from editors.attention import AttentionController, AttentionSite
+from editors.attention import AttentionController, AttentionSite, copy_source_rows
 from editors.base import EDITORS, Editor, EditResult, denoise_branches
 from invbench.errors import ConfigError
 from invbench.models import DiffusionModel
@@ -33,12 +33,6 @@ from inversions.base import InversionResult
 from pie_bench import Sample
 
 log = logging.getLogger(__name__)
-
-
-def copy_source_rows(rows: torch.Tensor, branches: int) -> torch.Tensor:
-    """(halves · branches, ...) -> every branch of each half replaced by that half's source row (branch 0)."""
-    grouped = rows.view(-1, branches, *rows.shape[1:])
-    return grouped[:, :1].expand_as(grouped).reshape(rows.shape)
 
 
 class SourceInjection(AttentionController):

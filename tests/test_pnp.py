@@ -9,7 +9,7 @@ import torch
 from conftest import conf_file, relative_error
 
 from editors import EDITORS
-from editors.pnp import copy_source_rows
+from editors.attention import copy_source_rows
 from invbench.errors import ConfigError
 from inversions import INVERSIONS
 
