@@ -69,7 +69,8 @@ class _JobListMixin:
             }
             for number, overrides, job in zip(numbers, job_overrides, jobs)
         ]
-        write_job_list(sweep_dir, listed, self._EXECUTOR, self._resubmit_command(sweep_dir))
+        resubmit = self._resubmit_command(sweep_dir)
+        write_job_list(sweep_dir, listed, self._EXECUTOR, resubmit)
         for job in listed:
             log.info("#%d %s: %s", job["num"], job["job_id"], " ".join(job["overrides"]))
         if self.wait:
@@ -79,7 +80,7 @@ class _JobListMixin:
             f"  results           {sweep_dir}/<job number>_<inversion>+<editor>[_<categories or shard>]/\n"
             f"  job list          {sweep_dir / JOBS_FILE}\n"
             f"  merge and check   python aggregate.py {shlex.quote(str(sweep_dir))}\n"
-            f"  resubmit missing  {self._resubmit_command(sweep_dir)}"
+            f"  resubmit missing  {resubmit}"
         )
         return [
             JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED, _return_value=job.job_id)
