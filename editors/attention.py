@@ -25,11 +25,15 @@ from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from invbench.errors import ConfigError
+
+if TYPE_CHECKING:
+    from inversions.base import NoiseParts
 
 PLACES = ("down", "mid", "up")  # the order the blocks run in
 
@@ -76,8 +80,9 @@ def copy_source_rows(rows: torch.Tensor, branches: int) -> torch.Tensor:
 class AttentionController:
     """Base class: sees (and may replace) every attention map of the layers it `wants`, step by step.
 
-    The sampler calls `begin_step(i)` before the UNet call of denoising step i and `end_step(i, latents)` after the
-    latents of that step are computed (and after any inversion offset was added), which may return changed latents.
+    The sampler calls `begin_step(i)` before the UNet call of denoising step i, then `before_step(i, latents,
+    noise_parts)`, which may return changed latents to step from, and `end_step(i, latents)` after the latents of
+    that step are computed (and after any inversion offset was added), which may return changed latents.
     """
 
     num_branches: int = 1
@@ -102,6 +107,10 @@ class AttentionController:
 
     def begin_step(self, step: int) -> None:
         self.step = step
+
+    def before_step(self, step: int, latents: torch.Tensor, noise_parts: NoiseParts) -> torch.Tensor:
+        """`noise_parts(latents)` evaluates the UNet with the step's embeddings, under this controller."""
+        return latents
 
     def end_step(self, step: int, latents: torch.Tensor) -> torch.Tensor:
         return latents
@@ -163,6 +172,11 @@ class ControllerGroup(AttentionController):
         super().begin_step(step)
         for controller in self.controllers:
             controller.begin_step(step)
+
+    def before_step(self, step: int, latents: torch.Tensor, noise_parts: NoiseParts) -> torch.Tensor:
+        for controller in self.controllers:
+            latents = controller.before_step(step, latents, noise_parts)
+        return latents
 
     def end_step(self, step: int, latents: torch.Tensor) -> torch.Tensor:
         for controller in self.controllers:

@@ -22,9 +22,9 @@ from editors.attention import (
     ValueModulation,
     attention_control,
 )
-from invbench.models import DiffusionModel
+from invbench.models import DiffusionModel, classifier_free
 from invbench.registry import Registry
-from inversions.base import InversionResult
+from inversions.base import INVERSION_STATE, InversionResult
 from pie_bench import Sample
 
 
@@ -37,9 +37,16 @@ class EditResult:
 
 class Editor(ABC):
     """Base class of editors. Subclasses are dataclasses whose fields are their hyperparameters
-    (all set from conf/editor/<name>.yaml) and are registered in `EDITORS`."""
+    (all set from conf/editor/<name>.yaml, `guidance_scale` among them) and are registered in `EDITORS`.
+
+    `uses` declares the inversion state (INVERSION_STATE fields) the editor honours; a pairing with an inversion
+    whose results carry other state is refused before any job starts (invbench/compatibility.py). Editors built on
+    `denoise_branches` honour every field; one running its own loop declares what it handles.
+    """
 
     name: ClassVar[str]
+    uses: ClassVar[frozenset[str]] = frozenset(INVERSION_STATE)
+    guidance_scale: float
 
     @abstractmethod
     def edit(self, model: DiffusionModel, inversion: InversionResult, sample: Sample) -> EditResult:
@@ -65,7 +72,8 @@ def denoise_branches(
     per-step conditional embedding (or the source prompt) in the source branch and, if it says so, mixed into the
     target branches, its per-level embeddings and value modulation (see InversionResult), moves the latents with
     its sampler (or guided DDIM), and adds its per-step latent offsets to the source and target branches.
-    A `controller` sees every attention map (editors/attention.py) and may change the latents after each step.
+    A `controller` sees every attention map (editors/attention.py) and may change the latents before each step
+    (given the step's UNet evaluation, for guidance by gradient) and after it.
     `target_uncond` (1, 77, D), an editor's negative prompt, replaces the unconditional embedding of the target
     branches.
     Returns the final latents (B, 4, h, w).
@@ -100,15 +108,13 @@ def denoise_branches(
             if values is not None:
                 values.scale, values.shift = inversion.value_modulation[i]
                 values.targets = i < inversion.value_target_until
+            parts = partial(model.noise_parts, t=t, cond=step_cond, uncond=step_uncond, guidance_scale=guidance_scale)
             if controller is not None:
                 controller.begin_step(i)
+                latents = controller.before_step(i, latents, parts)
             if inversion.sampler is None:
-                noise = model.guided_noise(latents, t, step_cond, step_uncond, guidance_scale)
-                latents = inversion.schedule.step(noise, t, latents)
+                latents = inversion.schedule.step(classifier_free(*parts(latents), guidance_scale), t, latents)
             else:
-                parts = partial(
-                    model.noise_parts, t=t, cond=step_cond, uncond=step_uncond, guidance_scale=guidance_scale
-                )
                 latents = inversion.sampler.step(i, t, latents, parts, guidance_scale)
             if inversion.latent_offsets is not None:
                 latents[:1] += inversion.latent_offsets[i]

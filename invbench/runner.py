@@ -21,6 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from editors import EDITORS, Editor
+from invbench.compatibility import check_pair
 from invbench.errors import ConfigError, InvbenchError
 from invbench.images import fit_square, save_png
 from invbench.loggers import LOGGERS
@@ -54,6 +55,7 @@ def run_job(
     # Everything that can be checked without the model is checked first, so a typo fails in a second.
     inversion = INVERSIONS.build(config["inversion"])
     editor = EDITORS.build(config["editor"])
+    check_pair(inversion, editor)
     metrics = METRICS.build(config["metrics"])
     logger = LOGGERS.build(config["logger"])
     config["inversion"], config["editor"] = hyperparameters(inversion), hyperparameters(editor)

@@ -7,6 +7,8 @@ same timesteps. The per-step state below is how methods steer those branches; a 
 DDIM behaviour", so an editor that honours every field works with every inversion.
 
 Per-step fields are indexed by the denoising step i = 0 .. num_steps-1, i.e. by timestep `schedule.timesteps[i]`.
+Which of them a method fills is declared on the method (`Inversion.state`), so a pairing with an editor that cannot
+use that state is refused before any job starts (invbench/compatibility.py).
 """
 
 from __future__ import annotations
@@ -23,6 +25,17 @@ from invbench.ddim import DDIMSchedule
 from invbench.models import DiffusionModel
 from invbench.registry import Registry
 from pie_bench import Sample
+
+# The fields of InversionResult that carry per-step state, with how they are named in messages.
+INVERSION_STATE: dict[str, str] = {
+    "uncond_embeddings": "per-step unconditional embeddings",
+    "cond_embeddings": "per-step conditional embeddings",
+    "level_embeddings": "per-layer (per-resolution) embeddings",
+    "value_modulation": "per-step cross-attention value modulation",
+    "latent_offsets": "per-step latent offsets of the source branch",
+    "target_latent_offsets": "per-step latent offsets of the target branches",
+    "sampler": "its own reverse sampler",
+}
 
 
 @dataclass
@@ -83,6 +96,10 @@ class InversionResult:
     def noise_latent(self) -> torch.Tensor:
         return self.latents[-1]
 
+    def state(self) -> frozenset[str]:
+        """The INVERSION_STATE fields this result fills."""
+        return frozenset(name for name in INVERSION_STATE if getattr(self, name) is not None)
+
 
 NoiseParts = Callable[[torch.Tensor], tuple[torch.Tensor | None, torch.Tensor]]
 
@@ -104,10 +121,28 @@ class Inversion(ABC):
     (all set from conf/inversion/<name>.yaml) and are registered in `INVERSIONS`."""
 
     name: ClassVar[str]
+    produces: ClassVar[frozenset[str]] = frozenset()  # the INVERSION_STATE fields every result of this method fills
 
     @abstractmethod
     def invert(self, model: DiffusionModel, image_latent: torch.Tensor, sample: Sample) -> InversionResult:
         """Invert `image_latent` (1, 4, h, w) of `sample`'s source image; may use its prompts and edit class."""
+
+    def state(self) -> frozenset[str]:
+        """The INVERSION_STATE fields this configuration's results fill, known from the hyperparameters alone
+        (tests check it against real results): what an editor must be able to use."""
+        return self.produces
+
+    def tuned_for_guidance(self) -> float | None:
+        """The classifier-free guidance scale this method's state is computed for (its hyperparameter
+        `guidance_key`): an editor guiding at another scale loses the reconstruction the state exists for.
+        None: the state does not depend on it."""
+        return None
+
+    guidance_key: ClassVar[str] = "guidance_scale"
+
+    def needs_unconditional_half(self) -> bool:
+        """Whether the method's sampler needs the unconditional prediction, i.e. editor guidance above 1."""
+        return False
 
 
 INVERSIONS: Registry[Inversion] = Registry("inversion")

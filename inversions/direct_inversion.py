@@ -50,6 +50,15 @@ class DirectInversion(Inversion):
         if self.offset_interval < 1:
             raise ConfigError("conf/inversion/directinversion.yaml: offset_interval must be >= 1 (1: every step)")
 
+    def state(self) -> frozenset[str]:
+        targets = self.offset_branches != "source"
+        return frozenset({"latent_offsets", "target_latent_offsets"} if targets else {"latent_offsets"})
+
+    guidance_key = "edit_guidance_scale"
+
+    def tuned_for_guidance(self) -> float | None:
+        return self.edit_guidance_scale
+
     @torch.no_grad()
     def invert(self, model: DiffusionModel, image_latent: torch.Tensor, sample: Sample) -> InversionResult:
         pivot = DDIMInversion(self.num_steps, self.inversion_guidance_scale).invert(model, image_latent, sample)

@@ -69,6 +69,8 @@ class CoupledSampler(Sampler):
 @INVERSIONS.register("edict")
 @dataclass
 class EDICTInversion(Inversion):
+    produces = frozenset({"sampler"})
+
     num_steps: int
     strength: float
     mix: float
@@ -77,6 +79,9 @@ class EDICTInversion(Inversion):
     def __post_init__(self) -> None:
         if not 0 < self.mix < 1 or not 0 < self.strength <= 1:
             raise ConfigError("conf/inversion/edict.yaml: mix must be in (0, 1) and strength in (0, 1]")
+
+    def needs_unconditional_half(self) -> bool:
+        return self.guidance_scale != 1  # every branch guides at EDICT's own scale
 
     @torch.no_grad()
     def invert(self, model: DiffusionModel, image_latent: torch.Tensor, sample: Sample) -> InversionResult:

@@ -56,6 +56,8 @@ class StoredNoiseSampler(Sampler):
 @INVERSIONS.register("edit_friendly")
 @dataclass
 class EditFriendlyInversion(Inversion):
+    produces = frozenset({"sampler"})
+
     num_steps: int
     eta: float
     skip: int
@@ -64,6 +66,9 @@ class EditFriendlyInversion(Inversion):
     def __post_init__(self) -> None:
         if not 0 <= self.skip < self.num_steps or self.eta <= 0:
             raise ConfigError("conf/inversion/edit_friendly.yaml: need 0 <= skip < num_steps and eta > 0")
+
+    def needs_unconditional_half(self) -> bool:
+        return self.source_guidance_scale != 1  # the source branch guides at its own scale
 
     @torch.no_grad()
     def invert(self, model: DiffusionModel, image_latent: torch.Tensor, sample: Sample) -> InversionResult:

@@ -24,6 +24,8 @@ from pie_bench import Sample
 @INVERSIONS.register("npi")
 @dataclass
 class NegativePromptInversion(Inversion):
+    produces = frozenset({"uncond_embeddings"})
+
     num_steps: int
 
     @torch.no_grad()

@@ -26,6 +26,8 @@ from pie_bench import Sample
 @INVERSIONS.register("nti")
 @dataclass
 class NullTextInversion(Inversion):
+    produces = frozenset({"uncond_embeddings"})
+
     num_steps: int
     guidance_scale: float
     inner_steps: int
@@ -33,6 +35,9 @@ class NullTextInversion(Inversion):
     early_stop: float
     early_stop_growth: float
     single_branch: bool
+
+    def tuned_for_guidance(self) -> float | None:
+        return self.guidance_scale
 
     def invert(self, model: DiffusionModel, image_latent: torch.Tensor, sample: Sample) -> InversionResult:
         pivot = DDIMInversion(self.num_steps, 1.0).invert(model, image_latent, sample)

@@ -24,11 +24,16 @@ from pie_bench import Sample
 @INVERSIONS.register("pti")
 @dataclass
 class PromptTuningInversion(Inversion):
+    produces = frozenset({"cond_embeddings"})
+
     num_steps: int
     guidance_scale: float
     iterations: int  # N
     learning_rate: float  # β
     eta: float  # η of the condition interpolation used while editing
+
+    def tuned_for_guidance(self) -> float | None:
+        return self.guidance_scale
 
     def invert(self, model: DiffusionModel, image_latent: torch.Tensor, sample: Sample) -> InversionResult:
         schedule = DDIMSchedule(model.scheduler_config, self.num_steps)

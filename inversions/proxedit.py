@@ -97,6 +97,17 @@ class ProxEdit(Inversion):
             raise ConfigError("conf/inversion/proxedit*.yaml: base.name must be npi or nti (ProxEdit's two bases)")
         self._base = INVERSIONS.build(self.base)
 
+    def state(self) -> frozenset[str]:
+        return self._base.state() | {"sampler"}
+
+    guidance_key = "base.guidance_scale"
+
+    def tuned_for_guidance(self) -> float | None:
+        return self._base.tuned_for_guidance()
+
+    def needs_unconditional_half(self) -> bool:
+        return True  # the proximal step thresholds ε_c − ε_u
+
     def invert(self, model: DiffusionModel, image_latent: torch.Tensor, sample: Sample) -> InversionResult:
         inverted = self._base.invert(model, image_latent, sample)
         inverted.sampler = ProximalSampler(inverted.schedule, inverted.latents, self)

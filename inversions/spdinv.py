@@ -32,6 +32,9 @@ class SourcePromptDisentangledInversion(Inversion):
     threshold: float  # stop a step's rounds once the fixed-point loss is below this (null: never)
     source_as_uncond: bool
 
+    def state(self) -> frozenset[str]:
+        return frozenset({"uncond_embeddings"} if self.source_as_uncond else ())
+
     def invert(self, model: DiffusionModel, image_latent: torch.Tensor, sample: Sample) -> InversionResult:
         schedule = DDIMSchedule(model.scheduler_config, self.num_steps)
         source = model.encode_prompts([sample.source_prompt])

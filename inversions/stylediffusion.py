@@ -68,6 +68,8 @@ def _mapping_network(image_tokens: int, seed: int) -> torch.nn.Module:
 @INVERSIONS.register("stylediffusion")
 @dataclass
 class StyleDiffusion(Inversion):
+    produces = frozenset({"value_modulation"})
+
     num_steps: int
     guidance_scale: float
     inner_steps: int  # iterations at the first step; ceil(inner_steps · e^(−0.1 i)) at step i
@@ -79,6 +81,9 @@ class StyleDiffusion(Inversion):
     target_value_steps: float  # τ_v: fraction of steps in which target branches read the mapped values
     image_encoder: dict[str, Any]  # {backbone: auto|real|tiny, repo_id, path, tiny: {seed, config}}
     seed: int  # initialisation of the mapping networks
+
+    def tuned_for_guidance(self) -> float | None:
+        return self.guidance_scale
 
     def invert(self, model: DiffusionModel, image_latent: torch.Tensor, sample: Sample) -> InversionResult:
         schedule = DDIMSchedule(model.scheduler_config, self.num_steps)

@@ -29,6 +29,8 @@ from pie_bench import Sample
 @INVERSIONS.register("todinv")
 @dataclass
 class TaskOrientedInversion(Inversion):
+    produces = frozenset({"level_embeddings"})
+
     num_steps: int
     guidance_scale: float
     inner_steps: int  # K
@@ -37,6 +39,9 @@ class TaskOrientedInversion(Inversion):
     early_stop_growth: float
     appearance_levels: list[int]  # latent side divisors of the high-resolution (appearance) levels
     structure_levels: list[int]  # ... and of the low-resolution (structure) levels
+
+    def tuned_for_guidance(self) -> float | None:
+        return self.guidance_scale
 
     def tuned_levels(self, sample: Sample, present: set[int], side: int) -> set[int]:
         appearance = {side // divisor for divisor in self.appearance_levels} & present

@@ -1,0 +1,55 @@
+"""Which inversion × editor pairs can run: checked from the configuration alone, before any job starts.
+
+An inversion declares the per-step state its results carry (`Inversion.state`, names from
+`inversions.base.INVERSION_STATE`), the guidance scale that state is computed for, and whether its sampler needs the
+unconditional half of classifier-free guidance; an editor declares the state it can use (`Editor.uses`). A pair is
+refused when the editor would drop part of the state, guide at another scale than the state was computed for (the
+source would no longer be reconstructed, so the row would measure a broken inversion), or guide at 1 where the
+sampler needs the unconditional prediction. `launch.py` checks every job of a sweep before launching any
+(hydra_plugins/invbench_sweeper) and each job checks its own pair again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from editors import EDITORS, Editor
+from invbench.errors import ConfigError
+from inversions import INVERSIONS, Inversion
+from inversions.base import INVERSION_STATE
+
+
+def incompatibilities(inversion: Inversion, editor: Editor) -> list[str]:
+    """Why `editor` cannot edit what `inversion` produces, one reason per entry, each with its fix; [] if it can."""
+    pair = f"inversion={inversion.name} with editor={editor.name}"
+    problems = [
+        f"{pair}: the editor cannot use the inversion's {INVERSION_STATE[name]} ({name}); pair it with an "
+        "editor that uses it (README, 'Methods')"
+        for name in sorted(inversion.state() - editor.uses)
+    ]
+    tuned = inversion.tuned_for_guidance()
+    if tuned is not None and tuned != editor.guidance_scale:
+        problems.append(
+            f"{pair}: the inversion's state is computed to reconstruct the source under guidance {tuned:g}, the "
+            f"editor guides at {editor.guidance_scale:g}; set inversion.{inversion.guidance_key} and "
+            "editor.guidance_scale to one value"
+        )
+    if inversion.needs_unconditional_half() and editor.guidance_scale == 1:
+        problems.append(
+            f"{pair}: the inversion's sampler needs the unconditional prediction, which an editor guiding at 1 does "
+            "not compute; set editor.guidance_scale above 1"
+        )
+    return problems
+
+
+def check_pair(inversion: Inversion, editor: Editor) -> None:
+    problems = incompatibilities(inversion, editor)
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
+def check_job_config(config: Mapping[str, Any]) -> None:
+    """Build a composed job configuration's inversion and editor (so hyperparameter errors surface too) and check
+    that they can run together."""
+    check_pair(INVERSIONS.build(config["inversion"]), EDITORS.build(config["editor"]))
