@@ -9,6 +9,7 @@ from inversions import (  # noqa: F401  (registers)
     negative_prompt,
     none,
     null_text,
+    pix2pix_zero,
     prompt_tuning,
     proxedit,
     renoise,
