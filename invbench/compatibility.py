@@ -25,7 +25,7 @@ def incompatibilities(inversion: Inversion, editor: Editor) -> list[str]:
     pair = f"inversion={inversion.name} with editor={editor.name}"
     problems = [
         f"{pair}: the editor cannot use the inversion's {INVERSION_STATE[name]} ({name}); pair it with an "
-        "editor that uses it (README, 'Methods')"
+        "editor that uses it (README, 'Which pairs run')"
         for name in sorted(inversion.state() - editor.uses)
     ]
     tuned = inversion.tuned_for_guidance()

@@ -122,6 +122,7 @@ class Inversion(ABC):
 
     name: ClassVar[str]
     produces: ClassVar[frozenset[str]] = frozenset()  # the INVERSION_STATE fields every result of this method fills
+    guidance_key: ClassVar[str] = "guidance_scale"  # the hyperparameter `tuned_for_guidance` reports
 
     @abstractmethod
     def invert(self, model: DiffusionModel, image_latent: torch.Tensor, sample: Sample) -> InversionResult:
@@ -137,8 +138,6 @@ class Inversion(ABC):
         `guidance_key`): an editor guiding at another scale loses the reconstruction the state exists for.
         None: the state does not depend on it."""
         return None
-
-    guidance_key: ClassVar[str] = "guidance_scale"
 
     def needs_unconditional_half(self) -> bool:
         """Whether the method's sampler needs the unconditional prediction, i.e. editor guidance above 1."""
