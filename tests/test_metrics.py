@@ -79,6 +79,7 @@ def test_border_frame_counts_as_edited(lpips_network):
     edited = source.copy()
     edited[0], edited[-1], edited[:, 0], edited[:, -1] = 0, 255, 17, 200
     values = unedited_part_metrics(source, edited, mask, lpips_network)
+    # both images are zero outside the frame after masking, so their difference is exactly 0 (x − x in IEEE)
     assert values["mse_unedit_part"] == 0 and values["psnr_unedit_part"] == math.inf
     assert values["ssim_unedit_part"] == pytest.approx(1.0) and values["lpips_unedit_part"] == pytest.approx(
         0, abs=1e-7
@@ -120,7 +121,7 @@ def test_lpips_equals_torchmetrics_for_the_same_weights(lpips_network):
 
 def test_structure_distance_is_zero_on_identical_images_and_symmetric(structure):
     a, b = photo(0, 512), photo(1, 512)
-    assert structure(a, a) == 0
+    assert structure(a, a) == 0  # the same image through the same network twice: identical features, exact 0
     assert structure(a, b) > 0 and structure(a, b) == pytest.approx(structure(b, a), rel=1e-6)
     similarity = structure.self_similarity(a)
     assert similarity.shape == (785, 785)  # CLS + 28×28 patches of 8 px at 224²

@@ -77,7 +77,9 @@ def test_prompt_tuning_eta_zero_reconstructs_and_eta_one_is_ddim_edit(tiny_model
     inversion = build("pti", eta=0.0).invert(tiny_model, source_latent, sample)
     direct = EDITORS.build({"name": "direct", "guidance_scale": 7.5})
     reconstruct = direct.edit(tiny_model, inversion, sample)
-    assert torch.equal(reconstruct.edited, reconstruct.reconstruction)  # η = 0: the edit is the reconstruction
+    # η = 0: the target conditions on exactly the tuned embedding, so the edit is the reconstruction. The two are
+    # rows of one batched UNet call, equal up to how the kernels round different rows.
+    torch.testing.assert_close(reconstruct.edited, reconstruct.reconstruction, rtol=0, atol=1e-6)
     ddim_edit = direct.edit(
         tiny_model, build("ddim", guidance_scale=0.0).invert(tiny_model, source_latent, sample), sample
     )
@@ -106,8 +108,8 @@ def test_todinv_leaves_the_levels_of_the_edit_bit_identical(tiny_model, sample, 
         assert inversion.info["tuned_levels"] == tuned
         for step in inversion.level_embeddings:
             assert sorted(step) == [1, 2, 4]
-            assert all(torch.equal(step[level], source) for level in frozen)
-            assert all(not torch.equal(step[level], source) for level in tuned)
+            assert all(torch.equal(step[level], source) for level in frozen)  # never touched: the source itself
+            assert all(relative_error(step[level], source) > 1e-4 for level in tuned)  # moved by the optimiser
 
 
 def test_todinv_target_reads_the_target_prompt_plus_the_tuned_offset(tiny_model, sample, source_latent):
@@ -137,7 +139,8 @@ def test_stylediffusion_lowers_the_reconstruction_error(tiny_model, sample, sour
     assert inversion.info["optimisation_steps_per_timestep"][0] <= 5 and inversion.value_target_until == STEPS // 2
     assert len(inversion.value_modulation) == STEPS and inversion.value_modulation[0][0].shape == (1, 77, 32)
     without = build("stylediffusion", inner_steps=5, attention_loss=False).invert(tiny_model, source_latent, sample)
-    assert not torch.equal(without.value_modulation[0][0], inversion.value_modulation[0][0])  # the map loss acts
+    # the map loss acts: the first step's scale moves by far more than rounding
+    assert relative_error(without.value_modulation[0][0], inversion.value_modulation[0][0]) > 1e-4
 
 
 def test_value_modulation_changes_values_not_keys(tiny_model, sample, source_latent):

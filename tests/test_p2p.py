@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 import torch
-from conftest import conf_file
+from conftest import conf_file, relative_error
 
 from editors import EDITORS, denoise_branches
 from editors.attention import AttentionSite, AttentionStore, attention_sites
@@ -101,7 +101,8 @@ def test_replace_with_full_window_gives_the_target_the_source_cross_attention(ti
     assert len(cross) == STEPS * sum(s.is_cross for s in attention_sites(tiny_model.unet, 8))
     for _, maps in cross:
         assert torch.equal(maps[-1, 1], maps[-1, 0])  # conditional half: target reads the source's maps
-    assert any(not torch.equal(maps[0, 1], maps[0, 0]) for _, maps in cross)  # the unconditional half is untouched
+    # the unconditional half is untouched: there the branches' maps differ as their latents do
+    assert max(float((maps[0, 1] - maps[0, 0]).abs().max()) for _, maps in cross) > 1e-4
 
 
 def test_reweight_scales_exactly_the_chosen_token(tiny_model, inverted, sample):
@@ -168,7 +169,7 @@ def test_missing_blended_word_edits_without_blend_and_says_so(tiny_model, invert
     assert result.info["local_blend"] is False and "'tiger' not in" in result.info["blend_note"]
     assert "reweighted_tokens" not in result.info
     assert "the reference would copy the source" in caplog.text
-    assert not torch.equal(result.edited, result.reconstruction)
+    assert relative_error(result.edited, result.reconstruction) > 1e-3
 
 
 def test_p2plus_replaces_unconditional_self_attention_in_its_window(tiny_model, inverted, sample):
@@ -180,7 +181,11 @@ def test_p2plus_replaces_unconditional_self_attention_in_its_window(tiny_model, 
     )
     for (step, site), maps in seen.items():
         if not site.is_cross and site.resolution > 1:  # a 1×1 map is 1 whatever happens
-            assert torch.equal(maps[0, 1], maps[0, 0]) == (step < STEPS // 2)  # τ_u = 0.5 of 10 steps
+            difference = float((maps[0, 1] - maps[0, 0]).abs().max())
+            if step < STEPS // 2:  # τ_u = 0.5 of 10 steps: the target's maps are a copy of the source's
+                assert difference == 0, (step, site)
+            else:  # after it, they follow the target's own latent
+                assert difference > 1e-6, (step, site)
 
 
 def test_token_positions_and_refinement_alignment(tiny_model):

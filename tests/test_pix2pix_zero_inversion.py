@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 import torch
-from conftest import conf_file
+from conftest import conf_file, relative_error
 
 from inversions import INVERSIONS
 from inversions.pix2pix_zero import autocorrelation_loss, kl_to_standard_normal
@@ -47,7 +47,11 @@ def test_without_regularisation_it_is_ddim_inversion_with_the_source_prompt_as_n
     ddim = INVERSIONS.build({"name": "ddim", "num_steps": 4, "guidance_scale": 1.0}).invert(
         tiny_model, source_latent, sample
     )
+    # switched off, it runs DDIM inversion's own computation: bit-identical on any CPU (same inputs, same kernels)
     assert all(torch.equal(a, b) for a, b in zip(plain.latents, ddim.latents))
     assert torch.equal(plain.uncond_embeddings[0], tiny_model.encode_prompts([sample.source_prompt]))
-    regularised = inversion().invert(tiny_model, source_latent, sample)
-    assert not torch.equal(regularised.noise_latent, ddim.noise_latent)
+    # The tiny model's ε has variance ~1e-3 (its output is tamed ×0.1), where the reference's KL step of 20,
+    # calibrated for SD's unit-variance ε, overshoots to NaN; a step of 1 whitens it without diverging.
+    regularised = inversion(lambda_kl=1.0).invert(tiny_model, source_latent, sample)
+    assert torch.isfinite(regularised.noise_latent).all()
+    assert relative_error(regularised.noise_latent, ddim.noise_latent) > 1e-3
