@@ -162,8 +162,10 @@ def _process(
         image = fit_square(entry.read_image(), model.resolution)
         with meter.phase("inversion"):
             inverted = inversion.invert(model, model.encode_image(image), entry)
+        _require_finite(f"inversion={inversion.name}", inverted.noise_latent)
         with meter.phase("edit"):
             edit = editor.edit(model, inverted, entry)
+            _require_finite(f"editor={editor.name}", torch.cat([edit.edited, edit.reconstruction]))
             edited, reconstruction = model.decode_latents(torch.cat([edit.edited, edit.reconstruction]))
         image_file = Path(entry.image_path).with_suffix(".png")
         save_png(edited, output_dir / EDITED_FOLDER / image_file)
@@ -188,6 +190,17 @@ def _process(
         row.update(_costs(meter))
     row["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return row
+
+
+def _require_finite(method: str, latents: torch.Tensor) -> None:
+    """A NaN or infinite latent decodes to a plausible-looking image and would be scored as a result: fail the
+    sample instead, naming the method."""
+    bad = int((~torch.isfinite(latents)).sum())
+    if bad:
+        raise InvbenchError(
+            f"{method} produced {bad} non-finite latent values (NaN or inf) of {latents.numel()}: the method "
+            "diverged on this sample with these settings (e.g. a step size tuned for another model)"
+        )
 
 
 def _costs(meter: CostMeter) -> dict[str, Any]:

@@ -92,6 +92,14 @@ def test_missing_image_fails_that_sample_only(compose, tmp_path):
     assert error.startswith("FileNotFoundError: sample '121000000001': image not found")
 
 
+def test_a_diverged_method_fails_its_sample_instead_of_scoring_nan(compose, tmp_path):
+    # pix2pix-zero's KL step of 20 (the reference's, for SD's unit-variance noise) diverges on the tiny model
+    rows = run_job(compose(*FAST, "inversion=pix2pix_zero", "dataset.categories=[1]"), tmp_path)
+    assert rows["status"].tolist() == ["failed"]
+    assert "inversion=pix2pix_zero produced" in rows["error"][0] and "non-finite latent values" in rows["error"][0]
+    assert not (tmp_path / "edited").exists()  # nothing written that a gallery or evaluate.py could pick up
+
+
 def test_invalid_sample_is_recorded_and_retried_after_a_fix(compose, tmp_path):
     root = mini_copy(tmp_path)
     mapping_file = root / "mapping_file.json"
