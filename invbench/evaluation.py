@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import time
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from invbench.errors import ConfigError, InvbenchError
+from invbench.paths import contained_path_problem
 from invbench.results import RESULTS_FILE, ResultsFile, config_hash, read_rows
 from invbench.runner import describe_sample, write_summary
 from invbench.runtime import configure_threads, resolve_device
@@ -113,21 +115,47 @@ def _run_folder_jobs(folder: Path) -> list[_Job]:
     benchmark = load_benchmark(
         dataset["root"], edit_class_lookup(run_config["edit_classes"]), dataset["mapping_file"], strict=False
     )
-    samples = {sample.id: sample for sample in benchmark.samples}
+    entries = {entry.id: entry for entry in benchmark.entries}
     latest = {row["sample_id"]: row for row in read_rows(folder / RESULTS_FILE)}  # a retried sample's last row
+    writers = Counter(row.get("edited_image") for row in latest.values() if row["status"] == "ok")
     jobs: list[_Job] = []
     for row in latest.values():
         original = {key: value for key, value in row.items() if key not in _SCORE_FIELDS + METRIC_COLUMNS}
         original["scored_from"] = str(folder)
-        if row["status"] != "ok":
-            jobs.append(({**original, "status": row["status"], "error": row["error"]}, None, None))
+        problem = (
+            _run_row_problem(row, folder, entries.get(row["sample_id"]), writers) if row["status"] == "ok" else None
+        )
+        if row["status"] != "ok" or problem:
+            error = f"InvbenchError: {problem}" if problem else row["error"]
+            jobs.append(({**original, "status": "failed", "error": error}, None, None))
             continue
 
         def read(row: Mapping[str, Any] = row) -> tuple[np.ndarray, np.ndarray | None, bool]:
             return read_rgb(folder / row["edited_image"]), read_rgb(folder / row["reconstruction_image"]), True
 
-        jobs.append((original, samples.get(row["sample_id"]), read))
+        jobs.append((original, entries[row["sample_id"]], read))
     return jobs
+
+
+def _run_row_problem(
+    row: Mapping[str, Any], folder: Path, entry: Sample | InvalidSample | None, writers: Counter
+) -> str | None:
+    """Why a successful row of a run folder cannot be scored again (None when it can): its sample is not a valid
+    sample of the run's benchmark, an image path leaves the folder, or another sample's row names the same edit."""
+    if entry is None:
+        return f"sample {row['sample_id']} is not in the benchmark the run used"
+    if isinstance(entry, InvalidSample):
+        return " | ".join(entry.problems)
+    for column in ("edited_image", "reconstruction_image"):
+        problem = contained_path_problem(row.get(column), folder)
+        if problem:
+            return f"{folder / RESULTS_FILE}: sample '{row['sample_id']}', field '{column}': {problem}"
+    if writers[row["edited_image"]] > 1:
+        return (
+            f"{folder / RESULTS_FILE}: sample '{row['sample_id']}': its edited_image {row['edited_image']} is named by "
+            f"{writers[row['edited_image']]} samples' rows, so it holds one of them; rerun them into a new folder"
+        )
+    return None
 
 
 def _reference_folder_jobs(folder: Path, config: Mapping[str, Any]) -> list[_Job]:
@@ -153,7 +181,11 @@ def _reference_folder_jobs(folder: Path, config: Mapping[str, Any]) -> list[_Job
             jobs.append(({**row, "status": "failed", "error": " | ".join(entry.problems)}, None, None))
             continue
 
-        def read(path: Path = folder / REFERENCE_IMAGES_FOLDER / entry.image_path):
+        def read(entry: Sample = entry):
+            problem = contained_path_problem(entry.image_path, folder / REFERENCE_IMAGES_FOLDER)
+            if problem:
+                raise InvbenchError(f"output of sample '{entry.id}' (image_path): {problem}")
+            path = folder / REFERENCE_IMAGES_FOLDER / entry.image_path
             if not path.is_file():
                 raise FileNotFoundError(f"no output image at {path}")
             return (*split_reference_composite(read_rgb(path)), False)

@@ -3,7 +3,10 @@
 Follows the reference (cure-lab/PnPInversion, see shared/reference/pie-bench-protocol.md §1): samples keep the
 mapping file's order; `[` and `]` are stripped from both prompts (nothing else is normalised); `blended_word` is
 split on spaces and its first two words are (source word, target word); `editing_type_id` is "0"-"9".
-Every problem is reported with the sample id, the field and a fix.
+Every problem is reported with the sample id, the field and a fix. `image_path` must stay inside
+`<root>/annotation_images` (no absolute path, no '..', no symbolic link out), and no two samples may write the same
+output file (an edit is named after its image_path): such samples are invalid, so outputs are only ever written
+under a job folder, one per sample.
 """
 
 from __future__ import annotations
@@ -12,11 +15,12 @@ import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
 from invbench.errors import BenchmarkFormatError, ConfigError
+from invbench.paths import contained_path_problem, normalised
 from pie_bench.editing_types import EDITING_TYPES
 from pie_bench.masks import decode_mask, rle_problem
 
@@ -26,7 +30,8 @@ BUNDLED_MINI_ROOT = Path(__file__).parent / "mini"
 IMAGES_FOLDER = "annotation_images"
 
 _FIXES = {
-    "image_path": "a path relative to <root>/annotation_images, e.g. '0_random_140/000000000000.jpg'",
+    "image_path": "a path relative to <root>/annotation_images that stays inside it, one image per sample, "
+    "e.g. '0_random_140/000000000000.jpg' (copy an image that lives elsewhere into that folder)",
     "original_prompt": "the source prompt as a string",
     "editing_prompt": "the target prompt as a string, with [ ] around the changed words",
     "editing_instruction": "a string (may be empty)",
@@ -58,6 +63,11 @@ class Sample:
     @property
     def category(self) -> str:
         return EDITING_TYPES[self.editing_type][1]
+
+    @property
+    def output_name(self) -> PurePosixPath:
+        """Where this sample's outputs go inside a job's image folders: its image_path as PNG."""
+        return output_name(self.image_path)
 
     def mask(self) -> np.ndarray:
         """512×512 bool, True = region to edit, 1-pixel frame forced to True (reference rule)."""
@@ -129,7 +139,7 @@ def load_benchmark(
         )
 
     entries = [_parse_entry(str(key), value, root, path, edit_classes) for key, value in mapping.items()]
-    benchmark = Benchmark(root=root, mapping_file=path, entries=entries)
+    benchmark = Benchmark(root=root, mapping_file=path, entries=_refuse_shared_outputs(entries, path))
     invalid = benchmark.invalid
     if invalid and strict:
         lines = [problem for entry in invalid[:20] for problem in entry.problems]
@@ -156,8 +166,10 @@ def _parse_entry(
             problem(field, "missing")
         elif not isinstance(item[field], str):
             problem(field, f"{item[field]!r} is not a string")
-    if isinstance(item.get("image_path"), str) and not item["image_path"].strip():
-        problem("image_path", "empty")
+    if isinstance(item.get("image_path"), str):
+        path_problem = contained_path_problem(item["image_path"], root / IMAGES_FOLDER)
+        if path_problem:
+            problem("image_path", path_problem)
     if not isinstance(item.get("editing_instruction", ""), str):
         problem("editing_instruction", f"{item['editing_instruction']!r} is not a string")
 
@@ -202,6 +214,36 @@ def _parse_entry(
         blended_words=blended_words,
         mask_rle=tuple(int(v) for v in item["mask"]),
     )
+
+
+def output_name(image_path: str) -> PurePosixPath:
+    """The output file of a sample inside a job's image folders: its (validated) image_path as PNG."""
+    return normalised(image_path).with_suffix(".png")
+
+
+def _refuse_shared_outputs(entries: list[Sample | InvalidSample], path: Path) -> list[Sample | InvalidSample]:
+    """A sample whose output file an earlier sample (in mapping-file order) already writes becomes invalid: the two
+    would overwrite each other's images, and every reader would show one sample's image for both."""
+    first: dict[PurePosixPath, str] = {}
+    checked: list[Sample | InvalidSample] = []
+    for entry in entries:
+        if isinstance(entry, Sample):
+            taken = first.setdefault(entry.output_name, entry.id)
+            if taken != entry.id:
+                entry = InvalidSample(
+                    entry.id,
+                    (
+                        (
+                            f"{path.name}: sample '{entry.id}', field 'image_path': '{entry.image_path}' gives the "
+                            f"same output file ({entry.output_name}) as sample '{taken}'. "
+                            f"Expected {_FIXES['image_path']}."
+                        ),
+                    ),
+                    entry.editing_type,
+                    entry.image_path,
+                )
+        checked.append(entry)
+    return checked
 
 
 def select(

@@ -72,7 +72,11 @@ GOOD = {
         ("editing_type_id", "12", "not one of '0'..'9'"),
         ("blended_word", "cat", "two space-separated words"),
         ("original_prompt", 7, "not a string"),
-        ("image_path", "", "empty"),
+        ("image_path", "", "not a non-empty relative path"),
+        ("image_path", "../../../../tmp/x/evil.jpg", "contains '..'"),
+        ("image_path", "1_change_object_80/../../x.jpg", "contains '..'"),
+        ("image_path", "/abs/src.png", "is absolute"),
+        ("image_path", "1_change_object_80\\x.jpg", "separate folders with '/'"),
     ],
 )
 def test_malformed_mapping_names_sample_and_field(tmp_path, field, value, words):
@@ -82,6 +86,38 @@ def test_malformed_mapping_names_sample_and_field(tmp_path, field, value, words)
     message = str(error.value)
     assert "sample '111000000001'" in message and f"field '{field}'" in message and words in message
     assert "sample '000000000000'" not in message
+
+
+def test_image_path_through_a_symbolic_link_out_of_the_data_root_is_refused(tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    root = write_mapping(tmp_path / "data", {"a": {**GOOD, "image_path": "linked/x.jpg"}})
+    (root / "annotation_images").mkdir()
+    (root / "annotation_images" / "linked").symlink_to(outside)
+    (invalid,) = load_benchmark(root, CLASSES, strict=False).invalid
+    assert (
+        "field 'image_path'" in invalid.problems[0]
+        and f"outside {root.resolve() / 'annotation_images'}" in (invalid.problems[0])
+    )
+
+
+def test_samples_that_would_write_the_same_output_are_refused(tmp_path):
+    mapping = {
+        "a": GOOD,
+        "b": GOOD,  # the same image twice
+        "c": {**GOOD, "image_path": "1_change_object_80/x.png"},  # another image, the same output x.png
+        "d": {**GOOD, "image_path": "1_change_object_80//./y.jpg"},
+        "e": {**GOOD, "image_path": "1_change_object_80/y.jpg"},  # another spelling of d
+    }
+    benchmark = load_benchmark(write_mapping(tmp_path, mapping), CLASSES, strict=False)
+    assert [sample.id for sample in benchmark.samples] == ["a", "d"]
+    problems = {entry.id: entry.problems[0] for entry in benchmark.invalid}
+    assert set(problems) == {"b", "c", "e"}
+    assert (
+        "field 'image_path'" in problems["c"]
+        and "same output file (1_change_object_80/x.png) as sample 'a'" in (problems["c"])
+    )
+    assert "as sample 'd'" in problems["e"]
 
 
 def test_missing_field_and_lenient_load(tmp_path):

@@ -3,7 +3,9 @@ reference layout (2048×512 JPEG composites) to the same numbers; missing output
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ from PIL import Image
 
 from invbench.evaluation import evaluate_folder
 from invbench.images import fit_square
+from invbench.results import read_rows
 from invbench.runner import run_job
 from metrics.pie_bench import METRIC_COLUMNS
 
@@ -111,3 +114,35 @@ def test_evaluate_scores_reference_layout_composites_like_the_job(run, compose, 
     assert scored.loc["121000000001", ["inversion", "editor", "model"]].tolist() == ["ddim", "direct", "external"]
     missing = scored.loc["623000000006"]  # category 6 was selected but has no output image
     assert missing["status"] == "failed" and "no output image" in missing["error"]
+
+
+def test_evaluate_refuses_row_paths_that_leave_the_run_folder_or_are_shared(run, compose, tmp_path):
+    folder, rows = run
+    copy = tmp_path / "run"
+    shutil.copytree(folder, copy)
+    outside = tmp_path / "outside.png"
+    shutil.copy(copy / rows.loc["121000000001", "edited_image"], outside)
+    stored = read_rows(copy / "results.jsonl")
+    stored[0]["edited_image"] = "../outside.png"  # a row pointing out of its folder is never read
+    stored[1]["reconstruction_image"] = str(outside)
+    (copy / "results.jsonl").write_text("".join(json.dumps(row) + "\n" for row in stored))
+    scored = evaluate_folder(
+        compose(f"outputs={copy}", "metrics.backbones=tiny", config_name="evaluate"), tmp_path / "a"
+    )
+    assert scored["status"].tolist() == ["failed", "failed"]
+    errors = scored.set_index("sample_id")["error"]
+    assert "field 'edited_image': '../outside.png' contains '..'" in errors[stored[0]["sample_id"]]
+    assert (
+        "field 'reconstruction_image'" in errors[stored[1]["sample_id"]]
+        and "is absolute" in errors[stored[1]["sample_id"]]
+    )
+
+    # two samples' rows naming one edited image (an older folder whose mapping reused an image): neither is scored
+    stored = read_rows(folder / "results.jsonl")
+    stored[1]["edited_image"] = stored[0]["edited_image"]
+    (copy / "results.jsonl").write_text("".join(json.dumps(row) + "\n" for row in stored))
+    scored = evaluate_folder(
+        compose(f"outputs={copy}", "metrics.backbones=tiny", config_name="evaluate"), tmp_path / "b"
+    )
+    assert scored["status"].tolist() == ["failed", "failed"]
+    assert all("is named by 2 samples' rows" in error for error in scored["error"])

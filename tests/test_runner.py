@@ -6,6 +6,7 @@ import shutil
 import numpy as np
 import pytest
 from conftest import FAST, image_equal, read_pixels
+from PIL import Image
 
 from invbench.errors import ConfigError
 from invbench.results import read_rows
@@ -90,6 +91,40 @@ def test_missing_image_fails_that_sample_only(compose, tmp_path):
     assert status == {"121000000001": "failed", "623000000006": "ok", "723000000007": "ok"}
     error = rows.set_index("sample_id").loc["121000000001", "error"]
     assert error.startswith("FileNotFoundError: sample '121000000001': image not found")
+
+
+def test_mapping_paths_never_leave_the_job_folder_or_overwrite_a_source(compose, tmp_path):
+    root = mini_copy(tmp_path)
+    mapping = json.loads((root / "mapping_file.json").read_text())
+    cat = mapping["121000000001"]
+    elsewhere = tmp_path / "x"
+    elsewhere.mkdir()
+    shutil.copy(root / "annotation_images" / cat["image_path"], elsewhere / "evil.jpg")
+    source_png = elsewhere / "src.png"
+    Image.open(elsewhere / "evil.jpg").save(source_png)
+    source_bytes = source_png.read_bytes()
+    mapping = {
+        "121000000001": cat,
+        "991000000001": {**cat, "image_path": "../../x/evil.jpg"},  # today: written to <out>/x/evil.png
+        "991000000002": {**cat, "image_path": str(source_png)},  # today: the edit overwrites this very source
+        "991000000003": {**cat},  # the same output file as the first sample
+    }
+    (root / "mapping_file.json").write_text(json.dumps(mapping))
+    out = tmp_path / "out"
+    rows = run_job(compose(*FAST, f"dataset.root={root}"), out / "job").set_index("sample_id")
+    assert rows["status"].to_dict() == {
+        "121000000001": "ok",
+        "991000000001": "failed",
+        "991000000002": "failed",
+        "991000000003": "failed",
+    }
+    assert "field 'image_path': '../../x/evil.jpg' contains '..'" in rows.loc["991000000001", "error"]
+    assert "is absolute" in rows.loc["991000000002", "error"]
+    assert "same output file" in rows.loc["991000000003", "error"]
+    assert source_png.read_bytes() == source_bytes
+    assert [path.name for path in out.iterdir()] == ["job"]  # nothing written next to the job folder
+    assert sorted(p.name for p in elsewhere.iterdir()) == ["evil.jpg", "src.png"]
+    assert len(list((out / "job" / "edited").rglob("*.png"))) == 1
 
 
 def test_a_diverged_method_fails_its_sample_instead_of_scoring_nan(compose, tmp_path):

@@ -1,0 +1,31 @@
+"""Relative paths that come from data (a mapping file's `image_path`, a result row's image columns): they must stay
+inside the folder they are relative to, so that reading a source, writing an edit or linking an image never leaves
+the data root or the job folder, whatever a file says."""
+
+from __future__ import annotations
+
+from pathlib import Path, PurePosixPath
+
+
+def contained_path_problem(value: object, root: Path) -> str | None:
+    """Why `value` is not a safe path relative to `root` (None when it is): it must be a non-empty relative
+    '/'-separated path without '..' that, symlinks resolved, stays inside `root`."""
+    if not isinstance(value, str) or not value.strip():
+        return f"{value!r} is not a non-empty relative path"
+    if "\\" in value:
+        return f"'{value}' contains '\\'; separate folders with '/'"
+    path = PurePosixPath(value)
+    if path.is_absolute():
+        return f"'{value}' is absolute"
+    if ".." in path.parts:
+        return f"'{value}' contains '..'"
+    resolved, inside = (root / path).resolve(), root.resolve()
+    if not resolved.is_relative_to(inside):
+        return f"'{value}' resolves to {resolved}, outside {inside} (through a symbolic link)"
+    return None
+
+
+def normalised(value: str) -> PurePosixPath:
+    """The canonical spelling of a path that passed `contained_path_problem` ('a//b/./c' -> 'a/b/c'), so that two
+    spellings of one file are recognised as one."""
+    return PurePosixPath(value)
