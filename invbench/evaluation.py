@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections import Counter
 from collections.abc import Mapping
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
 from invbench.errors import ConfigError, InvbenchError
+from invbench.job_folder import exclusive_use, refuse_mixing, remove_stale_partials
 from invbench.paths import contained_path_problem
 from invbench.results import RESULTS_FILE, ResultsFile, config_hash, read_rows
 from invbench.runner import describe_sample, write_summary
@@ -69,7 +70,11 @@ def read_rgb(path: Path) -> np.ndarray:
 
 def evaluate_folder(cfg: DictConfig, output_dir: Path, launcher_cpus: int | None = None) -> pd.DataFrame:
     """Score the folder `cfg.outputs` into `output_dir`; returns the rows of this evaluation."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    with exclusive_use(output_dir, "evaluate.py"):
+        return _evaluate_folder(cfg, output_dir, launcher_cpus)
+
+
+def _evaluate_folder(cfg: DictConfig, output_dir: Path, launcher_cpus: int | None) -> pd.DataFrame:
     config: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)
     configure_threads(config["num_threads"], launcher_cpus)
     device = resolve_device(config["device"])
@@ -84,14 +89,22 @@ def evaluate_folder(cfg: DictConfig, output_dir: Path, launcher_cpus: int | None
             f"outputs={source} is neither a run folder of launch.py (no {RESULTS_FILE}) nor a reference-layout "
             f"method folder (no {REFERENCE_IMAGES_FOLDER}/ inside). Point outputs= at one of those."
         )
+    remove_stale_partials(output_dir)
     results = ResultsFile(output_dir / RESULTS_FILE)
+    previous = results.latest_rows()
+    metrics_digest = config_hash(config["metrics"])
+    refuse_mixing(output_dir, previous, {"scored_from": str(source), "metrics_config_hash": metrics_digest})
     done = results.finished_ids()
     todo = [(row, sample, images) for row, sample, images in jobs if row["sample_id"] not in done]
     log.info("scoring %d samples of %s (%d already in %s)", len(todo), source, len(jobs) - len(todo), output_dir)
     if todo:
         metrics.load(device)
+        refuse_mixing(output_dir, previous, {"metrics_setup": metrics.setup})
     for position, (row, sample, images) in enumerate(todo, 1):
-        scored = _score(row, sample, images, metrics)
+        scored = _score(row, sample, images, metrics) | {
+            "metrics_config_hash": metrics_digest,
+            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),  # when it was scored
+        }
         results.append(scored)
         log.info("[%d/%d] %s: %s%s", position, len(todo), row["sample_id"], scored["status"], _reason(scored))
     ids = {row["sample_id"] for row, _, _ in jobs}

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from invbench.paths import temporary_sibling
+
 
 def fit_square(image: np.ndarray, size: int) -> np.ndarray:
     """Center-crop to a square and resize to size×size with PIL bicubic: the reference's `load_512`."""
@@ -23,6 +25,6 @@ def fit_square(image: np.ndarray, size: int) -> np.ndarray:
 def save_png(image: np.ndarray, path: Path) -> None:
     """Write a lossless PNG so that a reader never sees a half-written file: temp file, then atomic rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.partial")
+    temporary = temporary_sibling(path)
     Image.fromarray(image).save(temporary, format="PNG")
     os.replace(temporary, path)

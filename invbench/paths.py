@@ -4,7 +4,10 @@ the data root or the job folder, whatever a file says."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path, PurePosixPath
+
+PARTIAL_SUFFIX = ".partial"
 
 
 def contained_path_problem(value: object, root: Path) -> str | None:
@@ -29,3 +32,9 @@ def normalised(value: str) -> PurePosixPath:
     """The canonical spelling of a path that passed `contained_path_problem` ('a//b/./c' -> 'a/b/c'), so that two
     spellings of one file are recognised as one."""
     return PurePosixPath(value)
+
+
+def temporary_sibling(path: Path) -> Path:
+    """Where to write `path` before renaming it into place: a hidden name that carries this process's id, so that
+    two writers never rename each other's half-written file."""
+    return path.with_name(f".{path.name}.{os.getpid()}{PARTIAL_SUFFIX}")

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from invbench.paths import temporary_sibling
+
 log = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.jsonl"
@@ -59,10 +61,13 @@ class ResultsFile:
     def rows(self) -> list[dict[str, Any]]:
         return read_rows(self.path)
 
+    def latest_rows(self) -> list[dict[str, Any]]:
+        """The last row of each sample (a sample retried after a failure has several)."""
+        return list({row["sample_id"]: row for row in self.rows()}.values())
+
     def finished_ids(self) -> set[str]:
         """Samples whose latest row succeeded; failed samples run again on a resume."""
-        latest = {row["sample_id"]: row["status"] for row in self.rows()}
-        return {sample_id for sample_id, status in latest.items() if status == "ok"}
+        return {row["sample_id"] for row in self.latest_rows() if row["status"] == "ok"}
 
     def append(self, row: Mapping[str, Any]) -> None:
         line = json.dumps(row, default=str) + "\n"
@@ -74,6 +79,6 @@ class ResultsFile:
 
 def write_json_atomically(path: Path, record: Mapping[str, Any]) -> None:
     """Write a JSON file so that a reader sees the old or the new version, never a half-written one."""
-    temporary = path.with_name(f".{path.name}.partial")
+    temporary = temporary_sibling(path)
     temporary.write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
     os.replace(temporary, path)

@@ -3,7 +3,8 @@
 Per sample: seed, load and fit the source image, invert (VAE encode included), edit (VAE decode included), write the
 edited image and the source-branch reconstruction as PNG, score them with the metric suite, append the row. A sample
 that raises is recorded as failed with its reason and the job goes on. Rerunning into the same folder skips samples
-that already succeeded.
+that already succeeded; it is refused when the folder's rows came from another configuration, dataset or metric
+setup, or while another process works in the folder (invbench/job_folder.py).
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +24,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from editors import EDITORS, Editor
 from invbench.compatibility import check_pair
-from invbench.errors import ConfigError, InvbenchError
+from invbench.errors import InvbenchError
 from invbench.images import fit_square, save_png
+from invbench.job_folder import exclusive_use, refuse_mixing, refuse_other_data, remove_stale_partials
 from invbench.loggers import LOGGERS
 from invbench.models import DiffusionModel, load_model
 from invbench.registry import hyperparameters
@@ -31,7 +34,8 @@ from invbench.results import RESULTS_FILE, SELECTION_FILE, ResultsFile, config_h
 from invbench.runtime import configure_threads, environment_info, resolve_device, seed_everything
 from inversions import INVERSIONS, Inversion
 from metrics import METRICS, CostMeter, MetricSuite
-from pie_bench import InvalidSample, Sample, edit_class_lookup, load_benchmark, select
+from pie_bench import Benchmark, InvalidSample, Sample, edit_class_lookup, load_benchmark, select
+from pie_bench.dataset import decode_image, sha256
 from reports import mean_table, to_markdown
 
 log = logging.getLogger(__name__)
@@ -48,6 +52,11 @@ def run_job(
     number in its sweep (None for a single run): recorded so that a sweep's job list can find the job's folder."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # belt and braces: nothing in a job may reach the network
     output_dir = Path(output_dir)
+    with exclusive_use(output_dir, "launch.py job"):
+        return _run_job(cfg, output_dir, launcher_cpus, job_num)
+
+
+def _run_job(cfg: DictConfig, output_dir: Path, launcher_cpus: int | None, job_num: int | None) -> pd.DataFrame:
     config: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)
     threads = configure_threads(config["num_threads"], launcher_cpus)
     device = resolve_device(config["device"])
@@ -60,13 +69,18 @@ def run_job(
     logger = LOGGERS.build(config["logger"])
     config["inversion"], config["editor"] = hyperparameters(inversion), hyperparameters(editor)
     digest = config_hash({key: config[key] for key in RESULT_DEFINING_KEYS})
+    metrics_digest = config_hash(config["metrics"])
     dataset = config["dataset"]
     benchmark = load_benchmark(
         dataset["root"], edit_class_lookup(config["edit_classes"]), dataset["mapping_file"], strict=False
     )
     selected = select(benchmark.entries, dataset["categories"], dataset["num_shards"], dataset["shard_index"])
+    for stale in remove_stale_partials(output_dir):
+        log.info("removed %s, half-written by a process that was killed", stale)
     results = ResultsFile(output_dir / RESULTS_FILE)
-    _refuse_other_configuration(results, digest)
+    previous = results.latest_rows()
+    refuse_mixing(output_dir, previous, {"config_hash": digest, "metrics_config_hash": metrics_digest})
+    refuse_other_data(output_dir, previous, benchmark.mapping_file, current_data(benchmark))
     write_json_atomically(
         output_dir / SELECTION_FILE,
         {
@@ -91,6 +105,8 @@ def run_job(
     if todo:
         model = load_model(config["model"], config["scheduler"], device)
         metrics.load(device)
+        # which backbones `auto` found is known only now: real ones cached since would change every value
+        refuse_mixing(output_dir, previous, {"metrics_setup": metrics.setup})
         if device.type == "cuda":
             model.warm_up()
         _write_run_record(output_dir, config, digest, device)
@@ -105,7 +121,10 @@ def run_job(
             "config_hash": digest,
             "hparams": {"inversion": config["inversion"], "editor": config["editor"]},
             "seed": config["seed"],
+            "dataset": dataset["name"],
+            "mapping_file": str(benchmark.mapping_file),
             "metrics_setup": metrics.setup,
+            "metrics_config_hash": metrics_digest,
         }
         meter = CostMeter(model.unet, device)
         logger.start(config, output_dir, group=output_dir.parent.name if job_num is not None else output_dir.name)
@@ -159,7 +178,9 @@ def _process(
         if isinstance(entry, InvalidSample):
             raise InvbenchError(" | ".join(entry.problems))
         seed_everything(seed)
-        image = fit_square(entry.read_image(), model.resolution)
+        image_bytes = entry.read_image_bytes()
+        row["image_sha256"] = sha256(image_bytes)  # the bytes this row was computed from
+        image = fit_square(decode_image(image_bytes), model.resolution)
         with meter.phase("inversion"):
             inverted = inversion.invert(model, model.encode_image(image), entry)
         _require_finite(f"inversion={inversion.name}", inverted.noise_latent)
@@ -222,6 +243,7 @@ def describe_sample(entry: Sample | InvalidSample) -> dict[str, Any]:
             "source_prompt": None,
             "target_prompt": None,
             "blended_words": None,
+            "entry_sha256": entry.entry_sha256,
         }
     return {
         "sample_id": entry.id,
@@ -232,17 +254,19 @@ def describe_sample(entry: Sample | InvalidSample) -> dict[str, Any]:
         "source_prompt": entry.source_prompt,
         "target_prompt": entry.target_prompt,
         "blended_words": list(entry.blended_words) if entry.blended_words else None,
+        "entry_sha256": entry.entry_sha256,
     }
 
 
-def _refuse_other_configuration(results: ResultsFile, digest: str) -> None:
-    other = {row["config_hash"] for row in results.rows()} - {digest}
-    if other:
-        raise ConfigError(
-            f"{results.path.parent} already holds results of another configuration (config_hash {sorted(other)}, "
-            f"this run is {digest}). Resume with the same model/inversion/editor/seed settings, or write to a new "
-            "folder: hydra.run.dir=<folder> (or omit it for a fresh time-stamped one)."
-        )
+def current_data(benchmark: Benchmark) -> dict[str, tuple[str | None, Callable[[], str | None]]]:
+    """Sample id -> (its mapping entry's fingerprint, a function giving its image file's fingerprint now)."""
+
+    def image_digest(entry: Sample | InvalidSample) -> str | None:
+        if not isinstance(entry, Sample) or not entry.image_file.is_file():
+            return None
+        return sha256(entry.image_file.read_bytes())
+
+    return {entry.id: (entry.entry_sha256, partial(image_digest, entry)) for entry in benchmark.entries}
 
 
 def _write_run_record(output_dir: Path, config: Mapping[str, Any], digest: str, device: torch.device) -> None:

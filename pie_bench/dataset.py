@@ -11,6 +11,8 @@ under a job folder, one per sample.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -59,6 +61,7 @@ class Sample:
     edit_class: str
     blended_words: tuple[str, str] | None  # (word in source prompt, word in target prompt)
     mask_rle: tuple[int, ...]
+    entry_sha256: str  # of the mapping entry as written: a resumed or merged row must come from the same entry
 
     @property
     def category(self) -> str:
@@ -75,15 +78,33 @@ class Sample:
 
     def read_image(self) -> np.ndarray:
         """The source image as uint8 H×W×3 RGB (grayscale expanded, alpha dropped), unresized."""
-        from PIL import Image
+        return decode_image(self.read_image_bytes())
 
+    def read_image_bytes(self) -> bytes:
+        """The image file as stored: decode it with `decode_image`, fingerprint it with `sha256`."""
         if not self.image_file.is_file():
             raise FileNotFoundError(
                 f"sample '{self.id}': image not found at {self.image_file} (field image_path='{self.image_path}'). "
                 f"Fix: put the image there, or correct image_path in the mapping file."
             )
-        with Image.open(self.image_file) as image:
-            return np.asarray(image.convert("RGB"))
+        return self.image_file.read_bytes()
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """Image file bytes -> uint8 H×W×3 RGB (grayscale expanded, alpha dropped)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def entry_digest(item: object) -> str:
+    """A mapping entry's fingerprint: the hash of its canonical JSON (key order and spacing do not matter)."""
+    return sha256(json.dumps(item, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode())
 
 
 @dataclass(frozen=True)
@@ -94,6 +115,7 @@ class InvalidSample:
     problems: tuple[str, ...]
     editing_type: int | None
     image_path: str | None
+    entry_sha256: str | None = None
 
 
 @dataclass
@@ -123,7 +145,7 @@ def load_benchmark(
     `InvalidSample`s so that a job can record them as failed and run the rest.
     """
     root = Path(root) if root is not None else BUNDLED_MINI_ROOT
-    path = root / mapping_file
+    path = (root / mapping_file).resolve()  # its absolute path identifies the dataset in every row
     if not path.is_file():
         raise BenchmarkFormatError(
             f"{path} does not exist. dataset.root must be a PIE-Bench folder holding {mapping_file} and "
@@ -158,7 +180,11 @@ def _parse_entry(
 
     if not isinstance(item, dict):
         return InvalidSample(
-            sample_id, (f"{path.name}: sample '{sample_id}': expected an object, got {item!r}",), None, None
+            sample_id,
+            (f"{path.name}: sample '{sample_id}': expected an object, got {item!r}",),
+            None,
+            None,
+            entry_digest(item),
         )
 
     for field in ("image_path", "original_prompt", "editing_prompt", "blended_word"):
@@ -199,7 +225,7 @@ def _parse_entry(
 
     image_path = item.get("image_path") if isinstance(item.get("image_path"), str) else None
     if problems:
-        return InvalidSample(sample_id, tuple(problems), editing_type, image_path)
+        return InvalidSample(sample_id, tuple(problems), editing_type, image_path, entry_digest(item))
     return Sample(
         id=sample_id,
         image_path=item["image_path"],
@@ -213,6 +239,7 @@ def _parse_entry(
         edit_class=edit_classes[editing_type],
         blended_words=blended_words,
         mask_rle=tuple(int(v) for v in item["mask"]),
+        entry_sha256=entry_digest(item),
     )
 
 
@@ -241,6 +268,7 @@ def _refuse_shared_outputs(entries: list[Sample | InvalidSample], path: Path) ->
                     ),
                     entry.editing_type,
                     entry.image_path,
+                    entry.entry_sha256,
                 )
         checked.append(entry)
     return checked

@@ -12,6 +12,7 @@ import pytest
 from conftest import FAST
 from PIL import Image
 
+from invbench.errors import ConfigError
 from invbench.evaluation import evaluate_folder
 from invbench.images import fit_square
 from invbench.results import read_rows
@@ -146,3 +147,19 @@ def test_evaluate_refuses_row_paths_that_leave_the_run_folder_or_are_shared(run,
     )
     assert scored["status"].tolist() == ["failed", "failed"]
     assert all("is named by 2 samples' rows" in error for error in scored["error"])
+
+
+def test_an_evaluation_folder_holds_one_source_and_one_metric_setup(run, compose, tmp_path):
+    folder, _ = run
+    evaluate_folder(compose(f"outputs={folder}", "metrics.backbones=tiny", config_name="evaluate"), tmp_path / "eval")
+    with pytest.raises(ConfigError, match="another metrics_config_hash"):
+        evaluate_folder(
+            compose(
+                f"outputs={folder}", "metrics.backbones=tiny", "metrics.reference_compat=false", config_name="evaluate"
+            ),
+            tmp_path / "eval",
+        )
+    other = tmp_path / "other_run"
+    shutil.copytree(folder, other)
+    with pytest.raises(ConfigError, match="another scored_from"):
+        evaluate_folder(compose(f"outputs={other}", "metrics.backbones=tiny", config_name="evaluate"), tmp_path / "eval")

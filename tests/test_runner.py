@@ -1,14 +1,20 @@
 """The job runner: rows, resume, failures that do not stop a job, configuration guard, determinism."""
 
 import json
+import os
 import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FAST, image_equal, read_pixels
+from conftest import FAST, REPO, image_equal, read_pixels
 from PIL import Image
 
 from invbench.errors import ConfigError
+from invbench.job_folder import FolderInUseError
 from invbench.results import read_rows
 from invbench.runner import run_job
 from pie_bench.dataset import BUNDLED_MINI_ROOT
@@ -155,9 +161,79 @@ def test_invalid_sample_is_recorded_and_retried_after_a_fix(compose, tmp_path):
 
 def test_other_configuration_in_the_same_folder_is_refused(compose, tmp_path):
     run_job(compose(*FAST, "dataset.categories=[6]"), tmp_path)
-    with pytest.raises(ConfigError, match="already holds results of another configuration"):
+    with pytest.raises(ConfigError, match="already holds results with another config_hash .* hydra.run.dir="):
         run_job(compose(*FAST, "dataset.categories=[6]", "editor.guidance_scale=5"), tmp_path)
     run_job(compose(*FAST, "dataset.categories=[1]"), tmp_path)  # another selection, same configuration: fine
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ([*FAST, "metrics.reference_compat=false"], "another metrics_config_hash"),
+        ([*FAST[:2], "metrics=none"], "another metrics_config_hash"),
+        ([*FAST, "metrics.lpips.net=alex"], "another metrics_config_hash"),
+    ],
+)
+def test_other_metric_settings_in_the_same_folder_are_refused(compose, tmp_path, change, message):
+    run_job(compose(*FAST, "dataset.categories=[6]"), tmp_path)
+    with pytest.raises(ConfigError, match=message):  # before any model loads: rows would keep stale metrics
+        run_job(compose(*change, "dataset.categories=[1]"), tmp_path)
+
+
+def test_other_data_in_the_same_folder_is_refused(compose, tmp_path):
+    copy = mini_copy(tmp_path)  # the same ids and content under another root
+    run_job(compose(*FAST, "dataset.categories=[6]"), tmp_path / "out")
+    with pytest.raises(ConfigError, match="another mapping_file"):
+        run_job(compose(*FAST, f"dataset.root={copy}", "dataset.categories=[6]"), tmp_path / "out")
+
+    run_job(compose(*FAST, f"dataset.root={copy}", "dataset.categories=[1,6]"), tmp_path / "copy")
+    stored = read_rows(tmp_path / "copy" / "results.jsonl")
+    assert {row["mapping_file"] for row in stored} == {str(copy.resolve() / "mapping_file.json")}
+    image = copy / "annotation_images" / stored[0]["image_path"]
+    image.write_bytes(image.read_bytes() + b"\0")  # the same pixels, other bytes: the file is not the one scored
+    with pytest.raises(ConfigError, match=f"sample {stored[0]['sample_id']}: its image file"):
+        run_job(compose(*FAST, f"dataset.root={copy}", "dataset.categories=[1,6]"), tmp_path / "copy")
+    mapping = json.loads((copy / "mapping_file.json").read_text())
+    mapping[stored[1]["sample_id"]]["editing_prompt"] += " at night"
+    (copy / "mapping_file.json").write_text(json.dumps(mapping))
+    with pytest.raises(ConfigError, match=f"sample {stored[1]['sample_id']}: its mapping entry"):
+        run_job(compose(*FAST, f"dataset.root={copy}", "dataset.categories=[6]"), tmp_path / "copy")
+
+
+def test_a_second_process_on_one_folder_fails_at_once_naming_the_holder(compose, tmp_path):
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from invbench.job_folder import exclusive_use\n"
+            "with exclusive_use(Path(sys.argv[1]), 'test holder'):\n    print('held', flush=True); time.sleep(60)",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(FolderInUseError, match=f"test holder, pid {holder.pid} on {socket.gethostname()}"):
+            run_job(compose(*FAST, "dataset.categories=[6]"), tmp_path)
+        assert not (tmp_path / "results.jsonl").exists()  # refused before writing anything
+    finally:
+        holder.kill()
+        holder.wait()
+    run_job(compose(*FAST, "dataset.categories=[6]"), tmp_path)  # a dead holder's lock is gone with it
+
+
+def test_temporary_files_carry_the_writer_pid_and_stale_ones_are_removed(compose, tmp_path, monkeypatch):
+    renamed = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: (renamed.append(Path(a).name), real_replace(a, b)))
+    run_job(compose(*FAST, "dataset.categories=[6]"), tmp_path)
+    assert renamed and all(f".{os.getpid()}.partial" in name for name in renamed)
+    stale = tmp_path / "edited" / "6_change_attribute_color_40" / ".other.png.424242.partial"
+    stale.write_bytes(b"half")  # left by a killed writer
+    run_job(compose(*FAST, "dataset.categories=[6]"), tmp_path)
+    assert not stale.exists()
 
 
 def test_same_seed_gives_identical_outputs(compose, tmp_path):
@@ -188,3 +264,16 @@ def test_int_and_float_spellings_are_one_configuration(compose, tmp_path):
     first = run_job(compose(*FAST, "dataset.categories=[6]", "editor.guidance_scale=7"), tmp_path).iloc[0]
     again = run_job(compose(*FAST, "dataset.categories=[6]", "editor.guidance_scale=7.0"), tmp_path).iloc[0]
     assert first["config_hash"] == again["config_hash"] and first["hparams"]["editor"]["guidance_scale"] == 7.0
+
+
+def test_a_folder_scored_with_other_backbones_is_refused_once_they_are_known(compose, tmp_path):
+    """metrics.backbones=auto resolves to real or tiny backbones only when they load; rows scored by real ones
+    (say, weights cached since) must not be continued with tiny ones, nor the other way round."""
+    run_job(compose(*FAST, "dataset.categories=[6]"), tmp_path)
+    path = tmp_path / "results.jsonl"
+    (row,) = read_rows(path)
+    row["metrics_setup"] = "pie_bench/reference dino=facebook/dino-vitb8 clip=tiny lpips=tiny"
+    path.write_text(json.dumps(row) + "\n")
+    with pytest.raises(ConfigError, match="another metrics_setup .*dino=facebook/dino-vitb8"):
+        run_job(compose(*FAST, "dataset.categories=[1]"), tmp_path)
+    assert len(read_rows(path)) == 1

@@ -1,0 +1,118 @@
+"""What a job folder guarantees: one process at a time, and rows of one configuration, one dataset and one metric
+setup, so that resuming never mixes anything into the folder's means.
+
+Every row records the data it came from (`mapping_file`, `entry_sha256`, `image_sha256`) and the metric settings
+that scored it (`metrics_config_hash`, `metrics_setup`); a run into a folder whose rows differ in any of them is
+refused before any work, with how to start a new folder. A process holds an exclusive lock on the folder for its
+lifetime (`fcntl.flock` on `.invbench.lock`, which names the holder), so a second process fails at once instead of
+interleaving its rows and images with the first one's.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from invbench.errors import ConfigError, InvbenchError
+from invbench.paths import PARTIAL_SUFFIX
+
+LOCK_FILE = ".invbench.lock"
+NEW_FOLDER = (
+    "Resume with the settings and data the folder was made with, or write to a new folder: "
+    "hydra.run.dir=<new folder> (or leave it out for a fresh time-stamped one)"
+)
+
+
+class FolderInUseError(InvbenchError):
+    """Another process is working in this folder."""
+
+
+@contextmanager
+def exclusive_use(folder: Path, purpose: str) -> Iterator[None]:
+    """Hold the folder's lock while the block runs; fail at once, naming the holder, if another process holds it.
+    The lock dies with its process (even under SIGKILL), so a killed job never blocks its own resume."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_FILE
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FolderInUseError(
+                f"{folder} is in use by another invbench process ({_describe_holder(path)}). Two processes must "
+                "not write one folder: wait until it ends, or write to another folder (hydra.run.dir=<folder>)."
+            ) from None
+        holder = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "purpose": purpose,
+        }
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, (json.dumps(holder) + "\n").encode(), 0)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock
+
+
+def _describe_holder(path: Path) -> str:
+    try:
+        holder = json.loads(path.read_text(encoding="utf-8"))
+        return f"{holder['purpose']}, pid {holder['pid']} on {holder['host']}, started {holder['started_at']}"
+    except (OSError, ValueError, KeyError):
+        return "it is just starting; its pid is not written yet"
+
+
+def remove_stale_partials(folder: Path) -> list[Path]:
+    """Delete half-written files (`.<name>.<pid>.partial`) that a killed process left; call with the lock held, so
+    that none of them can belong to a live writer. Returns what was removed."""
+    stale = [path for path in folder.rglob(f".*{PARTIAL_SUFFIX}") if path.is_file()]
+    for path in stale:
+        path.unlink()
+    return stale
+
+
+def refuse_mixing(folder: Path, rows: list[Mapping[str, Any]], expected: Mapping[str, Any]) -> None:
+    """Refuse to add rows to a folder whose rows differ in any field of `expected` (e.g. config_hash,
+    metrics_config_hash, metrics_setup). Rows without a field (written by an older invbench) are not checked on it."""
+    for field, value in expected.items():
+        found = sorted({str(row[field]) for row in rows if row.get(field) is not None} - {str(value)})
+        if found:
+            raise ConfigError(
+                f"{folder} already holds results with another {field} ({', '.join(found)}); this run's is {value}. "
+                f"A folder holds one configuration, one dataset and one metric setup, or its means would mix them. "
+                f"{NEW_FOLDER}."
+            )
+
+
+def refuse_other_data(
+    folder: Path, rows: list[Mapping[str, Any]], mapping_file: Path, current: Mapping[str, tuple[str, Any]]
+) -> None:
+    """Refuse to add rows to a folder whose results came from another mapping file, or from a mapping entry or an
+    image that has changed since. `current`: sample id -> (entry_sha256, a function returning the image's sha256
+    now). Failed rows are left out: they hold no result, and their samples run again (fixing the data and resuming
+    is how a failed sample is retried)."""
+    results = [row for row in rows if row["status"] == "ok"]
+    refuse_mixing(folder, results, {"mapping_file": str(mapping_file)})
+    changed = []
+    for row in results:
+        if row["sample_id"] not in current:
+            continue
+        entry_now, image_now = current[row["sample_id"]]
+        if row.get("entry_sha256") not in (None, entry_now):
+            changed.append(f"sample {row['sample_id']}: its mapping entry")
+        elif row.get("image_sha256") is not None and row["image_sha256"] != image_now():
+            changed.append(f"sample {row['sample_id']}: its image file")
+    if changed:
+        listed = "; ".join(changed[:5]) + (f"; and {len(changed) - 5} more" if len(changed) > 5 else "")
+        raise ConfigError(
+            f"{folder} holds results computed from data that has changed since ({listed}). A folder holds one "
+            f"dataset. {NEW_FOLDER}."
+        )
