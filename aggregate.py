@@ -63,6 +63,14 @@ def main(argv: list[str] | None = None) -> int:
     jobs = coverage(args.runs)
     args.out.mkdir(parents=True, exist_ok=True)
     jobs.to_csv(args.out / "coverage.csv", index=False)
+    unreadable = results.attrs.get("unreadable_rows", [])
+    if unreadable:
+        (args.out / "unreadable_rows.txt").write_text("\n".join(unreadable) + "\n", encoding="utf-8")
+        print(
+            f"skipped {len(unreadable)} unreadable line(s) of results files (damaged; not counted anywhere, "
+            f"listed in {args.out / 'unreadable_rows.txt'}):\n  " + "\n  ".join(unreadable[:10]),
+            file=sys.stderr,
+        )
     if results.empty:
         print(f"aggregate.py: no result rows under {', '.join(map(str, args.runs))}", file=sys.stderr)
         print(describe_coverage(jobs, args.runs), file=sys.stderr)

@@ -2,7 +2,9 @@
 
 A row is appended only after the sample's images are on disk, and every append is flushed and fsynced, so a row
 means "done". A job killed mid-append leaves at most a torn last line without its newline: it is dropped when the
-file is opened for a resume (that sample then simply runs again) and ignored by readers.
+file is opened for a resume (that sample then simply runs again) and ignored by readers. Damage elsewhere (a blank
+line, a line cut and followed by a newline, text that is not a row) never blocks a folder: readers skip such lines
+and name each one as file:line, and a resume runs the sample of a skipped line again.
 """
 
 from __future__ import annotations
@@ -30,14 +32,35 @@ def config_hash(config: Mapping[str, Any]) -> str:
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:
-    """All complete rows of a results file (a torn last line is skipped)."""
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines(keepends=True):
-        if line.endswith("\n"):
-            rows.append(json.loads(line))
+    """All complete rows of a results file (a torn last line is left out); unreadable lines are skipped with a
+    warning that names them."""
+    rows, unreadable = scan_rows(path)
+    for problem in unreadable:
+        log.warning("skipped an unreadable row: %s", problem)
     return rows
+
+
+def scan_rows(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """(the complete rows of a results file, one 'file:line: why' per line that is not a row). A torn last line
+    (no newline: a kill during the append) is neither; it is dropped on resume."""
+    if not path.exists():
+        return [], []
+    rows, unreadable = [], []
+    *lines, _torn_tail = path.read_bytes().decode("utf-8", errors="replace").split("\n")
+    for number, line in enumerate(lines, 1):
+        problem = None
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            problem = "blank line" if not line.strip() else f"not JSON ({error})"
+        else:
+            if not isinstance(row, dict) or not isinstance(row.get("sample_id"), str) or "status" not in row:
+                problem = "not a result row (no sample_id and status)"
+        if problem:
+            unreadable.append(f"{path}:{number}: {problem}")
+        else:
+            rows.append(row)
+    return rows, unreadable
 
 
 class ResultsFile:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from invbench.job_list import JOBS_FILE, read_job_list
-from invbench.results import RESULTS_FILE, SELECTION_FILE, read_rows
+from invbench.results import RESULTS_FILE, SELECTION_FILE, scan_rows
 
 LISTED_JOBS = 20  # unfinished jobs named on the terminal; coverage.csv has them all
 COVERAGE_COLUMNS = [
@@ -66,7 +66,8 @@ def _job_num(folder: Path) -> int | None:
 
 
 def _job_state(folder: Path, job_id: str | None, overrides: str | None, log: str | None, ended: bool) -> dict:
-    latest = {row["sample_id"]: row["status"] for row in read_rows(folder / RESULTS_FILE)}
+    rows, _ = scan_rows(folder / RESULTS_FILE)  # unreadable lines are reported once, by load_results
+    latest = {row["sample_id"]: row["status"] for row in rows}
     ok = {sample for sample, status in latest.items() if status == "ok"}
     selection = folder / SELECTION_FILE
     if selection.exists():

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from invbench.results import RESULTS_FILE, read_rows
+from invbench.results import RESULTS_FILE, scan_rows
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,8 @@ def scaled_name(column: str) -> str:
 
 def load_results(paths: Iterable[str | Path]) -> pd.DataFrame:
     """Every results file under `paths` (run folders, sweep folders or results files), one row per
-    (job folder, sample): the latest, so a sample retried after a failure counts once."""
+    (job folder, sample): the latest, so a sample retried after a failure counts once. Lines that are not rows
+    (damage) are skipped and listed, as 'file:line: why', in `.attrs["unreadable_rows"]`."""
     files: list[Path] = []
     for path in map(Path, paths):
         if not path.exists():
@@ -53,11 +54,16 @@ def load_results(paths: Iterable[str | Path]) -> pd.DataFrame:
         if not found:
             log.warning("%s holds no %s", path, RESULTS_FILE)
         files.extend(found)
-    rows = [dict(row, run_dir=str(file.parent)) for file in files for row in read_rows(file)]
-    if not rows:
-        return pd.DataFrame()
+    rows, unreadable = [], []
+    for file in files:
+        readable, problems = scan_rows(file)
+        rows += [dict(row, run_dir=str(file.parent)) for row in readable]
+        unreadable += problems
     frame = pd.DataFrame(rows)
-    return frame.drop_duplicates(subset=["run_dir", "sample_id"], keep="last").reset_index(drop=True)
+    if rows:
+        frame = frame.drop_duplicates(subset=["run_dir", "sample_id"], keep="last").reset_index(drop=True)
+    frame.attrs["unreadable_rows"] = unreadable
+    return frame
 
 
 def mean_table(results: pd.DataFrame) -> pd.DataFrame:

@@ -162,4 +162,6 @@ def test_an_evaluation_folder_holds_one_source_and_one_metric_setup(run, compose
     other = tmp_path / "other_run"
     shutil.copytree(folder, other)
     with pytest.raises(ConfigError, match="another scored_from"):
-        evaluate_folder(compose(f"outputs={other}", "metrics.backbones=tiny", config_name="evaluate"), tmp_path / "eval")
+        evaluate_folder(
+            compose(f"outputs={other}", "metrics.backbones=tiny", config_name="evaluate"), tmp_path / "eval"
+        )

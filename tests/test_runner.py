@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import FAST, REPO, image_equal, read_pixels
+from conftest import FAST, REPO, image_equal, read_pixels, run
 from PIL import Image
 
 from invbench.errors import ConfigError
@@ -80,6 +80,21 @@ def test_resume_skips_finished_samples_and_loses_none(two_samples, tmp_path, cap
     assert list(rows["status"]) == ["ok", "ok"]
     run_job(two_samples, tmp_path)
     assert len(read_rows(path)) == 2  # nothing left to do: nothing appended
+
+
+def test_damage_inside_results_jsonl_never_blocks_resume_or_aggregate(two_samples, tmp_path):
+    job = tmp_path / "job"
+    run_job(two_samples, job)
+    path = job / "results.jsonl"
+    first, second = path.read_text().splitlines(keepends=True)
+    path.write_text(first + "\n" + second[:50] + "\n")  # a blank line, and a row cut short then a newline
+    rows = run_job(two_samples, job)  # resumes: the cut sample runs again
+    assert list(rows["status"]) == ["ok", "ok"] and len(read_rows(path)) == 2
+    code, output = run("aggregate.py", str(job), "--out", str(tmp_path / "tables"), "--no-figures", cwd=tmp_path)
+    assert code == 0, output
+    assert "skipped 2 unreadable line(s)" in output and f"{path}:2: blank line" in output
+    assert f"{path}:3: not JSON" in output
+    assert "| ddim | direct |" in output
 
 
 def mini_copy(tmp_path):
