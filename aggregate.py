@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from invbench.errors import InvbenchError
     from reports import coverage, describe_coverage, load_results, mean_table, to_markdown
+    from reports.tables import deduplicate
     from reports.build import ReportOptions, build_reports
     from reports.paper import to_markdown as paper_markdown
 
@@ -76,10 +77,15 @@ def main(argv: list[str] | None = None) -> int:
         print(describe_coverage(jobs, args.runs), file=sys.stderr)
         return 1
 
+    read = len(results)
+    results, notes = deduplicate(results)
     table = mean_table(results)
     table.to_csv(args.out / "mean_by_method.csv", index=False)
-    (args.out / "mean_by_method.md").write_text(to_markdown(table) + "\n", encoding="utf-8")
+    (args.out / "mean_by_method.md").write_text(
+        to_markdown(table) + "\n" + "".join(f"\n- {note}" for note in notes) + "\n", encoding="utf-8"
+    )
     options = ReportOptions(
+        notes=notes,
         resamples=args.resamples,
         confidence=args.confidence,
         published=args.published,
@@ -95,7 +101,9 @@ def main(argv: list[str] | None = None) -> int:
     print(paper_markdown(report.main))
     print(
         f"wrote {len(report.files) + 3} files to {args.out} "
-        f"({len(results)} rows from {results['run_dir'].nunique()} job folders)"
+        f"({read} rows from {results['run_dir'].nunique()} job folders"
+        + (f", {read - len(results)} of them repeats counted once" if read > len(results) else "")
+        + ")"
     )
     print(describe_coverage(jobs, args.runs))
     if args.wandb_project:

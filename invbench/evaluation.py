@@ -32,7 +32,14 @@ from PIL import Image
 from invbench.errors import ConfigError, InvbenchError
 from invbench.job_folder import exclusive_use, refuse_mixing, remove_stale_partials
 from invbench.paths import contained_path_problem
-from invbench.results import RESULTS_FILE, ResultsFile, config_hash, read_rows
+from invbench.results import (
+    RESULTS_FILE,
+    SELECTION_FILE,
+    ResultsFile,
+    config_hash,
+    read_rows,
+    write_json_atomically,
+)
 from invbench.runner import describe_sample, write_summary
 from invbench.runtime import configure_threads, resolve_device
 from metrics import METRICS, MetricSuite
@@ -94,6 +101,15 @@ def _evaluate_folder(cfg: DictConfig, output_dir: Path, launcher_cpus: int | Non
     previous = results.latest_rows()
     metrics_digest = config_hash(config["metrics"])
     refuse_mixing(output_dir, previous, {"scored_from": str(source), "metrics_config_hash": metrics_digest})
+    write_json_atomically(  # what this evaluation is meant to produce, so that aggregate.py can tell what is missing
+        output_dir / SELECTION_FILE,
+        {
+            "scored_from": str(source),
+            "mapping_file": next((row.get("mapping_file") for row, _, _ in jobs if row.get("mapping_file")), None),
+            "job_num": None,
+            "sample_ids": [row["sample_id"] for row, _, _ in jobs],
+        },
+    )
     done = results.finished_ids()
     todo = [(row, sample, images) for row, sample, images in jobs if row["sample_id"] not in done]
     log.info("scoring %d samples of %s (%d already in %s)", len(todo), source, len(jobs) - len(todo), output_dir)
@@ -185,6 +201,8 @@ def _reference_folder_jobs(folder: Path, config: Mapping[str, Any]) -> list[_Job
         "model": "external",
         "model_weights": f"outputs of {folder}",
         "config_hash": config_hash({"outputs": str(folder), "method": method}),
+        "dataset": dataset["name"],
+        "mapping_file": str(benchmark.mapping_file),
         "scored_from": str(folder),
     }
     jobs: list[_Job] = []

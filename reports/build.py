@@ -31,6 +31,7 @@ class ReportOptions:
     compare: list[tuple[str, str]] = field(default_factory=list)
     figures: bool = True
     gallery: bool = True
+    notes: list[str] = field(default_factory=list)  # about the rows themselves, written under every table
 
 
 @dataclass
@@ -50,7 +51,7 @@ def write_table(table: PaperTable, out: Path, stem: str) -> list[Path]:
 def build_reports(results: pd.DataFrame, out: Path, options: ReportOptions) -> Report:
     rows = prepare(results)
     out.mkdir(parents=True, exist_ok=True)
-    stats = {"resamples": options.resamples, "confidence": options.confidence}
+    stats = {"resamples": options.resamples, "confidence": options.confidence, "notes": options.notes}
     tables = {"table1": paper_table(rows, "PIE-Bench: inversion × editing method", **stats)}
     tables["per_category"] = paper_table(
         rows, "PIE-Bench per editing type", block="category", block_order=category_order(), **stats

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from invbench.paths import contained_path_problem
 from invbench.results import SELECTION_FILE
 
 CAPTION_METRICS = (
@@ -30,15 +31,31 @@ figure img { width: 180px; height: 180px; object-fit: cover; background: #eee; }
 
 
 def source_images(results: pd.DataFrame) -> dict[str, Path]:
-    """Sample id -> source image, found through each job's selection.json (its mapping file's folder)."""
+    """Sample id -> source image, found through each row's mapping file (or its job's selection.json); only paths
+    that stay inside the data root are linked."""
     found: dict[str, Path] = {}
     for run_dir, rows in results.groupby("run_dir"):
         selection = Path(run_dir) / SELECTION_FILE
-        if selection.exists():
-            root = Path(json.loads(selection.read_text(encoding="utf-8"))["mapping_file"]).parent
-            for row in rows.itertuples():
-                found.setdefault(row.sample_id, root / "annotation_images" / row.image_path)
+        job_mapping = json.loads(selection.read_text(encoding="utf-8"))["mapping_file"] if selection.exists() else None
+        for row in rows.itertuples():
+            mapping_file = row.mapping_file if isinstance(row.mapping_file, str) else job_mapping
+            if mapping_file is None or row.sample_id in found:
+                continue
+            images = Path(mapping_file).parent / "annotation_images"
+            if contained_path_problem(row.image_path, images) is None:
+                found[row.sample_id] = images / row.image_path
     return found
+
+
+def _image(row, column: str) -> Path | None:
+    """A row's image (edited_image or reconstruction_image), relative to the folder its images live in: the job
+    folder, or for evaluate.py rows the folder they were scored from; None when the row has none or it would lie
+    outside that folder."""
+    folder = Path(row["scored_from"] if isinstance(row.get("scored_from"), str) else row["run_dir"])
+    value = row.get(column)
+    if row["status"] != "ok" or contained_path_problem(value, folder) is not None:
+        return None
+    return folder / value
 
 
 def _figure(path: Path | None, caption: str, page_dir: Path, alt: str) -> str:
@@ -50,8 +67,13 @@ def _figure(path: Path | None, caption: str, page_dir: Path, alt: str) -> str:
     return f"<figure>{image}<figcaption>{caption}</figcaption></figure>"
 
 
-def _caption(row) -> str:
-    parts = [html.escape(f"{row['inversion']}+{row['editor']}")]
+def _name(row, setups: bool) -> str:
+    """inversion+editor, with the setup letter when the rows hold several setups."""
+    return f"{row['inversion']}+{row['editor']}" + (f" [{row['setup']}]" if setups else "")
+
+
+def _caption(row, setups: bool) -> str:
+    parts = [html.escape(_name(row, setups))]
     if row["status"] != "ok":
         return parts[0] + f'<br><span class="failed">failed: {html.escape(str(row["error"]))}</span>'
     for key, name, scale, digits in CAPTION_METRICS:
@@ -62,29 +84,34 @@ def _caption(row) -> str:
 
 
 def write_gallery(results: pd.DataFrame, page: Path, title: str = "invbench gallery") -> Path:
-    """Write `page` (an .html file) for every sample in `results` (rows of load_results, with run_dir)."""
+    """Write `page` (an .html file) for every sample in `results` (rows of reports.paper.prepare: with run_dir and
+    setup letters)."""
     page.parent.mkdir(parents=True, exist_ok=True)
     sources = source_images(results)
-    methods = list(dict.fromkeys(zip(results["inversion"], results["editor"])))
-    sections = []
+    keys = ["inversion", "editor", "setup"]
+    methods = list(dict.fromkeys(results[keys].itertuples(index=False, name=None)))
+    setups = results["setup"].nunique() > 1
+    sections, missing = [], 0
     for sample_id, rows in results.groupby("sample_id", sort=True):
         first = rows.iloc[0]
-        by_method = {(r["inversion"], r["editor"]): r for _, r in rows.iterrows()}
+        by_method = {tuple(r[keys]): r for _, r in rows.iterrows()}
         figures = [_figure(sources.get(sample_id), "source", page.parent, "source")]
         shown_reconstructions = set()
-        for inversion, editor in methods:
-            row = by_method.get((inversion, editor))
-            if row is not None and row["status"] == "ok" and inversion not in shown_reconstructions:
-                shown_reconstructions.add(inversion)
-                recon = Path(row["run_dir"]) / row["reconstruction_image"]
-                label = f"reconstruction: {inversion}"
-                figures.append(_figure(recon, html.escape(label), page.parent, label))
-        for inversion, editor in methods:
-            row = by_method.get((inversion, editor))
+        for method in methods:
+            row = by_method.get(method)
+            reconstruction = None if row is None else _image(row, "reconstruction_image")
+            if reconstruction is not None and (method[0], method[2]) not in shown_reconstructions:
+                shown_reconstructions.add((method[0], method[2]))
+                label = f"reconstruction: {method[0]}" + (f" [{method[2]}]" if setups else "")
+                figures.append(_figure(reconstruction, html.escape(label), page.parent, label))
+        for method in methods:
+            row = by_method.get(method)
             if row is None:
                 continue
-            edited = Path(row["run_dir"]) / row["edited_image"] if row["status"] == "ok" else None
-            figures.append(_figure(edited, _caption(row), page.parent, f"edit: {inversion}+{editor}"))
+            edited = _image(row, "edited_image")
+            if edited is None and row["status"] == "ok":
+                missing += 1
+            figures.append(_figure(edited, _caption(row, setups), page.parent, f"edit: {_name(row, setups)}"))
         sections.append(
             f"<section><h3>{html.escape(str(sample_id))} · {html.escape(str(first['category']))}</h3>"
             f'<div class="prompt">{html.escape(str(first["source_prompt"]))} → '
@@ -95,7 +122,12 @@ def write_gallery(results: pd.DataFrame, page: Path, title: str = "invbench gall
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
         f"<p>{results['sample_id'].nunique()} samples × {len(methods)} methods. Captions: background PSNR (dB), "
-        "CLIP similarity of the edited region, structure distance ×10³.</p>" + "".join(sections) + "</body></html>\n"
+        "CLIP similarity of the edited region, structure distance ×10³; a metric a row lacks is left out. Failed "
+        "samples show their error"
+        + (f"; {missing} successful rows name no image inside their folder and show none" if missing else "")
+        + ".</p>"
+        + "".join(sections)
+        + "</body></html>\n"
     )
     page.write_text(body, encoding="utf-8")
     return page

@@ -8,6 +8,8 @@ LaTeX/booktabs) carries the notes: sample counts, failed samples, the NaN and ma
 
 from __future__ import annotations
 
+import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,7 +17,7 @@ import pandas as pd
 
 from pie_bench import EDITING_TYPES
 from reports.statistics import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, Bootstrap
-from reports.tables import differing_hyperparameters
+from reports.tables import complete_rows, differing_hyperparameters
 
 UNEDITED_PART_METRICS = ("psnr_unedit_part", "lpips_unedit_part", "mse_unedit_part", "ssim_unedit_part")
 
@@ -45,6 +47,7 @@ PAPER_COLUMNS = (
     Column("unet_evals", "UNet evals", "UNet evals", 1, False, digits=0, group="Cost"),
     Column("peak_memory_mb", "Peak memory (MB)", "MB", 1, False, digits=0, group="Cost"),
 )
+COST_KEYS = {"total_seconds", "unet_evals", "peak_memory_mb"}
 METHOD = ["inversion", "editor"]
 
 
@@ -69,13 +72,12 @@ def prepare(results: pd.DataFrame) -> pd.DataFrame:
     distinct model × metric setup, plus the configuration where one method ran under several (the `variant`, named
     by the hyperparameters that differ). Different methods naturally have different configurations; that alone
     is not a different setup."""
-    rows = results.copy()
-    rows["metrics_setup"] = rows.get("metrics_setup", pd.Series("none", index=rows.index)).fillna("none")
+    rows = complete_rows(results)
     if {"inversion_unet_evals", "edit_unet_evals"} <= set(rows.columns):
         rows["unet_evals"] = rows["inversion_unet_evals"] + rows["edit_unet_evals"]
-    differs = differing_hyperparameters(rows) if "hparams" in rows.columns else {}
+    differs = differing_hyperparameters(rows)
     rows["variant"] = rows["config_hash"].map(lambda digest: differs.get(digest, ""))
-    keys = rows[["model", "metrics_setup", "variant"]].astype(str).agg(" | ".join, axis=1)
+    keys = rows[["model", "data", "metrics_setup", "variant"]].astype(str).agg(" | ".join, axis=1)
     letters = {key: chr(ord("a") + i) for i, key in enumerate(dict.fromkeys(keys))}
     rows["setup"] = keys.map(letters)
     return rows
@@ -89,16 +91,18 @@ def paper_table(
     block_order: list | None = None,
     resamples: int = DEFAULT_RESAMPLES,
     confidence: float = DEFAULT_CONFIDENCE,
+    notes: Sequence[str] = (),
 ) -> PaperTable:
     """Means and paired bootstrap intervals of `rows` (from `prepare`) per method, in blocks of `block` (a row
     field such as 'category') when given. Failed samples are counted and listed, never averaged."""
+    absent = [c.label for c in columns if c.key not in rows.columns]
     columns = tuple(c for c in columns if c.key in rows.columns)
     blocks = [(None, rows)] if block is None else _blocks(rows, block, block_order)
     cells = []
     for block_value, part in blocks:
         ok = part[part["status"] == "ok"]
         plan = Bootstrap.plan(ok["sample_id"], resamples, confidence) if len(ok) else None
-        for (inversion, editor, setup), method in part.groupby([*METHOD, "setup"], sort=False):
+        for (inversion, editor, setup), method in part.groupby([*METHOD, "setup"], sort=False, dropna=False):
             good = method[method["status"] == "ok"].set_index("sample_id")
             cell = {
                 "block": block_value,
@@ -120,8 +124,38 @@ def paper_table(
             cells.append(cell)
     table = PaperTable(title, None if block is None else _block_title(block), columns, pd.DataFrame(cells))
     table.failed = rows.loc[rows["status"] != "ok", [*METHOD, "setup", "sample_id", "error"]].reset_index(drop=True)
-    table.notes = _notes(rows, table, resamples, confidence)
+    table.notes = _notes(rows, table, resamples, confidence) + _missing_value_notes(rows, table, absent) + list(notes)
     return table
+
+
+def _missing_value_notes(rows: pd.DataFrame, table: PaperTable, absent: list[str]) -> list[str]:
+    """Say which columns no row has, and which methods show '-' in a column because none of their rows has a
+    value there, with the reason when the rows tell it."""
+    notes = [f"Not shown because no row has them: {', '.join(absent)}."] if absent else []
+    lacking = []
+    for (inversion, editor, setup), method in rows.groupby([*METHOD, "setup"], sort=False, dropna=False):
+        good = method[method["status"] == "ok"]
+        if good.empty:
+            lacking.append(f"{inversion}+{editor}{_setup_mark(table, setup)}: every column (no successful sample)")
+            continue
+        empty = [c for c in table.columns if good[c.key].isna().all()]
+        if not empty:
+            continue
+        if (good["metrics_setup"] == "none").all() and all(c.key not in COST_KEYS for c in empty):
+            reason = "run with metrics=none"
+        elif (good["model"] == "external").all() and all(c.key in COST_KEYS for c in empty):
+            reason = "scored by evaluate.py from saved outputs, which record no cost"
+        else:
+            reason = "undefined for its samples, see the NaN policy"
+        labels = ", ".join(c.label for c in empty)
+        lacking.append(f"{inversion}+{editor}{_setup_mark(table, setup)}: {labels} ({reason})")
+    if lacking:
+        notes.append("'-' marks values the rows lack: " + "; ".join(lacking) + ".")
+    return notes
+
+
+def _setup_mark(table: PaperTable, setup: str) -> str:
+    return f" [{setup}]" if table.has_setups else ""
 
 
 def _blocks(rows: pd.DataFrame, block: str, order: list | None) -> list[tuple[object, pd.DataFrame]]:
@@ -169,7 +203,10 @@ def _notes(rows: pd.DataFrame, table: PaperTable, resamples: int, confidence: fl
         )
     described = rows.drop_duplicates("setup").set_index("setup")
     lines = [
-        f"[{letter}] model={r.model}, metrics: {r.metrics_setup}" + (f", {r.variant}" if r.variant else "")
+        f"[{letter}] model={r.model}"
+        + (f", data: {r.data}" if r.data != "-" else "")
+        + f", metrics: {r.metrics_setup}"
+        + (f", {r.variant}" if r.variant else "")
         for letter, r in described.iterrows()
     ]
     if table.has_setups:
@@ -251,10 +288,42 @@ def to_markdown(table: PaperTable) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _latex_escape(text: str) -> str:
-    for plain, escaped in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#")):
-        text = text.replace(plain, escaped)
-    return text.replace("×", r"$\times$").replace("−", "$-$").replace("±", r"$\pm$")
+# Every character LaTeX treats specially, and the non-ASCII ones our own texts use, as text-mode LaTeX.
+LATEX_ESCAPES = {
+    "\\": r"\textbackslash{}",
+    "{": r"\{",
+    "}": r"\}",
+    "$": r"\$",
+    "&": r"\&",
+    "#": r"\#",
+    "%": r"\%",
+    "_": r"\_",
+    "^": r"\textasciicircum{}",
+    "~": r"\textasciitilde{}",
+    "×": r"$\times$",
+    "−": "$-$",
+    "±": r"$\pm$",
+    "→": r"$\rightarrow$",
+    "↑": r"$\uparrow$",
+    "↓": r"$\downarrow$",
+    "²": r"$^{2}$",
+    "³": r"$^{3}$",
+    "⁴": r"$^{4}$",
+}
+
+
+def latex_escape(text: str) -> str:
+    """`text` as LaTeX that typesets it verbatim, in one pass (so no escape is escaped again). Other non-ASCII
+    characters (a sample id or an error in another script) become their closest ASCII, or '?', so that the table
+    compiles with plain pdflatex."""
+    return "".join(LATEX_ESCAPES.get(character, _ascii(character)) for character in text)
+
+
+def _ascii(character: str) -> str:
+    if character.isascii():
+        return character
+    plain = unicodedata.normalize("NFKD", character).encode("ascii", "ignore").decode()
+    return plain or "?"
 
 
 def to_latex(table: PaperTable) -> str:
@@ -278,7 +347,7 @@ def to_latex(table: PaperTable) -> str:
     lines = [
         r"\begin{table}[t]",
         r"\centering",
-        rf"\caption{{{_latex_escape(table.title)}}}",
+        rf"\caption{{{latex_escape(table.title)}}}",
         r"\resizebox{\linewidth}{!}{%",
         r"\begin{tabular}{" + "l" * len(labels) + "r" * (len(table.columns) + 1) + "}",
         r"\toprule",
@@ -293,7 +362,7 @@ def to_latex(table: PaperTable) -> str:
         if table.block_name is not None and row["block"] != previous_block and position != table.cells.index[0]:
             lines.append(r"\midrule")
         previous_block = row["block"]
-        cells = [_latex_escape(label) for label in _method_labels(table, position)]
+        cells = [latex_escape(label) for label in _method_labels(table, position)]
         for column in table.columns:
             mean, spread = _mean_text(table, position, column)
             mean = rf"\textbf{{{mean}}}" if position in best[column.key] else mean
@@ -301,7 +370,7 @@ def to_latex(table: PaperTable) -> str:
         cells.append(str(row["samples_ok"]))
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}}", r"\par\smallskip\footnotesize"]
-    lines += [_latex_escape(note) + r"\par" for note in table.notes]
+    lines += [latex_escape(note) + r"\par" for note in table.notes]
     lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"
 

@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; no display on a cluster node
 import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
 
 from reports.paper import PaperTable  # noqa: E402
 
@@ -27,11 +28,20 @@ def _label(row) -> str:
     return row.inversion if row.setup == "a" else f"{row.inversion} [{row.setup}]"
 
 
+def _plottable(table: PaperTable, needed: list[str]) -> tuple[pd.DataFrame, str]:
+    """(the table's cells that have every `needed` value, a footnote naming the methods left out)."""
+    cells = table.cells
+    keep = cells[needed].notna().all(axis=1) if set(needed) <= set(cells.columns) else pd.Series(False, cells.index)
+    left_out = [f"{_label(row)} + {row.editor}" for row in cells[~keep].itertuples()]
+    note = f"not shown (no value): {', '.join(dict.fromkeys(left_out))}" if left_out else ""
+    return cells[keep], note
+
+
 def tradeoff_plot(table: PaperTable, out: Path) -> list[Path]:
     """Background PSNR against CLIP similarity of the edited region, one panel per editor, one point per inversion
     with its bootstrap interval on both axes (up and right is better)."""
-    cells = table.cells.dropna(subset=[EDITABILITY, PRESERVATION])
-    editors = list(dict.fromkeys(cells["editor"])) or ["(no rows)"]
+    cells, left_out = _plottable(table, [EDITABILITY, PRESERVATION])
+    editors = list(dict.fromkeys(cells["editor"])) or ["(no method has both values)"]
     figure, axes = plt.subplots(1, len(editors), figsize=(4.2 * len(editors), 3.8), squeeze=False, sharey=True)
     for axis, editor in zip(axes[0], editors):
         for row in cells[cells["editor"] == editor].itertuples():
@@ -45,23 +55,31 @@ def tradeoff_plot(table: PaperTable, out: Path) -> list[Path]:
         axis.grid(alpha=0.3)
     axes[0][0].set_ylabel("background PSNR (dB) ↑")
     figure.suptitle(table.title, fontsize=9)
+    if left_out:
+        figure.text(0.01, -0.06, left_out, fontsize=7, wrap=True)
     return _save(figure, out, "tradeoff_psnr_vs_clip_edited")
 
 
 def time_plot(table: PaperTable, out: Path) -> list[Path]:
     """Seconds per image (inversion + editing) per method, with UNet evaluations written next to each bar."""
-    cells = table.cells.dropna(subset=["total_seconds"]).sort_values("total_seconds")
+    cells, left_out = _plottable(table, ["total_seconds"])
+    cells = cells.sort_values("total_seconds") if len(cells) else cells
     figure, axis = plt.subplots(figsize=(6.5, 0.45 * max(len(cells), 2) + 1))
     labels = [f"{_label(row)} + {row.editor}" for row in cells.itertuples()]
-    axis.barh(labels, cells["total_seconds"], xerr=[
-        cells["total_seconds"] - cells["total_seconds_low"], cells["total_seconds_high"] - cells["total_seconds"]
-    ], capsize=2)  # fmt: skip
+    if cells.empty:
+        axis.text(0.5, 0.5, "no method has a time per image", ha="center", va="center", transform=axis.transAxes)
+    else:
+        axis.barh(labels, cells["total_seconds"], xerr=[
+            cells["total_seconds"] - cells["total_seconds_low"], cells["total_seconds_high"] - cells["total_seconds"]
+        ], capsize=2)  # fmt: skip
     if "unet_evals" in cells:
         for position, row in enumerate(cells.itertuples()):
+            if pd.isna(row.unet_evals):
+                continue
             right = row.total_seconds_high if row.total_seconds_high == row.total_seconds_high else row.total_seconds
             axis.annotate(f"{row.unet_evals:.0f} UNet evals", (right, position), xytext=(6, -3),
                           textcoords="offset points", fontsize=8)  # fmt: skip
-    axis.set_xlabel("seconds per image ↓ (inversion + editing)")
+    axis.set_xlabel("seconds per image ↓ (inversion + editing)" + (f"\n{left_out}" if left_out else ""))
     axis.set_title(table.title, fontsize=9)
     axis.grid(axis="x", alpha=0.3)
     return _save(figure, out, "time_per_image")

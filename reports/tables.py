@@ -66,6 +66,73 @@ def load_results(paths: Iterable[str | Path]) -> pd.DataFrame:
     return frame
 
 
+# Fields the reports read. A row may lack any of them (metrics=none rows have no metrics, evaluate.py rows of another
+# tool's outputs no costs, a failed row no images, an older row no fingerprint): reports then skip what is missing
+# and say so, never fail.
+DESCRIPTIVE_COLUMNS = [
+    "sample_id",
+    "status",
+    "error",
+    "inversion",
+    "editor",
+    "model",
+    "config_hash",
+    "hparams",
+    "metrics_setup",
+    "dataset",
+    "category",
+    "edit_class",
+    "source_prompt",
+    "target_prompt",
+    "image_path",
+    "edited_image",
+    "reconstruction_image",
+    "mapping_file",
+    "entry_sha256",
+    "finished_at",
+    "scored_from",
+    "run_dir",
+]
+# What identifies one result: the same sample (by its mapping file and entry) under the same configuration and metric
+# setup.
+RESULT_IDENTITY = ["config_hash", "metrics_setup", "mapping_file", "sample_id", "entry_sha256"]
+
+
+def complete_rows(results: pd.DataFrame) -> pd.DataFrame:
+    """The rows with every descriptive column present (None where a row lacks it), metrics_setup filled, and `data`
+    naming the data the row came from (its mapping file; the dataset name for rows that predate it)."""
+    rows = results.copy()
+    for column in DESCRIPTIVE_COLUMNS:
+        if column not in rows.columns:
+            rows[column] = None
+    rows["metrics_setup"] = rows["metrics_setup"].fillna("none")  # rows of metrics=none or before metric suites
+    rows["data"] = rows["mapping_file"].fillna(rows["dataset"]).fillna("-")  # the data a row came from
+    return rows
+
+
+def deduplicate(results: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Count each result once: the same sample of the same configuration and metric setup found in several folders
+    (a job run twice, evaluate.py rows next to the rows they re-scored) keeps its latest row by finished_at.
+    Returns the rows and a note saying what was dropped."""
+    if results.empty:
+        return results, []
+    rows = complete_rows(results)
+    identity = rows[RESULT_IDENTITY].astype(str).agg("|".join, axis=1)
+    latest = rows.assign(_identity=identity).sort_values("finished_at", kind="stable", na_position="first")
+    kept = latest.drop_duplicates("_identity", keep="last").sort_index().drop(columns="_identity")
+    dropped = len(rows) - len(kept)
+    if not dropped:
+        return kept, []
+    folders = sorted(set(rows["run_dir"].dropna()) - set(kept["run_dir"].dropna()))
+    note = (
+        f"{dropped} rows repeat a sample of the same configuration and metric setup from another folder; each such "
+        "sample counts once, with its latest row (by finished_at)"
+        + (f"; folders whose rows were all superseded: {', '.join(folders)}" if folders else "")
+        + "."
+    )
+    return kept.reset_index(drop=True), [note]
+
+
 def mean_table(results: pd.DataFrame) -> pd.DataFrame:
     """One row per inversion × editor × model × configuration × metric setup: sample counts and the means over
     successful samples (NaN values, such as unedited-region metrics of whole-image edits, are left out of their
@@ -73,16 +140,13 @@ def mean_table(results: pd.DataFrame) -> pd.DataFrame:
 
     Where one inversion × editor × model ran under several configurations, a `differs` column names the
     hyperparameters that tell the rows apart."""
-    results = results.copy()
-    if "metrics_setup" not in results:
-        results["metrics_setup"] = "none"  # rows written before metric suites existed
-    results["metrics_setup"] = results["metrics_setup"].fillna("none")
-    status = results.groupby(GROUP_COLUMNS)["status"]
+    results = complete_rows(results)
+    status = results.groupby(GROUP_COLUMNS, dropna=False)["status"]
     table = pd.DataFrame({"samples_ok": status.apply(lambda s: int((s == "ok").sum()))})
     table["samples_failed"] = status.apply(lambda s: int((s != "ok").sum()))
     columns = [c for c in PAPER_SCALES if c in results.columns] + [c for c in COST_COLUMNS if c in results.columns]
     ok = results[results["status"] == "ok"]
-    means = ok.groupby(GROUP_COLUMNS)[columns].mean()
+    means = ok.groupby(GROUP_COLUMNS, dropna=False)[columns].mean()
     means = means.astype(float).mul({c: PAPER_SCALES.get(c, 1) for c in columns}).rename(columns=scaled_name)
     table = table.join(means).reset_index()
     differs = differing_hyperparameters(results)
@@ -95,10 +159,13 @@ def differing_hyperparameters(results: pd.DataFrame) -> dict[str, str]:
     """config_hash -> 'key=value, ...' of the inversion/editor hyperparameters that vary between the
     configurations of the same inversion × editor × model; empty when no such group has two configurations."""
     described: dict[str, str] = {}
-    for _, group in results.drop_duplicates("config_hash").groupby(GROUP_COLUMNS[:3]):
+    for _, group in results.drop_duplicates("config_hash").groupby(GROUP_COLUMNS[:3], dropna=False):
         if len(group) < 2:
             continue
-        flat = {row.config_hash: _flatten(row.hparams) for row in group.itertuples()}
+        flat = {
+            row.config_hash: _flatten(row.hparams if isinstance(row.hparams, dict) else {})
+            for row in group.itertuples()
+        }
         keys = sorted({key for values in flat.values() for key in values})
         varying = [key for key in keys if len({repr(values.get(key)) for values in flat.values()}) > 1]
         for digest, values in flat.items():

@@ -225,3 +225,59 @@ def test_wandb_logger_writes_one_offline_run_per_job_and_resumes_it(mini_sweep):
     )  # fmt: skip
     assert code == 0, output
     assert {p.name.rsplit("-", 1)[1] for p in job.glob("wandb/offline-run-*")} == {run_id}
+
+
+SPECIALS = r"50$ a^b ~c {d} back\slash 10% A&B #1 snake_case"
+
+
+def latex_unescape(latex: str) -> str:
+    """The text a LaTeX string typesets, for the escapes latex_escape emits (the test's own reading of them)."""
+    import re
+
+    words = {r"\textbackslash{}": "\\", r"\textasciicircum{}": "^", r"\textasciitilde{}": "~"}
+    pattern = re.compile("|".join(map(re.escape, words)) + r"|\\([{}$&#%_])")
+    return pattern.sub(lambda match: words.get(match[0]) or match[1], latex)
+
+
+def test_latex_escaping_round_trips_every_special_character():
+    from reports.paper import latex_escape
+
+    escaped = latex_escape(SPECIALS)
+    assert latex_unescape(escaped) == SPECIALS
+    # no special character is left bare: each one is part of an escape
+    bare = escaped
+    for escape in (r"\textbackslash{}", r"\textasciicircum{}", r"\textasciitilde{}", *(f"\\{c}" for c in "{}$&#%_")):
+        bare = bare.replace(escape, "")
+    assert not set(bare) & set("\\{}$&#%_^~")
+    assert latex_escape("ε ×10³ é") == r"? $\times$10$^{3}$ e"
+
+
+def nasty_rows() -> pd.DataFrame:
+    rows = fixed_rows()
+    rows.loc[rows["inversion"] == "nti", "inversion"] = "n_t#i"
+    rows["sample_id"] = rows["sample_id"] + SPECIALS
+    rows.loc[rows["status"] != "ok", "error"] = "OSError: " + SPECIALS + " ε"
+    return rows
+
+
+def test_latex_tables_with_special_characters_compile(tmp_path):
+    import shutil
+    import subprocess
+
+    if shutil.which("pdflatex") is None:
+        pytest.skip("pdflatex is not installed; the round-trip test checks the escaping without it")
+    table = paper_table(prepare(nasty_rows()), "Escaping: " + SPECIALS, resamples=20)
+    (tmp_path / "table.tex").write_text(to_latex(table))
+    (tmp_path / "document.tex").write_text(
+        "\\documentclass{article}\\usepackage{booktabs}\\usepackage{graphicx}"
+        "\\begin{document}\\input{table.tex}\\end{document}\n"
+    )
+    done = subprocess.run(
+        ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "document.tex"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert (tmp_path / "document.pdf").stat().st_size > 1000
