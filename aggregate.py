@@ -52,9 +52,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from invbench.errors import InvbenchError
     from reports import coverage, describe_coverage, load_results, mean_table, to_markdown
-    from reports.tables import deduplicate
     from reports.build import ReportOptions, build_reports
     from reports.paper import to_markdown as paper_markdown
+    from reports.tables import deduplicate
 
     try:
         results = load_results(args.runs)
