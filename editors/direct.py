@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from editors.base import EDITORS, Editor, EditResult, denoise_branches
+from invbench.hyperparameters import Guidance
 from invbench.models import DiffusionModel
 from inversions.base import InversionResult
 from pie_bench import Sample
@@ -21,7 +22,7 @@ from pie_bench import Sample
 @EDITORS.register("direct")
 @dataclass
 class DirectEditor(Editor):
-    guidance_scale: float
+    guidance_scale: Guidance
 
     def edit(self, model: DiffusionModel, inversion: InversionResult, sample: Sample) -> EditResult:
         cond = model.encode_prompts([sample.source_prompt, sample.target_prompt])

@@ -22,6 +22,7 @@ import torch
 
 from editors.attention import AttentionController, AttentionSite, attention_sites, copy_source_rows, forward_order
 from editors.base import EDITORS, Editor, EditResult, denoise_branches
+from invbench.hyperparameters import Count, Guidance
 from invbench.models import DiffusionModel
 from inversions.base import InversionResult
 from pie_bench import Sample
@@ -47,9 +48,9 @@ class MutualSelfAttention(AttentionController):
 @EDITORS.register("masactrl")
 @dataclass
 class MasaCtrl(Editor):
-    guidance_scale: float
-    start_step: int
-    start_layer: int
+    guidance_scale: Guidance
+    start_step: Count
+    start_layer: Count
 
     def edit(self, model: DiffusionModel, inversion: InversionResult, sample: Sample) -> EditResult:
         blocks = [

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -31,14 +31,13 @@ import torch.nn.functional as F
 from editors.attention import AttentionController, AttentionSite
 from editors.base import EDITORS, Editor, EditResult, denoise_branches
 from editors.prompt_tokens import MAX_TOKENS, refinement_mapper, swap_compatible, token_positions
-from invbench.errors import ConfigError, InvbenchError
+from invbench.errors import InvbenchError
+from invbench.hyperparameters import Fraction, Guidance, NonNegative, Steps
 from invbench.models import DiffusionModel
 from inversions.base import InversionResult
 from pie_bench import Sample
 
 log = logging.getLogger(__name__)
-
-CONTROLLER_MODES = ("refine", "replace", "auto")
 
 
 class LocalBlend:
@@ -127,20 +126,16 @@ class PromptToPromptControl(AttentionController):
 @EDITORS.register("p2p")
 @dataclass
 class PromptToPrompt(Editor):
-    guidance_scale: float
-    controller: str  # refine | replace | auto
-    cross_replace_steps: float
-    self_replace_steps: float
-    self_replace_max_resolution: int
-    reweight: float | None  # factor on the target blended word; null: no re-weighting
+    guidance_scale: Guidance
+    controller: Literal["refine", "replace", "auto"]
+    cross_replace_steps: Fraction
+    self_replace_steps: Fraction
+    self_replace_max_resolution: Steps
+    reweight: NonNegative | None
     local_blend: bool
-    blend_start: float
-    blend_threshold: float
-    blend_map_divisor: int  # blend maps at latent side / divisor (16×16 for SD's 64×64 latents)
-
-    def __post_init__(self) -> None:
-        if self.controller not in CONTROLLER_MODES:
-            raise ConfigError(f"editor.controller='{self.controller}' is not one of {', '.join(CONTROLLER_MODES)}")
+    blend_start: Fraction
+    blend_threshold: Fraction
+    blend_map_divisor: Steps
 
     def uncond_self_replace_until(self, num_steps: int) -> int:
         return 0  # P2P edits the conditional half only; P2Plus overrides this

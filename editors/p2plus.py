@@ -13,12 +13,13 @@ from dataclasses import dataclass
 
 from editors.base import EDITORS
 from editors.p2p import PromptToPrompt
+from invbench.hyperparameters import Fraction
 
 
 @EDITORS.register("p2plus")
 @dataclass
 class P2Plus(PromptToPrompt):
-    uncond_self_replace_steps: float
+    uncond_self_replace_steps: Fraction
 
     def uncond_self_replace_until(self, num_steps: int) -> int:
         return int(self.uncond_self_replace_steps * num_steps)

@@ -28,6 +28,7 @@ import torch
 
 from editors.attention import AttentionController, AttentionSite
 from editors.base import EDITORS, Editor, EditResult, denoise_branches
+from invbench.hyperparameters import Guidance, NonNegative
 from invbench.models import DiffusionModel
 from inversions.base import InversionResult, NoiseParts
 from pie_bench import Sample
@@ -64,8 +65,8 @@ class CrossAttentionGuidance(AttentionController):
 @EDITORS.register("pix2pix_zero")
 @dataclass
 class Pix2PixZero(Editor):
-    guidance_scale: float
-    cross_attention_guidance: float  # the SGD learning rate on the latent (the reference's XA_GUIDANCE)
+    guidance_scale: Guidance
+    cross_attention_guidance: NonNegative
 
     def edit(self, model: DiffusionModel, inversion: InversionResult, sample: Sample) -> EditResult:
         # caption := source prompt, so caption + (target − source) is the target prompt's embedding (docstring)

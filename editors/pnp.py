@@ -28,6 +28,7 @@ import torch
 from editors.attention import AttentionController, AttentionSite, copy_source_rows
 from editors.base import EDITORS, Editor, EditResult, denoise_branches
 from invbench.errors import ConfigError
+from invbench.hyperparameters import Fraction, Guidance
 from invbench.models import DiffusionModel
 from inversions.base import InversionResult
 from pie_bench import Sample
@@ -65,9 +66,9 @@ class SourceInjection(AttentionController):
 @EDITORS.register("pnp")
 @dataclass
 class PlugAndPlay(Editor):
-    guidance_scale: float
-    feature_steps: float
-    attention_steps: float
+    guidance_scale: Guidance
+    feature_steps: Fraction
+    attention_steps: Fraction
     feature_block: str
     attention_blocks: list[str]
     negative_prompt: str

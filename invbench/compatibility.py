@@ -11,12 +11,9 @@ sampler needs the unconditional prediction. `launch.py` checks every job of a sw
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
-from editors import EDITORS, Editor
+from editors import Editor
 from invbench.errors import ConfigError
-from inversions import INVERSIONS, Inversion
+from inversions import Inversion
 from inversions.base import INVERSION_STATE
 
 
@@ -47,9 +44,3 @@ def check_pair(inversion: Inversion, editor: Editor) -> None:
     problems = incompatibilities(inversion, editor)
     if problems:
         raise ConfigError("\n".join(problems))
-
-
-def check_job_config(config: Mapping[str, Any]) -> None:
-    """Build a composed job configuration's inversion and editor (so hyperparameter errors surface too) and check
-    that they can run together."""
-    check_pair(INVERSIONS.build(config["inversion"]), EDITORS.build(config["editor"]))

@@ -14,7 +14,7 @@ import secrets
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import pandas as pd
 
@@ -68,7 +68,7 @@ def _numbers(row: dict[str, Any]) -> dict[str, float]:
 class WandbLogger(RunLogger):
     project: str
     entity: str | None
-    mode: str
+    mode: Literal["online", "offline", "disabled"]
     group: str | None
     tags: list[str]
     log_images: bool

@@ -1,17 +1,18 @@
-"""A small explicit name -> class registry (one per axis: inversions, editors, model loaders).
+"""A small explicit name -> class registry (one per axis: inversions, editors, metric suites, loggers).
 
 Methods are dataclasses whose fields are their hyperparameters, with no defaults in code: every value comes from
-`conf/<axis>/<name>.yaml`, so the YAML file is the single place a hyperparameter is set.
+`conf/<axis>/<name>.yaml`, so the YAML file is the single place a hyperparameter is set. Building one checks every
+value against its field's annotated type and range (invbench/hyperparameters.py) before anything loads.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import typing
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
 from invbench.errors import ConfigError
+from invbench.hyperparameters import check_fields
 
 T = TypeVar("T")
 
@@ -45,8 +46,9 @@ class Registry(Generic[T]):
                 f"Pick one with {self.axis}=<name> (a file conf/{self.axis}/<name>.yaml)."
             ) from None
 
-    def build(self, config: Mapping[str, Any]) -> T:
-        """Instantiate from a config node `{name: ..., <hyperparameter>: value, ...}`."""
+    def build(self, config: Mapping[str, Any], key: str | None = None) -> T:
+        """Instantiate from a config node `{name: ..., <hyperparameter>: value, ...}`; `key` is where the node sits
+        in the job configuration (default: the axis), for messages."""
         params = dict(config)
         name = params.pop("name", None)
         if name is None:
@@ -62,12 +64,9 @@ class Registry(Generic[T]):
             )
         if missing:
             raise ConfigError(f"{where}: missing hyperparameter(s) {missing} for {self.axis} '{name}'")
-        # Hydra reads `guidance_scale=1` as an int; store it as the float the method declares, so that 1 and 1.0
-        # are one configuration (same hash, same row values).
-        hints = typing.get_type_hints(cls)
-        for key, value in params.items():
-            if hints.get(key) is float and isinstance(value, int) and not isinstance(value, bool):
-                params[key] = float(value)
+        # Types and ranges; Hydra reads `guidance_scale=1` as an int, and the float field then holds 1.0, so that 1
+        # and 1.0 are one configuration (same hash, same row values).
+        params = check_fields(cls, params, where, f"{key or self.axis}.")
         return cls(**params)
 
 

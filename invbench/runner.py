@@ -22,18 +22,17 @@ import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from editors import EDITORS, Editor
-from invbench.compatibility import check_pair
+from editors import Editor
 from invbench.errors import InvbenchError
 from invbench.images import fit_square, save_png
 from invbench.job_folder import exclusive_use, refuse_mixing, refuse_other_data, remove_stale_partials
-from invbench.loggers import LOGGERS
+from invbench.job_config import check_job_config
 from invbench.models import DiffusionModel, load_model
 from invbench.registry import hyperparameters
 from invbench.results import RESULTS_FILE, SELECTION_FILE, ResultsFile, config_hash, write_json_atomically
 from invbench.runtime import configure_threads, environment_info, resolve_device, seed_everything
-from inversions import INVERSIONS, Inversion
-from metrics import METRICS, CostMeter, MetricSuite
+from inversions import Inversion
+from metrics import CostMeter, MetricSuite
 from pie_bench import Benchmark, InvalidSample, Sample, edit_class_lookup, load_benchmark, select
 from pie_bench.dataset import decode_image, sha256
 from reports import mean_table, to_markdown
@@ -58,15 +57,11 @@ def run_job(
 
 def _run_job(cfg: DictConfig, output_dir: Path, launcher_cpus: int | None, job_num: int | None) -> pd.DataFrame:
     config: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)
+    # Everything that can be checked without the model is checked first, so a typo fails in a second.
+    checked = check_job_config(config)
+    inversion, editor, metrics, logger = checked.inversion, checked.editor, checked.metrics, checked.logger
     threads = configure_threads(config["num_threads"], launcher_cpus)
     device = resolve_device(config["device"])
-
-    # Everything that can be checked without the model is checked first, so a typo fails in a second.
-    inversion = INVERSIONS.build(config["inversion"])
-    editor = EDITORS.build(config["editor"])
-    check_pair(inversion, editor)
-    metrics = METRICS.build(config["metrics"])
-    logger = LOGGERS.build(config["logger"])
     config["inversion"], config["editor"] = hyperparameters(inversion), hyperparameters(editor)
     digest = config_hash({key: config[key] for key in RESULT_DEFINING_KEYS})
     metrics_digest = config_hash(config["metrics"])

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from invbench.ddim import DDIMSchedule
+from invbench.hyperparameters import Guidance, Steps
 from invbench.models import DiffusionModel
 from inversions.base import INVERSIONS, Inversion, InversionResult
 from pie_bench import Sample
@@ -23,8 +24,8 @@ from pie_bench import Sample
 @INVERSIONS.register("ddim")
 @dataclass
 class DDIMInversion(Inversion):
-    num_steps: int
-    guidance_scale: float
+    num_steps: Steps
+    guidance_scale: Guidance
 
     @torch.no_grad()
     def invert(self, model: DiffusionModel, image_latent: torch.Tensor, sample: Sample) -> InversionResult:

@@ -19,36 +19,26 @@ offset is needed, per step, at edit guidance > 1). The reference also computes t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
-from invbench.errors import ConfigError
+from invbench.hyperparameters import Guidance, NonNegative, Steps
 from invbench.models import DiffusionModel
 from inversions.base import INVERSIONS, Inversion, InversionResult
 from inversions.ddim import DDIMInversion
 from pie_bench import Sample
 
-OFFSET_BRANCHES = ("source", "source_and_target", "source_to_all")
-
 
 @INVERSIONS.register("directinversion")
 @dataclass
 class DirectInversion(Inversion):
-    num_steps: int
-    inversion_guidance_scale: float
-    edit_guidance_scale: float
-    offset_scale: float
-    offset_interval: int
-    offset_branches: str
-
-    def __post_init__(self) -> None:
-        if self.offset_branches not in OFFSET_BRANCHES:
-            raise ConfigError(
-                f"conf/inversion/directinversion.yaml: offset_branches '{self.offset_branches}' must be one of "
-                f"{OFFSET_BRANCHES}"
-            )
-        if self.offset_interval < 1:
-            raise ConfigError("conf/inversion/directinversion.yaml: offset_interval must be >= 1 (1: every step)")
+    num_steps: Steps
+    inversion_guidance_scale: Guidance
+    edit_guidance_scale: Guidance
+    offset_scale: NonNegative
+    offset_interval: Steps
+    offset_branches: Literal["source", "source_and_target", "source_to_all"]
 
     def state(self) -> frozenset[str]:
         targets = self.offset_branches != "source"

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import torch
 
 from invbench.ddim import DDIMSchedule
 from invbench.errors import ConfigError
+from invbench.hyperparameters import Guidance, Range, Steps
 from invbench.models import DiffusionModel, classifier_free
 from inversions.base import INVERSIONS, Inversion, InversionResult, NoiseParts, Sampler
 from pie_bench import Sample
@@ -40,8 +42,8 @@ def _mix_inverse(x: torch.Tensor, y: torch.Tensor, p: float) -> tuple[torch.Tens
 class CoupledSampler(Sampler):
     schedule: DDIMSchedule
     start_y: torch.Tensor
-    mix: float
-    guidance_scale: float
+    mix: Annotated[float, Range(low=0, high=1, low_open=True, high_open=True)]
+    guidance_scale: Guidance
     model_dtype: torch.dtype
     _x: torch.Tensor | None = field(default=None, init=False)
     _y: torch.Tensor | None = field(default=None, init=False)
@@ -71,14 +73,10 @@ class CoupledSampler(Sampler):
 class EDICTInversion(Inversion):
     produces = frozenset({"sampler"})
 
-    num_steps: int
-    strength: float
-    mix: float
-    guidance_scale: float
-
-    def __post_init__(self) -> None:
-        if not 0 < self.mix < 1 or not 0 < self.strength <= 1:
-            raise ConfigError("conf/inversion/edict.yaml: mix must be in (0, 1) and strength in (0, 1]")
+    num_steps: Steps
+    strength: Annotated[float, Range(low=0, high=1, low_open=True)]
+    mix: Annotated[float, Range(low=0, high=1, low_open=True, high_open=True)]
+    guidance_scale: Guidance
 
     def needs_unconditional_half(self) -> bool:
         return self.guidance_scale != 1  # every branch guides at EDICT's own scale

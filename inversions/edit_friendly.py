@@ -21,6 +21,7 @@ import torch
 
 from invbench.ddim import DDIMSchedule
 from invbench.errors import ConfigError
+from invbench.hyperparameters import Count, Guidance, Positive, Steps
 from invbench.models import DiffusionModel, classifier_free
 from inversions.base import INVERSIONS, Inversion, InversionResult, NoiseParts, Sampler
 from pie_bench import Sample
@@ -42,8 +43,8 @@ def _posterior(schedule: DDIMSchedule, t: int, latent: torch.Tensor, noise: torc
 class StoredNoiseSampler(Sampler):
     schedule: DDIMSchedule
     noise_maps: list[torch.Tensor]  # z_t per editing step
-    eta: float
-    source_guidance_scale: float
+    eta: Positive
+    source_guidance_scale: Guidance
 
     def step(self, i: int, t: int, latents: torch.Tensor, noise_parts: NoiseParts, guidance_scale: float):
         uncond, cond = noise_parts(latents)
@@ -58,14 +59,17 @@ class StoredNoiseSampler(Sampler):
 class EditFriendlyInversion(Inversion):
     produces = frozenset({"sampler"})
 
-    num_steps: int
-    eta: float
-    skip: int
-    source_guidance_scale: float
+    num_steps: Steps
+    eta: Positive
+    skip: Count
+    source_guidance_scale: Guidance
 
     def __post_init__(self) -> None:
-        if not 0 <= self.skip < self.num_steps or self.eta <= 0:
-            raise ConfigError("conf/inversion/edit_friendly.yaml: need 0 <= skip < num_steps and eta > 0")
+        if self.skip >= self.num_steps:
+            raise ConfigError(
+                f"inversion.skip={self.skip} must be below inversion.num_steps={self.num_steps} "
+                "(conf/inversion/edit_friendly.yaml): editing runs the steps after the first `skip`"
+            )
 
     def needs_unconditional_half(self) -> bool:
         return self.source_guidance_scale != 1  # the source branch guides at its own scale

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from invbench.ddim import DDIMSchedule
+from invbench.hyperparameters import Count, Positive, Steps
 from invbench.models import DiffusionModel
 from inversions.base import INVERSIONS, Inversion, InversionResult
 from pie_bench import Sample
@@ -60,9 +61,9 @@ def _converged(residual: torch.Tensor, latent: torch.Tensor, tolerance: float | 
 @INVERSIONS.register("fpi")
 @dataclass
 class FixedPointInversion(Inversion):
-    num_steps: int
-    iterations: int
-    tolerance: float | None  # stop a step once ‖g(z) − z‖ / ‖z‖ < tolerance; null: always `iterations`
+    num_steps: Steps
+    iterations: Count
+    tolerance: Positive | None
 
     def invert(self, model: DiffusionModel, image_latent: torch.Tensor, sample: Sample) -> InversionResult:
         def solve(g, latent):
@@ -79,10 +80,10 @@ class FixedPointInversion(Inversion):
 @INVERSIONS.register("aidi")
 @dataclass
 class AcceleratedIterativeInversion(Inversion):
-    num_steps: int
-    iterations: int
-    memory: int
-    tolerance: float | None
+    num_steps: Steps
+    iterations: Count
+    memory: Steps
+    tolerance: Positive | None
 
     def invert(self, model: DiffusionModel, image_latent: torch.Tensor, sample: Sample) -> InversionResult:
         def solve(g, latent):

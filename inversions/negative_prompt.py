@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
+from invbench.hyperparameters import Steps
 from invbench.models import DiffusionModel
 from inversions.base import INVERSIONS, Inversion, InversionResult
 from inversions.ddim import DDIMInversion
@@ -26,7 +27,7 @@ from pie_bench import Sample
 class NegativePromptInversion(Inversion):
     produces = frozenset({"uncond_embeddings"})
 
-    num_steps: int
+    num_steps: Steps
 
     @torch.no_grad()
     def invert(self, model: DiffusionModel, image_latent: torch.Tensor, sample: Sample) -> InversionResult:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from invbench.hyperparameters import Count, Guidance, NonNegative, Positive, Steps
 from invbench.models import DiffusionModel
 from inversions.base import INVERSIONS, Inversion, InversionResult, guided_step_error, optimise
 from inversions.ddim import DDIMInversion
@@ -28,12 +29,12 @@ from pie_bench import Sample
 class NullTextInversion(Inversion):
     produces = frozenset({"uncond_embeddings"})
 
-    num_steps: int
-    guidance_scale: float
-    inner_steps: int
-    learning_rate: float
-    early_stop: float
-    early_stop_growth: float
+    num_steps: Steps
+    guidance_scale: Guidance
+    inner_steps: Count
+    learning_rate: Positive
+    early_stop: NonNegative
+    early_stop_growth: NonNegative
     single_branch: bool
 
     def tuned_for_guidance(self) -> float | None:

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from invbench.ddim import DDIMSchedule
+from invbench.hyperparameters import Count, NonNegative, Steps
 from invbench.models import DiffusionModel
 from inversions.base import INVERSIONS, Inversion, InversionResult
 from pie_bench import Sample
@@ -65,11 +66,11 @@ def _gradient(loss: Callable[[torch.Tensor], torch.Tensor], at: torch.Tensor) ->
 class Pix2PixZeroInversion(Inversion):
     produces = frozenset({"uncond_embeddings"})
 
-    num_steps: int
-    lambda_ac: float
-    lambda_kl: float
-    reg_steps: int
-    ac_rolls: int
+    num_steps: Steps
+    lambda_ac: NonNegative
+    lambda_kl: NonNegative
+    reg_steps: Count
+    ac_rolls: Steps
 
     def regularise(self, noise: torch.Tensor) -> torch.Tensor:
         for _ in range(self.reg_steps):

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from invbench.ddim import DDIMSchedule
+from invbench.hyperparameters import Count, Fraction, Guidance, Positive, Steps
 from invbench.models import DiffusionModel
 from inversions.base import INVERSIONS, Inversion, InversionResult
 from pie_bench import Sample
@@ -26,11 +27,11 @@ from pie_bench import Sample
 class PromptTuningInversion(Inversion):
     produces = frozenset({"cond_embeddings"})
 
-    num_steps: int
-    guidance_scale: float
-    iterations: int  # N
-    learning_rate: float  # β
-    eta: float  # η of the condition interpolation used while editing
+    num_steps: Steps
+    guidance_scale: Guidance
+    iterations: Count
+    learning_rate: Positive
+    eta: Fraction
 
     def tuned_for_guidance(self) -> float | None:
         return self.guidance_scale

@@ -23,18 +23,17 @@ editing step (the proximal step needs ε_u and ε_c even at guidance 1).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
 
 from invbench.ddim import DDIMSchedule
 from invbench.errors import ConfigError
+from invbench.hyperparameters import Count, NonNegative, Range
 from invbench.models import DiffusionModel
 from inversions.base import INVERSIONS, Inversion, InversionResult, NoiseParts, Sampler
 from pie_bench import Sample
-
-PROXIMAL_OPERATORS = ("l0", "l1")
 
 
 def proximal(delta: torch.Tensor, prox: str, quantile: float) -> torch.Tensor:
@@ -80,22 +79,18 @@ class ProximalSampler(Sampler):
 @dataclass
 class ProxEdit(Inversion):
     base: dict[str, Any]
-    prox: str
-    quantile: float
-    recon_lr: float
-    recon_t: int
-    dilate_mask: int
+    prox: Literal["l0", "l1"]
+    quantile: Annotated[float, Range(low=0, high=1, low_open=True, high_open=True)]
+    recon_lr: NonNegative
+    recon_t: Count
+    dilate_mask: Count
     reconstruction_guidance: bool
     inversion_guidance: bool
 
     def __post_init__(self) -> None:
-        if self.prox not in PROXIMAL_OPERATORS:
-            raise ConfigError(f"conf/inversion/proxedit*.yaml: prox '{self.prox}' must be one of {PROXIMAL_OPERATORS}")
-        if not 0 < self.quantile < 1:
-            raise ConfigError(f"conf/inversion/proxedit*.yaml: quantile {self.quantile} must be in (0, 1)")
         if self.base.get("name") not in ("npi", "nti"):
             raise ConfigError("conf/inversion/proxedit*.yaml: base.name must be npi or nti (ProxEdit's two bases)")
-        self._base = INVERSIONS.build(self.base)
+        self._base = INVERSIONS.build(self.base, key="inversion.base")
 
     def state(self) -> frozenset[str]:
         return self._base.state() | {"sampler"}

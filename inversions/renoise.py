@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from invbench.errors import ConfigError
+from invbench.hyperparameters import Steps
 from invbench.models import DiffusionModel
 from inversions.base import INVERSIONS, Inversion, InversionResult
 from inversions.fixed_point import invert_solving_each_step
@@ -25,15 +26,15 @@ from pie_bench import Sample
 @INVERSIONS.register("renoise")
 @dataclass
 class ReNoiseInversion(Inversion):
-    num_steps: int
-    renoise_steps: int
-    average_from: int
+    num_steps: Steps
+    renoise_steps: Steps
+    average_from: Steps
 
     def __post_init__(self) -> None:
-        if not 1 <= self.average_from <= self.renoise_steps:
+        if self.average_from > self.renoise_steps:
             raise ConfigError(
-                f"conf/inversion/renoise.yaml: average_from={self.average_from} must be in [1, renoise_steps="
-                f"{self.renoise_steps}]"
+                f"inversion.average_from={self.average_from} must be at most inversion.renoise_steps="
+                f"{self.renoise_steps} (conf/inversion/renoise.yaml): it is the first iterate averaged"
             )
 
     def invert(self, model: DiffusionModel, image_latent: torch.Tensor, sample: Sample) -> InversionResult:

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from invbench.ddim import DDIMSchedule
+from invbench.hyperparameters import Count, NonNegative, Positive, Steps
 from invbench.models import DiffusionModel
 from inversions.base import INVERSIONS, Inversion, InversionResult, optimise
 from pie_bench import Sample
@@ -26,10 +27,10 @@ from pie_bench import Sample
 @INVERSIONS.register("spdinv")
 @dataclass
 class SourcePromptDisentangledInversion(Inversion):
-    num_steps: int
-    inner_steps: int  # K rounds per step
-    learning_rate: float
-    threshold: float  # stop a step's rounds once the fixed-point loss is below this (null: never)
+    num_steps: Steps
+    inner_steps: Count
+    learning_rate: Positive
+    threshold: NonNegative
     source_as_uncond: bool
 
     def state(self) -> frozenset[str]:

@@ -29,6 +29,7 @@ from torchvision.transforms.v2 import functional as TF
 from editors.attention import AttentionController, AttentionSite, ControllerGroup, ValueModulation, attention_control
 from invbench.ddim import DDIMSchedule
 from invbench.errors import InvbenchError
+from invbench.hyperparameters import Count, Fraction, Guidance, NonNegative, Positive, Steps
 from invbench.models import DiffusionModel
 from inversions.base import INVERSIONS, Inversion, InversionResult, guided_step_error, optimise
 from metrics.backbone import resolve_backbone, seeded
@@ -70,17 +71,17 @@ def _mapping_network(image_tokens: int, seed: int) -> torch.nn.Module:
 class StyleDiffusion(Inversion):
     produces = frozenset({"value_modulation"})
 
-    num_steps: int
-    guidance_scale: float
-    inner_steps: int  # iterations at the first step; ceil(inner_steps · e^(−0.1 i)) at step i
-    learning_rate: float
-    early_stop: float
-    early_stop_growth: float
+    num_steps: Steps
+    guidance_scale: Guidance
+    inner_steps: Count
+    learning_rate: Positive
+    early_stop: NonNegative
+    early_stop_growth: NonNegative
     attention_loss: bool
-    attention_map_divisor: int
-    target_value_steps: float  # τ_v: fraction of steps in which target branches read the mapped values
+    attention_map_divisor: Steps
+    target_value_steps: Fraction
     image_encoder: dict[str, Any]  # {backbone: auto|real|tiny, repo_id, path, tiny: {seed, config}}
-    seed: int  # initialisation of the mapping networks
+    seed: Count
 
     def tuned_for_guidance(self) -> float | None:
         return self.guidance_scale

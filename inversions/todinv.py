@@ -15,12 +15,14 @@ UNet evaluations per step: 1 (inversion) + 1 (unconditional, reused) + one per i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 
 from editors.attention import LevelConditioning, attention_control, attention_sites
 from invbench.ddim import DDIMSchedule
 from invbench.errors import InvbenchError
+from invbench.hyperparameters import Count, Guidance, NonNegative, Positive, Steps, at_least
 from invbench.models import DiffusionModel
 from inversions.base import INVERSIONS, Inversion, InversionResult, guided_step_error, optimise
 from pie_bench import Sample
@@ -31,14 +33,14 @@ from pie_bench import Sample
 class TaskOrientedInversion(Inversion):
     produces = frozenset({"level_embeddings"})
 
-    num_steps: int
-    guidance_scale: float
-    inner_steps: int  # K
-    learning_rate: float
-    early_stop: float
-    early_stop_growth: float
-    appearance_levels: list[int]  # latent side divisors of the high-resolution (appearance) levels
-    structure_levels: list[int]  # ... and of the low-resolution (structure) levels
+    num_steps: Steps
+    guidance_scale: Guidance
+    inner_steps: Count
+    learning_rate: Positive
+    early_stop: NonNegative
+    early_stop_growth: NonNegative
+    appearance_levels: list[Annotated[int, at_least(1)]]
+    structure_levels: list[Annotated[int, at_least(1)]]
 
     def tuned_for_guidance(self) -> float | None:
         return self.guidance_scale

@@ -21,7 +21,7 @@ import io
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -68,7 +68,7 @@ def _short(backbone: Backbone) -> str:
 @dataclass
 class PieBenchMetrics(MetricSuite):
     reference_compat: bool
-    backbones: str  # auto | real | tiny (metrics/backbone.py)
+    backbones: Literal["auto", "real", "tiny"]
     structure: dict[str, Any]
     clip: dict[str, Any]
     lpips: dict[str, Any]

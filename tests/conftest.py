@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "conf"
 # Small and quick, but the same code path as the default job: 64x64 images, 10 denoising steps, and the tiny metric
 # backbones even where real ones are cached.
-FAST = ["model.resolution=64", "inversion.num_steps=10", "metrics.backbones=tiny"]
+FAST = ["model.resolution=64", "num_steps=10", "metrics.backbones=tiny"]
 
 
 def script_env(**extra: str) -> dict[str, str]:

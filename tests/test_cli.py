@@ -6,7 +6,7 @@ from conftest import run
 
 from invbench.results import read_rows
 
-QUICK = ["model.resolution=64", "inversion.num_steps=5", "metrics.backbones=tiny"]
+QUICK = ["model.resolution=64", "num_steps=5", "metrics.backbones=tiny"]
 
 
 def launch_sweep(tmp_path, *overrides):

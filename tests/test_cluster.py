@@ -21,11 +21,11 @@ from conftest import REPO, run, script_env
 from invbench.results import read_rows
 from metrics.pie_bench import METRIC_COLUMNS
 
-QUICK = ["model.resolution=64", "inversion.num_steps=5", "metrics.backbones=tiny"]
+QUICK = ["model.resolution=64", "num_steps=5", "metrics.backbones=tiny"]
 # Slower samples for the interruption tests, so that a signal sent after the first row lands before the last one.
 INTERRUPTIBLE = [
     "model.resolution=64",
-    "inversion.num_steps=25",
+    "num_steps=25",
     "metrics.backbones=tiny",
     "dataset.categories=[1,6,8,9]",
 ]

@@ -160,9 +160,7 @@ def mini_sweep(tmp_path_factory):
     root = tmp_path_factory.mktemp("reports")
     sweep = root / "sweep"
     args = ["-m", "editor=direct,p2p", "dataset.categories=[1,6,9]", "logger=wandb", f"hydra.sweep.dir={sweep}"]
-    code, output = run(
-        "launch.py", *args, "model.resolution=64", "inversion.num_steps=5", "metrics.backbones=tiny", cwd=root
-    )
+    code, output = run("launch.py", *args, "model.resolution=64", "num_steps=5", "metrics.backbones=tiny", cwd=root)
     assert code == 0, output
     return root, sweep
 
@@ -221,7 +219,7 @@ def test_wandb_logger_writes_one_offline_run_per_job_and_resumes_it(mini_sweep):
     (job / "results.jsonl").write_text("".join(rows[:-1]))
     code, output = run(
         "launch.py", "dataset.categories=[1,6,9]", "logger=wandb", f"hydra.run.dir={job}",
-        "model.resolution=64", "inversion.num_steps=5", "metrics.backbones=tiny", cwd=root,
+        "model.resolution=64", "num_steps=5", "metrics.backbones=tiny", cwd=root,
     )  # fmt: skip
     assert code == 0, output
     assert {p.name.rsplit("-", 1)[1] for p in job.glob("wandb/offline-run-*")} == {run_id}

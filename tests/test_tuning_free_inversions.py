@@ -130,7 +130,7 @@ def test_directinversion_ablations(tiny_model, sample, source_latent):
     both = build(offset_branches="source_and_target").invert(tiny_model, source_latent, same)
     result = edit(tiny_model, both, same)
     assert relative_error(result.edited, both.latents[0]) < 1e-5
-    with pytest.raises(ConfigError, match="offset_branches 'nope' must be one of"):
+    with pytest.raises(ConfigError, match="inversion.offset_branches='nope' is not one of 'source'"):
         build(offset_branches="nope")
 
 

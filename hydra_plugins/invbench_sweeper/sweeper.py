@@ -20,18 +20,16 @@ from invbench.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-AXES = ("inversion", "editor")
-
 
 class InvbenchSweeper(BasicSweeper):
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
-        from invbench.compatibility import check_job_config  # torch and every method: only when sweeping
+        from invbench.job_config import JOB_KEYS, check_job_config  # torch and every method: only when sweeping
 
         refused: dict[str, list[str]] = defaultdict(list)
         for overrides in batch:
             job = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
             try:
-                check_job_config({axis: OmegaConf.to_container(job[axis], resolve=True) for axis in AXES})
+                check_job_config({key: _plain(job[key]) for key in JOB_KEYS})
             except ConfigError as error:
                 refused[str(error)].append(" ".join(overrides))
         if refused:
@@ -41,3 +39,8 @@ class InvbenchSweeper(BasicSweeper):
                     f"{sum(map(len, refused.values()))} of {len(batch)} jobs of this sweep cannot run; nothing was "
                     "launched.\n" + "\n".join(reasons)
                 )
+
+
+def _plain(value):
+    """A composed config value as plain Python, interpolations resolved (without touching the hydra node)."""
+    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value

@@ -1,0 +1,107 @@
+"""Bad settings fail before any model loads, naming the key, the value and what is accepted; every experiment
+composes with every inversion × editor."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import pytest
+from conftest import CONF, run
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from invbench.errors import ConfigError
+from invbench.hyperparameters import Range, Steps, check_value
+from invbench.job_config import JOB_KEYS, check_job_config
+from inversions import INVERSIONS
+
+INVERSION_CONFIGS = sorted(path.stem for path in (CONF / "inversion").glob("*.yaml"))
+EDITOR_CONFIGS = sorted(path.stem for path in (CONF / "editor").glob("*.yaml"))
+EXPERIMENTS = [None] + sorted(path.stem for path in (CONF / "experiment").glob("*.yaml"))
+
+
+def job(*overrides: str) -> dict:
+    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+        config = OmegaConf.to_container(compose("config", list(overrides)), resolve=True)
+    return {key: config[key] for key in JOB_KEYS}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["num_steps=-5"], r"num_steps=-5 is out of range .*: it must be >= 1"),
+        (["num_steps=0"], r"num_steps=0 is out of range"),
+        (["inversion.num_steps=0"], r"inversion.num_steps=0 is out of range \(conf/inversion/ddim.yaml\)"),
+        (["num_steps=2.5"], r"num_steps=2.5 is not an integer"),
+        (["editor.guidance_scale=abc"], r"editor.guidance_scale='abc' is not a number \(conf/editor/direct.yaml\)"),
+        (["editor.guidance_scale=-1"], r"editor.guidance_scale=-1 is out of range .* >= 0"),
+        (["seed=abc"], r"seed='abc' is not an integer"),
+        (["model.resolution=100"], r"model.resolution=100 is out of range .* a multiple of 8"),
+        (["model.dtype=float8"], r"model.dtype='float8' is not one of 'float32'"),
+        (["num_threads=0"], r"num_threads=0 is not an integer >= 1 or null"),
+        (["dataset.categories=[1,12]"], r"dataset.categories=\[1, 12\] is not a list of"),
+        (
+            ["editor=p2p", "editor.controller=swap"],
+            r"editor.controller='swap' is not one of 'refine', 'replace', 'auto'",
+        ),
+        (["editor=p2p", "editor.cross_replace_steps=1.5"], r"editor.cross_replace_steps=1.5 is out of range .* <= 1"),
+        (["editor=p2p", "editor.reweight=null"], None),  # null switches re-weighting off
+        (["inversion=nti", "inversion.single_branch=maybe"], r"inversion.single_branch='maybe' is not true or false"),
+        (["inversion=proxedit", "inversion.base.num_steps=0"], r"inversion.base.num_steps=0 is out of range"),
+        (["inversion=edit_friendly", "inversion.skip=60"], r"inversion.skip=60 must be below inversion.num_steps=50"),
+        (["inversion=todinv", "inversion.appearance_levels=[0]"], r"inversion.appearance_levels=\[0\]"),
+        (["metrics.backbones=some"], r"metrics.backbones='some' is not one of 'auto', 'real', 'tiny'"),
+    ],
+)
+def test_bad_settings_name_the_key_the_value_and_the_accepted_range(overrides, message):
+    if message is None:
+        check_job_config(job(*overrides))
+        return
+    with pytest.raises(ConfigError, match=message):
+        check_job_config(job(*overrides))
+
+
+def test_a_bad_setting_stops_launch_with_exit_2_before_the_model_loads(tmp_path):
+    code, output = run("launch.py", "editor.guidance_scale=abc", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert code == 2 and "editor.guidance_scale='abc' is not a number" in output and "Traceback" not in output
+    assert "MODEL:" not in output  # nothing was loaded
+    sweep = tmp_path / "sweep"
+    code, output = run("launch.py", "-m", "num_steps=10,-5", f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert code == 2 and "1 of 2 jobs of this sweep cannot run; nothing was launched" in output, output
+    assert "num_steps=-5 is out of range" in output
+    assert not [path for path in sweep.iterdir() if path.is_dir()]
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS, ids=[str(e) for e in EXPERIMENTS])
+def test_every_experiment_composes_with_every_inversion_and_editor(experiment):
+    """Compose and check only (no run): the experiment's settings reach every method through the run-level keys."""
+    chosen = [] if experiment is None else [f"experiment={experiment}"]
+    with initialize_config_dir(config_dir=str(CONF), version_base=None):
+        for inversion in INVERSION_CONFIGS:
+            for editor in EDITOR_CONFIGS:
+                config = compose("config", [*chosen, f"inversion={inversion}", f"editor={editor}"])
+                resolved = OmegaConf.to_container(config, resolve=True)
+                checked = check_job_config({key: resolved[key] for key in JOB_KEYS})
+                steps = getattr(checked.inversion, "num_steps", None) or getattr(checked.inversion, "base", {})
+                if steps and experiment == "smoke":
+                    assert (
+                        resolved["num_steps"] == 10 and (steps if isinstance(steps, int) else steps["num_steps"]) == 10
+                    )
+
+
+def test_scaled_steps_follow_the_run_level_num_steps():
+    assert job("inversion=edit_friendly")["inversion"]["skip"] == 12  # the reference: 12 of 50
+    assert job("inversion=edit_friendly", "num_steps=10")["inversion"]["skip"] == 2
+    assert job("inversion=edit_friendly", "inversion.num_steps=25")["inversion"]["skip"] == 6
+
+
+def test_values_are_converted_only_where_exact():
+    assert check_value(float, 1, "k", "w") == 1.0 and isinstance(check_value(float, 1, "k", "w"), float)
+    with pytest.raises(ConfigError, match="k=True is not a number"):
+        check_value(float, True, "k", "w")
+    with pytest.raises(ConfigError, match="k=3.0 is not an integer"):
+        check_value(Steps, 3.0, "k", "w")
+    with pytest.raises(ConfigError, match="k=nan is out of range"):
+        check_value(Annotated[float, Range(low=0)], float("nan"), "k", "w")
+    assert check_value(float | None, None, "k", "w") is None
+    assert INVERSIONS.build({"name": "ddim", "num_steps": 3, "guidance_scale": 1}).guidance_scale == 1.0
