@@ -25,8 +25,8 @@ from omegaconf import DictConfig, OmegaConf
 from editors import Editor
 from invbench.errors import InvbenchError
 from invbench.images import fit_square, save_png
-from invbench.job_folder import exclusive_use, refuse_mixing, refuse_other_data, remove_stale_partials
 from invbench.job_config import check_job_config
+from invbench.job_folder import exclusive_use, refuse_mixing, refuse_other_data, remove_stale_partials
 from invbench.models import DiffusionModel, load_model
 from invbench.registry import hyperparameters
 from invbench.results import RESULTS_FILE, SELECTION_FILE, ResultsFile, config_hash, write_json_atomically
