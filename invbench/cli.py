@@ -1,4 +1,5 @@
-"""Command-line conveniences shared by launch.py and evaluate.py."""
+"""Command-line conveniences shared by launch.py and evaluate.py. Importing this module puts the process offline
+(invbench/offline.py), before anything imports a model library."""
 
 from __future__ import annotations
 
@@ -8,8 +9,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import invbench.resolvers  # noqa: F401  (conf/config.yaml names folders with them)
-from invbench.errors import InvbenchError
+from invbench.offline import stay_offline
+
+stay_offline()
+
+import invbench.resolvers  # noqa: E402,F401  (conf/config.yaml names folders with them)
+from invbench.errors import InvbenchError  # noqa: E402
 
 _HYDRA_SYNTAX = set("[](){}'\"$:")
 

@@ -10,7 +10,6 @@ setup, or while another process works in the folder (invbench/job_folder.py).
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
@@ -49,7 +48,6 @@ def run_job(
 ) -> pd.DataFrame:
     """Run the job described by a composed `conf/config.yaml`; returns this job's result rows. `job_num` is the job's
     number in its sweep (None for a single run): recorded so that a sweep's job list can find the job's folder."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # belt and braces: nothing in a job may reach the network
     output_dir = Path(output_dir)
     with exclusive_use(output_dir, "launch.py job"):
         return _run_job(cfg, output_dir, launcher_cpus, job_num)

@@ -2,7 +2,7 @@
 
 import csv
 
-from conftest import run
+from conftest import run, script_env
 
 from invbench.results import read_rows
 
@@ -106,3 +106,45 @@ def test_aggregate_reports_bad_input(tmp_path):
     assert code == 2 and "does not exist" in output
     code, output = run("aggregate.py", str(tmp_path), cwd=tmp_path)
     assert code == 1 and "no result rows" in output
+
+
+NETWORK_GUARD = """
+import os, socket, traceback
+
+def _record(what):
+    with open(os.environ["INVBENCH_NETWORK_LOG"], "a") as log:
+        log.write(what + "\\n" + "".join(traceback.format_stack(limit=40)) + "\\n")
+
+class _NoInternetSocket(socket.socket):
+    def __init__(self, family=socket.AF_INET, *args, **kwargs):
+        if family in (socket.AF_INET, socket.AF_INET6):
+            raise OSError("network sockets are refused in this test")
+        super().__init__(family, *args, **kwargs)
+
+def _refused(name):
+    def call(*args, **kwargs):
+        _record(f"{name}{args[:2]}")  # recorded: callers such as the hub client swallow the error and fall back
+        raise OSError(f"network access refused in this test: {name}")
+    return call
+
+socket.socket = _NoInternetSocket
+for _name in ("getaddrinfo", "gethostbyname", "gethostbyname_ex", "create_connection"):
+    setattr(socket, _name, _refused(_name))
+"""
+
+
+def test_a_job_never_touches_the_network_whatever_the_environment(tmp_path):
+    """No HF_HUB_OFFLINE in the shell (the README's quick start): a smoke job must still make no DNS lookup and no
+    connection. sitecustomize makes internet sockets fail to create and records every lookup or connect."""
+    guard = tmp_path / "guard"
+    guard.mkdir()
+    (guard / "sitecustomize.py").write_text(NETWORK_GUARD)
+    log = tmp_path / "network.log"
+    env = {key: value for key, value in script_env().items() if not key.endswith("_OFFLINE")}
+    env |= {"PYTHONPATH": str(guard), "INVBENCH_NETWORK_LOG": str(log)}
+    code, output = run(
+        "launch.py", "experiment=smoke", "metrics.backbones=auto", f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert code == 0 and "2 samples ok, 0 failed" in output, output
+    assert not log.exists(), log.read_text()
