@@ -47,6 +47,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def add_failed_jobs(path: Path, jobs) -> None:
+    """Append to failed.csv (the failed samples) the jobs that ended in failure, with their reason and logs: a job
+    that failed before its first sample has no sample row to show it."""
+    import pandas as pd
+
+    failed = jobs[jobs["job_state"] == "ended-failed"]
+    samples = pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=["sample_id", "error"])
+    job_rows = failed[["job_id", "overrides", "folder", "stdout", "stderr"]].assign(
+        sample_id="", error="job ended: " + failed["reason"].fillna("no reason recorded")
+    )
+    pd.concat([samples, job_rows], ignore_index=True).to_csv(path, index=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
@@ -73,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
     if results.empty:
+        add_failed_jobs(args.out / "failed.csv", jobs)
         print(f"aggregate.py: no result rows under {', '.join(map(str, args.runs))}", file=sys.stderr)
         print(describe_coverage(jobs, args.runs), file=sys.stderr)
         return 1
@@ -98,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     except InvbenchError as error:
         print(f"aggregate.py: {error}", file=sys.stderr)
         return 2
+    add_failed_jobs(args.out / "failed.csv", jobs)
     print(paper_markdown(report.main))
     print(
         f"wrote {len(report.files) + 3} files to {args.out} "

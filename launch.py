@@ -24,15 +24,20 @@ log = logging.getLogger("launch")
 
 @hydra.main(version_base=None, config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:
+    from invbench.job_folder import job_logs
     from invbench.runner import run_job
 
     hydra_config = HydraConfig.get()
-    with exit_on_user_error(log):
+    output_dir = Path(hydra_config.runtime.output_dir)
+    job_num = OmegaConf.select(hydra_config, "job.num", default=None)  # missing in single runs
+    # In a sweep a user error fails this job only (the sweep reports it); a single run exits with code 2.
+    with exit_on_user_error(log, in_sweep=job_num is not None):
         run_job(
             cfg,
-            Path(hydra_config.runtime.output_dir),
+            output_dir,
             launcher_cpus=OmegaConf.select(hydra_config, "launcher.cpus_per_task", default=None),
-            job_num=OmegaConf.select(hydra_config, "job.num", default=None),  # missing in single runs
+            job_num=job_num,
+            logs=job_logs(output_dir / f"{hydra_config.job.name}.log"),
         )
 
 

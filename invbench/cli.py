@@ -39,13 +39,16 @@ def normalise_group_choices(arguments: list[str], conf_dir: Path) -> list[str]:
 
 
 @contextmanager
-def exit_on_user_error(log: logging.Logger) -> Iterator[None]:
+def exit_on_user_error(log: logging.Logger, in_sweep: bool = False) -> Iterator[None]:
     """A user's mistake (an InvbenchError) is logged with what to fix and ends the program with exit code 2,
-    without a traceback; anything else propagates."""
+    without a traceback; anything else propagates. In a sweep's job the error propagates after the log line, so
+    that the launcher records this job as failed and the sweep goes on with the others."""
     try:
         yield
     except InvbenchError as error:
         log.error("%s", error)
+        if in_sweep:
+            raise
         sys.exit(2)
 
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from invbench.errors import ConfigError, InvbenchError
 from invbench.paths import PARTIAL_SUFFIX
+from invbench.results import write_json_atomically
 
 LOCK_FILE = ".invbench.lock"
 NEW_FOLDER = (
@@ -52,7 +53,7 @@ def exclusive_use(folder: Path, purpose: str) -> Iterator[None]:
         holder = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
-            "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "started_at": _now(),
             "purpose": purpose,
         }
         os.ftruncate(descriptor, 0)
@@ -116,3 +117,73 @@ def refuse_other_data(
             f"{folder} holds results computed from data that has changed since ({listed}). A folder holds one "
             f"dataset. {NEW_FOLDER}."
         )
+
+
+STATUS_FILE = "job_status.json"
+REQUEUE_EXIT_CODE = -1  # submitit's signal handler exits with it after requeueing the job
+
+
+def job_logs(job_log: Path | None = None) -> dict[str, str]:
+    """Where this job's output goes: our log file and, under submitit (Slurm or local), the task's stdout (where
+    our log lines also go) and stderr (tracebacks)."""
+    logs = {"log": str(job_log)} if job_log is not None else {}
+    if os.environ.get("SUBMITIT_FOLDER"):
+        import submitit
+
+        paths = submitit.JobEnvironment().paths
+        logs |= {"stdout": str(paths.stdout), "stderr": str(paths.stderr)}
+    return logs
+
+
+@contextmanager
+def job_status(folder: Path, logs: Mapping[str, str]) -> Iterator[None]:
+    """Keep `<folder>/job_status.json` saying whether the job is running or how it ended: ok, failed (with the
+    reason), or preempted (requeued: it will resume here). Written by the job itself, so aggregate.py can tell a
+    job that failed before its first sample from one still in the queue. A job killed outright (SIGKILL, scancel
+    after its grace time) stays 'running'; aggregate.py then asks the scheduler (reports/coverage.py)."""
+    started = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    scheduler_id = _scheduler_job_id()
+    record = {"pid": os.getpid(), "host": socket.gethostname(), "job_id": scheduler_id, "started_at": started}
+    record["logs"] = dict(logs)
+    _write_status(folder, {"state": "running", **record})
+    try:
+        yield
+    except BaseException as error:
+        state, reason = _ended_by(error)
+        _write_status(folder, {"state": state, "reason": reason, **record, "ended_at": _now()})
+        raise
+    _write_status(folder, {"state": "ok", **record, "ended_at": _now()})
+
+
+def read_job_status(folder: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((folder / STATUS_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _ended_by(error: BaseException) -> tuple[str, str]:
+    """(state, reason) of a job that ended with `error`."""
+    if isinstance(error, SystemExit):
+        if error.code == REQUEUE_EXIT_CODE and os.environ.get("SUBMITIT_FOLDER"):
+            return "preempted", "signalled (time limit or preemption) and requeued: it resumes in this folder"
+        return "failed", f"exited with code {error.code}"
+    if isinstance(error, KeyboardInterrupt):
+        return "failed", "interrupted (SIGINT)"
+    if type(error).__name__ == "UncompletedJobError":  # submitit refused to requeue (e.g. timed out too often)
+        return "failed", f"signalled and not requeued: {error}"
+    return "failed", f"{type(error).__name__}: {error}"
+
+
+def _scheduler_job_id() -> str | None:
+    if os.environ.get("SLURM_ARRAY_JOB_ID"):
+        return f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}"
+    return os.environ.get("SLURM_JOB_ID") or (str(os.getppid()) if os.environ.get("SUBMITIT_FOLDER") else None)
+
+
+def _write_status(folder: Path, record: Mapping[str, Any]) -> None:
+    write_json_atomically(folder / STATUS_FILE, record)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

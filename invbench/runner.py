@@ -20,12 +20,20 @@ from typing import Any
 import pandas as pd
 import torch
 from omegaconf import DictConfig, OmegaConf
+from submitit.core.utils import UncompletedJobError
 
 from editors import Editor
 from invbench.errors import InvbenchError
 from invbench.images import fit_square, save_png
 from invbench.job_config import check_job_config
-from invbench.job_folder import exclusive_use, refuse_mixing, refuse_other_data, remove_stale_partials
+from invbench.job_folder import (
+    exclusive_use,
+    job_logs,
+    job_status,
+    refuse_mixing,
+    refuse_other_data,
+    remove_stale_partials,
+)
 from invbench.models import DiffusionModel, load_model
 from invbench.registry import hyperparameters
 from invbench.results import RESULTS_FILE, SELECTION_FILE, ResultsFile, config_hash, write_json_atomically
@@ -41,15 +49,22 @@ log = logging.getLogger(__name__)
 # The parts of the configuration that determine a sample's result; their hash names the configuration.
 RESULT_DEFINING_KEYS = ("model", "scheduler", "inversion", "editor", "edit_classes", "seed")
 EDITED_FOLDER, RECONSTRUCTION_FOLDER = "edited", "reconstruction"
+# Exceptions that mean "stop the job", raised wherever the job happens to be (e.g. from a signal handler)
+JOB_STOPPING = (UncompletedJobError,)
 
 
 def run_job(
-    cfg: DictConfig, output_dir: Path, launcher_cpus: int | None = None, job_num: int | None = None
+    cfg: DictConfig,
+    output_dir: Path,
+    launcher_cpus: int | None = None,
+    job_num: int | None = None,
+    logs: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """Run the job described by a composed `conf/config.yaml`; returns this job's result rows. `job_num` is the job's
-    number in its sweep (None for a single run): recorded so that a sweep's job list can find the job's folder."""
+    number in its sweep (None for a single run): recorded so that a sweep's job list can find the job's folder.
+    `logs` (name -> path) are recorded in job_status.json, which says how the job ended."""
     output_dir = Path(output_dir)
-    with exclusive_use(output_dir, "launch.py job"):
+    with exclusive_use(output_dir, "launch.py job"), job_status(output_dir, logs or job_logs()):
         return _run_job(cfg, output_dir, launcher_cpus, job_num)
 
 
@@ -194,6 +209,8 @@ def _process(
         started = time.perf_counter()
         row.update(metrics.score(entry, edited, reconstruction, lossless=True))
         row.update(metrics_seconds=time.perf_counter() - started, status="ok", error=None)
+    except JOB_STOPPING:
+        raise  # submitit stops the job from its signal handler: never a sample's failure
     except Exception as error:  # one bad sample never stops the job
         expected = isinstance(error, (InvbenchError, FileNotFoundError))
         log.error("sample %s failed: %s: %s", entry.id, type(error).__name__, error, exc_info=not expected)

@@ -2,11 +2,13 @@
 
 import json
 import math
+import socket
 
 import pandas as pd
 import pytest
 
 from reports import coverage, describe_coverage, load_results, mean_table, to_markdown
+from reports.coverage import parse_sacct
 
 
 def row(sample_id, status="ok", seconds=1.0, guidance=7.5, digest="h1", **extra):
@@ -77,41 +79,77 @@ def test_metric_means_use_paper_scales_skip_nan_and_never_mix_setups():
     assert table.loc["pie_bench/reference dino=facebook/dino-vitb8", "mse_unedit_part_x1e4"] == pytest.approx(40.0)
 
 
-def test_coverage_tells_done_incomplete_ended_and_unlisted_jobs_apart(tmp_path):
+def status(folder, state, **fields):
+    (folder / "job_status.json").write_text(json.dumps({"state": state, "logs": {"stdout": "out.txt"}, **fields}))
+
+
+def test_coverage_tells_job_and_sample_states_apart(tmp_path):
     sweep = tmp_path / "sweep"
     write(sweep / "0", [row("a"), row("b", "failed")])
     write(sweep / "1", [row("a")])
-    for n, ids in enumerate([["a", "b"], ["a", "b", "c"], ["a"]]):
+    for n, ids in enumerate([["a", "b"], ["a", "b", "c"], ["a"], ["a"]]):
         (sweep / str(n)).mkdir(exist_ok=True)
         (sweep / str(n) / "selection.json").write_text(json.dumps({"job_num": n, "sample_ids": ids}))
-    (sweep / "3.ended").write_text("")  # submitit's result file of job 3, which never wrote anything
+    status(sweep / "0", "ok")
+    status(sweep / "1", "running", pid=1, host="elsewhere")  # on another node: Slurm says what became of it
+    status(sweep / "2", "failed", reason="ModelNotAvailableError: model 'sd14' is not available")
+    status(sweep / "3", "preempted", reason="requeued")
     jobs = [
-        {
-            "num": n,
-            "job_id": f"7_{n}",
-            "overrides": [f"x={n}"],
-            "log": f"7_{n}.err",
-            "ended_marker": f"{sweep}/{n}.ended",
-        }
-        for n in range(4)
+        {"num": n, "job_id": f"7_{n}", "overrides": [f"x={n}"], "stdout": f"7_{n}.out", "stderr": f"7_{n}.err"}
+        for n in range(6)
     ]
-    (sweep / "jobs.json").write_text(json.dumps({"resubmit_command": "python launch.py -m x=0,1,2,3", "jobs": jobs}))
+    listing = {"executor": "slurm", "resubmit_command": "python /abs/launch.py -m x=0,1,2,3,4,5", "jobs": jobs}
+    (sweep / "jobs.json").write_text(json.dumps(listing))
     write(tmp_path / "old_run", [row("a")])  # a job folder from before selection.json, outside any sweep
+    slurm = parse_sacct(
+        "7_0|COMPLETED|0:0\n7_1|CANCELLED by 0|0:15\n7_3|REQUEUED|0:0\n7_4|FAILED|2:0\n7_8|CANCELLED by 0|0:0\n"
+        "7_[5-9%2]|PENDING|0:0\n"  # sacct lists the pending tasks as a range, still including the cancelled 7_8
+    )
+    assert slurm["7_6"] == ("PENDING", "0:0") and slurm["7_1"] == ("CANCELLED", "0:15")
+    assert slurm["7_8"] == ("CANCELLED", "0:0")
 
-    table = coverage([sweep, tmp_path / "old_run"]).set_index("job_id", drop=False)
-    assert table.loc["7_0", ["state", "expected", "ok", "failed", "missing"]].tolist() == ["done", 2, 1, 1, 0]
-    assert table.loc["7_1", ["state", "missing", "missing_ids"]].tolist() == ["incomplete", 2, "b c"]
-    assert table.loc["7_2", ["state", "ok", "missing"]].tolist() == ["incomplete", 0, 1]
-    assert table.loc["7_3", "state"] == "ended not started" and pd.isna(table.loc["7_3", "folder"])
+    table = coverage([sweep, tmp_path / "old_run"], scheduler=lambda ids: slurm).set_index("job_id", drop=False)
+    assert table.loc["7_0", ["state", "job_state", "expected", "ok", "failed", "missing"]].tolist() == [
+        "done",
+        "ended-ok",
+        2,
+        1,
+        1,
+        0,
+    ]
+    assert table.loc["7_1", ["state", "job_state", "missing_ids"]].tolist() == ["incomplete", "ended-failed", "b c"]
+    assert table.loc["7_1", "reason"].startswith("Slurm: CANCELLED (exit code 0:15); the job was running")
+    assert table.loc["7_2", ["job_state", "reason"]].tolist() == [
+        "ended-failed",
+        "ModelNotAvailableError: model 'sd14' is not available",
+    ]
+    assert table.loc["7_3", "job_state"] == "preempted"
+    assert table.loc["7_4", ["state", "job_state"]].tolist() == [
+        "not started",
+        "ended-failed",
+    ]  # failed before invbench
+    assert pd.isna(table.loc["7_4", "folder"]) and table.loc["7_4", "stderr"] == "7_4.err"
+    assert table.loc["7_5", "job_state"] == "queued"
     assert table.set_index("folder").loc[str(tmp_path / "old_run"), "state"] == "unknown"
 
     text = describe_coverage(table, [sweep])
     assert text.splitlines()[0] == (
-        "coverage: 1 of 5 jobs done; samples: 3 ok, 1 failed, 3 missing, plus the samples of 1 job(s) with no output"
+        "coverage: 1 of 7 jobs done (1 queued, 1 preempted, 3 ended-failed, 1 unknown); samples: 3 ok, 1 failed, "
+        "4 missing, plus the samples of 2 job(s) with no output"
     )
-    assert f"{sweep / '1'} [job 7_1]: 2 of 3 samples missing (x=1)" in text
-    assert (
-        "(no folder yet) [job 7_3]: no output: the job ended before its first sample (x=3)\n    its log: 7_3.err"
-        in text
-    )
-    assert text.endswith("python launch.py -m x=0,1,2,3")
+    assert f"{sweep / '2'} [job 7_2]: 1 of 1 samples missing; ended-failed: ModelNotAvailableError" in text
+    assert "    stdout: out.txt" in text
+    assert "(no folder yet) [job 7_4]: no output; ended-failed: Slurm: FAILED (exit code 2:0)" in text
+    assert "    stderr: 7_4.err" in text
+    assert text.endswith("python /abs/launch.py -m x=0,1,2,3,4,5")
+
+
+def test_a_killed_local_job_is_ended_not_running(tmp_path):
+    import subprocess
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    write(tmp_path / "run", [row("a")])
+    status(tmp_path / "run", "running", pid=gone.pid, host=socket.gethostname())
+    (row_,) = coverage([tmp_path / "run"]).to_dict("records")
+    assert row_["job_state"] == "ended-failed" and "is gone without writing how it ended" in row_["reason"]

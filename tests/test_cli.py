@@ -148,3 +148,17 @@ def test_a_job_never_touches_the_network_whatever_the_environment(tmp_path):
     )  # fmt: skip
     assert code == 0 and "2 samples ok, 0 failed" in output, output
     assert not log.exists(), log.read_text()
+
+
+def test_a_sweep_with_a_failing_job_reports_it_after_the_table_of_the_others(tmp_path):
+    sweep, code, output = launch_sweep(
+        tmp_path, "model=tiny,sd14", "++model.path=/nonexistent", "dataset.categories=[1]", *QUICK
+    )
+    assert code == 1, output
+    assert "invbench sweep: 1 rows from 1 jobs" in output and "| ddim | direct | tiny |" in output
+    assert "invbench sweep: 1 job(s) failed:" in output
+    assert (
+        "model=sd14 ++model.path=/nonexistent" in output
+        and "ModelNotAvailableError: model.path=/nonexistent" in output
+    )
+    assert "Traceback" not in output

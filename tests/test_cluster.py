@@ -205,13 +205,13 @@ def test_non_blocking_local_sweep_merges_shards_reports_and_refills_the_missing(
     code, output = run("aggregate.py", str(sweep), "--out", str(tables), cwd=tmp_path)
     assert code == 0 and "coverage: 3 of 4 jobs done" in output, output
     assert f"(no folder yet) [job {json.loads((sweep / 'jobs.json').read_text())['jobs'][3]['job_id']}]" in output
-    assert "no output: the job ended before its first sample" in output and "its log: " in output
+    assert "no output; ended-failed: ended, but its folder is not there" in output and "stderr: " in output
     resubmit = json.loads((sweep / "jobs.json").read_text())["resubmit_command"]
     assert resubmit in output
 
     # The printed command refills it; the finished jobs skip their samples.
     python, script, *argv = shlex.split(resubmit)
-    assert (python, script) == ("python", "launch.py")
+    assert (python, script) == ("python", str(REPO / "launch.py"))
     launcher = start("launch.py", *argv, cwd=tmp_path, log=tmp_path / "resubmit.out")
     assert launcher.wait(timeout=120) == 0, (tmp_path / "resubmit.out").read_text()
     wait_for(lambda: row_count(lost) == 1, 300, "the refilled job")
@@ -261,3 +261,26 @@ def test_preempted_submitit_job_is_requeued_and_resumes(tmp_path, uninterrupted)
     skipped = re.search(r"selected; (\d+) already done", log.split("Requeued job")[1])
     assert skipped and int(skipped[1]) >= 1  # the requeued run went on from the finished samples
     assert comparable(folder) == uninterrupted
+
+
+def test_a_blocking_submitit_sweep_reports_a_failed_job_and_coverage_names_its_reason(tmp_path):
+    sweep = tmp_path / "sweep"
+    args = ["-m", "launcher=submitit_local", "model=tiny,sd14", "++model.path=/nonexistent", "dataset.categories=[1]"]
+    code, output = run("launch.py", *args, *QUICK, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert code == 1, output
+    assert "| ddim | direct | tiny |" in output  # the table of the job that succeeded
+    assert "invbench sweep: 1 job(s) failed:" in output and "ModelNotAvailableError" in output
+    assert "Traceback" not in output
+
+    tables = tmp_path / "tables"
+    code, output = run("aggregate.py", str(sweep), "--out", str(tables), "--no-figures", cwd=tmp_path)
+    assert code == 0, output
+    assert "coverage: 1 of 2 jobs done (1 ended-failed)" in output
+    assert "ended-failed: ModelNotAvailableError: model.path=/nonexistent is not a folder" in output
+    assert "stdout: " in output and "stderr: " in output
+    failed = (tables / "failed.csv").read_text()
+    assert "job ended: ModelNotAvailableError" in failed and "model=sd14" in failed
+    listing = json.loads((sweep / "jobs.json").read_text())
+    assert listing["jobs"][1]["stdout"].endswith("_log.out") and listing["jobs"][1]["stderr"].endswith("_log.err")
+    python, script, *_ = shlex.split(listing["resubmit_command"])
+    assert Path(script).is_absolute() and f"hydra.sweep.dir={sweep.resolve()}" in listing["resubmit_command"]

@@ -13,7 +13,7 @@ import pytest
 from conftest import FAST, REPO, image_equal, read_pixels, run
 from PIL import Image
 
-from invbench.errors import ConfigError
+from invbench.errors import ConfigError, ModelNotAvailableError
 from invbench.job_folder import FolderInUseError
 from invbench.results import read_rows
 from invbench.runner import run_job
@@ -292,3 +292,31 @@ def test_a_folder_scored_with_other_backbones_is_refused_once_they_are_known(com
     with pytest.raises(ConfigError, match="another metrics_setup .*dino=facebook/dino-vitb8"):
         run_job(compose(*FAST, "dataset.categories=[1]"), tmp_path)
     assert len(read_rows(path)) == 1
+
+
+def test_every_job_writes_how_it_ended(compose, tmp_path):
+    run_job(compose(*FAST, "dataset.categories=[6]"), tmp_path / "ok")
+    ended = json.loads((tmp_path / "ok" / "job_status.json").read_text())
+    assert ended["state"] == "ok" and ended["pid"] == os.getpid() and ended["ended_at"]
+    with pytest.raises(ModelNotAvailableError):
+        run_job(compose(*FAST, "model=sd14", "model.repo_id=invbench-tests/none"), tmp_path / "no_model")
+    ended = json.loads((tmp_path / "no_model" / "job_status.json").read_text())
+    assert ended["state"] == "failed" and ended["reason"].startswith("ModelNotAvailableError: model 'sd14'")
+
+
+def test_a_job_stopping_signal_is_never_a_sample_failure(compose, tmp_path, monkeypatch):
+    """submitit raises UncompletedJobError from its USR2 handler, wherever the job is, when it will not requeue:
+    the job must stop there, not record the sample in flight as failed and compute on past its time."""
+    from submitit.core.utils import UncompletedJobError
+
+    from editors.direct import DirectEditor
+
+    def refused_requeue(*args, **kwargs):
+        raise UncompletedJobError("Job not requeued because: timed-out too many times.")
+
+    monkeypatch.setattr(DirectEditor, "edit", refused_requeue)
+    with pytest.raises(UncompletedJobError):
+        run_job(compose(*FAST, "dataset.categories=[1,6]"), tmp_path)
+    assert read_rows(tmp_path / "results.jsonl") == []  # no sample marked failed, none after it started
+    ended = json.loads((tmp_path / "job_status.json").read_text())
+    assert ended["state"] == "failed" and "not requeued: Job not requeued because: timed-out" in ended["reason"]

@@ -64,8 +64,9 @@ class _JobListMixin:
                 "num": number,
                 "job_id": job.job_id,
                 "overrides": filter_overrides(overrides),
-                "log": str(job.paths.stderr),
-                "ended_marker": str(job.paths.result_pickle),  # submitit writes it when the job ends, however
+                "stdout": str(job.paths.stdout),  # our log lines
+                "stderr": str(job.paths.stderr),  # tracebacks
+                "ended_marker": str(job.paths.result_pickle),  # submitit writes it when the job function returns
             }
             for number, overrides, job in zip(numbers, job_overrides, jobs)
         ]
@@ -74,7 +75,7 @@ class _JobListMixin:
         for job in listed:
             log.info("#%d %s: %s", job["num"], job["job_id"], " ".join(job["overrides"]))
         if self.wait:
-            return [job.results()[0] for job in jobs]
+            return [_result(job, overrides) for job, overrides in zip(jobs, job_overrides)]
         print(
             f"invbench: {len(jobs)} {self._EXECUTOR} jobs submitted; not waiting for them.\n"
             f"  results           {sweep_dir}/<job number>_<inversion>+<editor>[_<categories or shard>]/\n"
@@ -103,13 +104,39 @@ class _JobListMixin:
         }
 
     def _resubmit_command(self, sweep_dir: Path) -> str:
-        """The same sweep into the same folders: finished samples are skipped, so only what is missing runs."""
+        """The same sweep into the same folders: finished samples are skipped, so only what is missing runs. Paths
+        are absolute, so the command works from any directory."""
         overrides = [
             *self.config.hydra.overrides.task,
             *(o for o in self.config.hydra.overrides.hydra if not o.startswith(("hydra.sweep.dir=", "hydra.mode="))),
-            f"hydra.sweep.dir={sweep_dir}",
+            f"hydra.sweep.dir={sweep_dir.resolve()}",
         ]
-        return shlex.join(["python", Path(sys.argv[0]).name, "-m", *overrides])
+        config_dirs = [  # --config-dir folders given on the command line (a site's conf/local lives there)
+            f"--config-dir={Path(source.path).resolve()}"
+            for source in self.config.hydra.runtime.config_sources
+            if source.provider == "command-line" and source.schema == "file"
+        ]
+        return shlex.join(["python", str(Path(sys.argv[0]).resolve()), "-m", *overrides, *config_dirs])
+
+
+class JobFailed(Exception):
+    """A job of a blocking sweep that ended without a result: the reason and where its logs are."""
+
+    def __init__(self, reason: str, logs: dict[str, str]):
+        super().__init__(f"{reason} (logs: {', '.join(logs.values())})")
+        self.reason, self.logs = reason, logs
+
+
+def _result(job: Any, overrides: Sequence[str]) -> JobReturn:
+    """The job's Hydra result; a job that ended without one (it exited, was cancelled or killed) becomes a failed
+    result with the last line of its error, instead of a traceback that stops the sweep's report."""
+    try:
+        return job.results()[0]
+    except Exception as error:  # submitit's FailedJobError / UncompletedJobError
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        reason = lines[-1] if lines else type(error).__name__
+        failure = JobFailed(reason, {"stdout": str(job.paths.stdout), "stderr": str(job.paths.stderr)})
+        return JobReturn(overrides=list(overrides), status=JobStatus.FAILED, _return_value=failure)
 
 
 class InvbenchSlurmLauncher(_JobListMixin, SlurmLauncher):

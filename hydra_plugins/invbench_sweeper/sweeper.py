@@ -1,18 +1,27 @@
-"""Hydra's basic sweeper, plus invbench's configuration checks on every job before any job is launched.
+"""Hydra's basic sweeper, plus invbench's configuration checks on every job before any job is launched, and a
+report of failed jobs instead of a traceback.
 
 Hydra composes each job of a sweep once before launching (to catch composition errors early); this sweeper also
-builds each job's inversion and editor from the composed configuration and checks that they can run together
-(invbench/compatibility.py). One refused job refuses the sweep, with every distinct reason and the jobs it concerns,
-so a grid never half-runs on a cluster before the broken corner shows up.
+checks each composed job (invbench/job_config.py: settings, hyperparameters, and whether its inversion and editor
+can run together). One refused job refuses the sweep, with every distinct reason and the jobs it concerns, so a grid
+never half-runs on a cluster before the broken corner shows up.
+
+A job that fails while running does not stop the sweep: Hydra's basic sweeper raises the first failure as soon as
+its batch returns, which hides the others and skips the sweep's table. Here failures are collected in
+`FAILED_JOBS`; the sweep summary (invbench/hydra_callbacks.py) prints the table of the jobs that succeeded, then
+each failure with its reason and logs, and exits with code 1.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 
 from invbench.cli import exit_on_user_error
@@ -20,8 +29,32 @@ from invbench.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+FAILED_JOBS: list[dict[str, Any]] = []  # {"overrides", "reason", "logs"} of this process's sweep
+
 
 class InvbenchSweeper(BasicSweeper):
+    def sweep(self, arguments: list[str]) -> Any:
+        launch = self.launcher.launch
+
+        def launch_and_collect(job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+            results = launch(job_overrides, initial_job_idx)
+            for result in results:
+                if result.status == JobStatus.FAILED:
+                    FAILED_JOBS.append(_failure(result))
+            # the basic sweeper re-raises a failed result's error; the failure is recorded above instead
+            return [
+                dataclasses.replace(result, status=JobStatus.COMPLETED, _return_value=None)
+                if result.status == JobStatus.FAILED
+                else result
+                for result in results
+            ]
+
+        self.launcher.launch = launch_and_collect
+        try:
+            return super().sweep(arguments)
+        finally:
+            self.launcher.launch = launch
+
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
         from invbench.job_config import JOB_KEYS, check_job_config  # torch and every method: only when sweeping
 
@@ -44,3 +77,12 @@ class InvbenchSweeper(BasicSweeper):
 def _plain(value):
     """A composed config value as plain Python, interpolations resolved (without touching the hydra node)."""
     return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def _failure(result: JobReturn) -> dict[str, Any]:
+    error = result._return_value
+    return {
+        "overrides": " ".join(result.overrides or []),
+        "reason": getattr(error, "reason", None) or f"{type(error).__name__}: {error}",
+        "logs": getattr(error, "logs", None) or {},
+    }
