@@ -13,9 +13,13 @@ the target branch (target prompt; the edit), both under classifier-free guidance
   `self_replace_max_resolution`² take the source branch's maps;
 - local blend: from step int(blend_start · steps) + 1 on, the target latent keeps the source latent outside the
   region where the blended words attend (cross maps at 1/4 of the latent side, summed over steps, max-pooled 3×3,
-  normalised, > blend_threshold; source word's region ∪ target word's region).
-A blended word that is not in its prompt disables the blend (and the re-weight) for that sample, with a warning and a
-note in the row: the reference silently copies the source into the target in that case.
+  normalised, > blend_threshold; source word's region ∪ target word's region). The target's maps are recorded after
+  the edit (replacement and re-weighting), as the reference's store holds a view that the edit overwrites.
+A blended word that is not in its prompt behaves as in the reference (its token weights are all zero, so its region
+is empty), with a warning and a note in the row: target word missing → the target blends with the source word's
+region and is not re-weighted; source word missing → the target word's region, re-weighted; both missing → from the
+first blend step the target is the source (no edit). Words are found as the reference finds them
+(editors/prompt_tokens.py).
 With identical prompts the target branch equals the source branch.
 """
 
@@ -96,10 +100,10 @@ class PromptToPromptControl(AttentionController):
     def attention(self, site: AttentionSite, probs: torch.Tensor) -> torch.Tensor:
         cond = probs[-1]  # (branches, heads, queries, keys); branch 0 is the source
         if site.is_cross:
-            if self.local_blend is not None and self.local_blend.uses(site):
-                self.local_blend.record(site, cond)
             if self.step < self.cross_replace_until:
                 cond[1:] = self.replace_cross(cond[0], cond[1:])
+            if self.local_blend is not None and self.local_blend.uses(site):
+                self.local_blend.record(site, cond)  # after the edit, as the reference's store sees it
         elif site.resolution <= self.self_replace_max_resolution:
             if self.step < self.self_replace_until:
                 cond[1:] = cond[:1]
@@ -165,25 +169,19 @@ class PromptToPrompt(Editor):
             source_word, target_word = sample.blended_words
             source_positions = token_positions(tokenizer, source, source_word)
             target_positions = token_positions(tokenizer, target, target_word)
-            missing = [
-                f"'{w}' not in '{p}'"
-                for w, p, found in ((source_word, source, source_positions), (target_word, target, target_positions))
-                if not found
-            ]
-            if missing:
-                note = f"blended word {' and '.join(missing)}: edited without local blend and re-weighting"
-                log.warning("sample %s: %s (the reference would copy the source instead)", sample.id, note)
+            note = _missing_word_note(source_word, source_positions, target_word, target_positions, self.local_blend)
+            if note:
+                log.warning("sample %s: %s", sample.id, note)
                 info["blend_note"] = note
-            else:
-                if self.local_blend:
-                    weights = torch.zeros(2, MAX_TOKENS)
-                    weights[0, source_positions], weights[1, target_positions] = 1, 1
-                    side = inversion.noise_latent.shape[-1] // self.blend_map_divisor
-                    blend = LocalBlend(weights, int(self.blend_start * num_steps), self.blend_threshold, side)
-                if self.reweight is not None:
-                    token_scale = torch.ones(MAX_TOKENS)
-                    token_scale[target_positions] = self.reweight
-                    info["reweighted_tokens"] = target_positions
+            if self.local_blend:
+                weights = torch.zeros(2, MAX_TOKENS)
+                weights[0, source_positions], weights[1, target_positions] = 1, 1
+                side = inversion.noise_latent.shape[-1] // self.blend_map_divisor
+                blend = LocalBlend(weights, int(self.blend_start * num_steps), self.blend_threshold, side)
+            if self.reweight is not None and target_positions:
+                token_scale = torch.ones(MAX_TOKENS)
+                token_scale[target_positions] = self.reweight
+                info["reweighted_tokens"] = target_positions
         info["local_blend"] = blend is not None
         control = PromptToPromptControl(
             refine=refinement_mapper(tokenizer, source, target) if mode == "refine" else None,
@@ -195,3 +193,24 @@ class PromptToPrompt(Editor):
             uncond_self_replace_until=self.uncond_self_replace_until(num_steps),
         )
         return control, info
+
+
+def _missing_word_note(
+    source_word: str, source_positions: list[int], target_word: str, target_positions: list[int], blend: bool
+) -> str | None:
+    """What a blended word missing from its prompt does (as in the reference), for the log and the row."""
+    if source_positions and target_positions:
+        return None
+    missing = [
+        f"'{w}'" for w, found in ((source_word, source_positions), (target_word, target_positions)) if not found
+    ]
+    what = (
+        f"blended word {' and '.join(missing)} not found in {'its prompt' if len(missing) == 1 else 'their prompts'}"
+    )
+    if not blend:
+        return what + ("" if target_positions else "; no re-weighting")
+    if not source_positions and not target_positions:
+        return what + ": from the first blend step the target is the source (no edit), as in the reference"
+    if not target_positions:
+        return what + ": the target blends with the source word's region only, not re-weighted, as in the reference"
+    return what + ": the target blends with the target word's region only, as in the reference"

@@ -20,10 +20,27 @@ def word_tokens(tokenizer, prompt: str) -> list[list[int]]:
 
 
 def token_positions(tokenizer, prompt: str, word: str) -> list[int]:
-    """Positions of every occurrence of `word` (exact match on space-separated words, as the reference)."""
-    return [
-        p for w, positions in zip(prompt.split(" "), word_tokens(tokenizer, prompt)) if w == word for p in positions
-    ]
+    """Token positions of every occurrence of `word` in `prompt` (0 is the start token), found as Prompt-to-Prompt's
+    reference finds them (`get_word_inds` in PnPInversion's utils/utils.py), quirks included: the words are
+    `prompt.split(" ")` (a double space makes an empty word), matched exactly; the tokens are walked in order,
+    adding up the length of each one's decoded text, and a word is taken to end once the running length reaches its
+    own. Where that count runs out of step with the words (a double space, text the tokenizer normalises), the
+    reference finds fewer or no tokens, and so does this. [] when the word is not found."""
+    words = prompt.split(" ")
+    wanted = {i for i, w in enumerate(words) if w == word}
+    if not wanted:
+        return []
+    pieces = [tokenizer.decode([token]).strip("#") for token in tokenizer.encode(prompt)][1:-1]
+    positions, length, current = [], 0, 0
+    for index, piece in enumerate(pieces):
+        if current >= len(words):  # more tokens than the words account for: the reference would fail here
+            break
+        length += len(piece)
+        if current in wanted:
+            positions.append(index + 1)
+        if length >= len(words[current]):
+            current, length = current + 1, 0
+    return positions
 
 
 def swap_compatible(tokenizer, source: str, target: str) -> bool:

@@ -163,13 +163,50 @@ def test_local_blend_runs_from_its_start_step(tiny_model, inverted, sample):
     assert applied == list(range(int(0.2 * STEPS), STEPS))  # from step int(0.2·steps) + 1 on (1-based)
 
 
-def test_missing_blended_word_edits_without_blend_and_says_so(tiny_model, inverted, sample, caplog):
-    odd = with_prompts(sample, "a cat sitting on a mat", "a dog sitting on a mat", blended=("cat", "tiger"))
+def test_the_blend_records_the_target_maps_after_the_edit(tiny_model, inverted, sample):
+    """The reference's store keeps a view of the maps that the edit then overwrites, so its blend sums the edited
+    target maps. With replace over the whole window the target's edited maps are the source's: so are its sums."""
+    swapped = with_prompts(sample, "a cat sitting on a mat", "a dog sitting on a mat", blended=("cat", "dog"))
+    edit = editor("p2p", controller="replace", cross_replace_steps=1.0, reweight=None)
+    control, _ = edit.build_control(tiny_model, inverted, swapped)
+    denoise_branches(
+        tiny_model, inverted, tiny_model.encode_prompts([swapped.source_prompt, swapped.target_prompt]), 7.5, control
+    )
+    for summed in control.local_blend.summed_maps.values():
+        assert torch.equal(summed[1], summed[0])  # copies, summed in the same order: equal bit for bit
+
+
+@pytest.mark.parametrize(
+    ("blended", "blends", "reweighted", "says"),
+    [
+        (("cat", "tiger"), True, False, "the target blends with the source word's region only, not re-weighted"),
+        (("lion", "dog"), True, True, "the target blends with the target word's region only"),
+        (("lion", "tiger"), True, False, "the target is the source (no edit)"),
+    ],
+)
+def test_missing_blended_words_behave_as_in_the_reference(
+    tiny_model, inverted, sample, caplog, blended, blends, reweighted, says
+):
+    odd = with_prompts(sample, "a cat sitting on a mat", "a dog sitting on a mat", blended=blended)
     result = editor("p2p").edit(tiny_model, inverted, odd)
-    assert result.info["local_blend"] is False and "'tiger' not in" in result.info["blend_note"]
-    assert "reweighted_tokens" not in result.info
-    assert "the reference would copy the source" in caplog.text
-    assert relative_error(result.edited, result.reconstruction) > 1e-3
+    assert result.info["local_blend"] is blends and says in result.info["blend_note"] and says in caplog.text
+    assert ("reweighted_tokens" in result.info) is reweighted
+    if blended == ("lion", "tiger"):  # both regions empty: every blend step puts the source into the target
+        assert torch.equal(result.edited, result.reconstruction)  # x_src + 0 · (x_tgt − x_src) is x_src exactly
+    else:
+        assert relative_error(result.edited, result.reconstruction) > 1e-3
+
+
+def test_an_empty_word_weight_gives_an_empty_region_and_the_union_keeps_the_other():
+    weights = torch.zeros(2, 77)
+    weights[0, 2] = 1  # the target word is missing: its row stays zero
+    blend = LocalBlend(weights, start_step=0, threshold=0.3, map_resolution=4)
+    site = AttentionSite("up_blocks.1.attentions.0.transformer_blocks.0.attn2", "up", True, 4)
+    maps = torch.full((2, 1, 16, 77), 1 / 77)
+    maps[0, 0, 0, 2] = 0.5
+    blend.record(site, maps)
+    blend(0, torch.zeros(2, 4, 8, 8))
+    assert torch.equal(blend.mask[1], blend.mask[0]) and blend.mask[0].any() and not blend.mask[0].all()
 
 
 def test_p2plus_replaces_unconditional_self_attention_in_its_window(tiny_model, inverted, sample):
@@ -192,6 +229,9 @@ def test_token_positions_and_refinement_alignment(tiny_model):
     tokenizer = tiny_model.tokenizer
     assert token_positions(tokenizer, "a photo of a cat", "cat") == [5]
     assert token_positions(tokenizer, "a cat and a cat", "cat") == [2, 5]
+    assert token_positions(tokenizer, "a cat, sitting", "cat,") == [2, 3]  # the word's two tokens
+    assert token_positions(tokenizer, "a  cat", "cat") == []  # a double space: the reference's count misses it
+    assert token_positions(tokenizer, "a cat", "dog") == []
     mapper, alphas = refinement_mapper(tokenizer, "a cat", "a black cat")
     # target tokens: <start> a black cat <end>: "black" is new, the rest read their source token
     assert mapper[:5].tolist()[:2] == [0, 1] and mapper[3:5].tolist() == [2, 3]
