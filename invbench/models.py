@@ -68,11 +68,17 @@ class DiffusionModel:
         return posterior.mean * self.vae.config.scaling_factor
 
     @torch.no_grad()
-    def decode_latents(self, latents: torch.Tensor) -> list[np.ndarray]:
-        """Latents (B, 4, h, w) -> B uint8 H×W×3 images."""
+    def decode_latents(self, latents: torch.Tensor, quantisation: str = "round") -> list[np.ndarray]:
+        """Latents (B, 4, h, w) -> B uint8 H×W×3 images. `quantisation`: "round" to the nearest level, or
+        "truncate" toward zero as the PIE-Bench reference does (`(image * 255).astype(np.uint8)` in its
+        latent2image), which leaves about half the pixels one level lower."""
         pixels = self.vae.decode(latents.to(self.dtype) / self.vae.config.scaling_factor).sample
-        pixels = ((pixels.float() / 2 + 0.5).clamp(0, 1) * 255).round().to(torch.uint8)
-        return list(pixels.permute(0, 2, 3, 1).cpu().numpy())
+        pixels = (pixels.float() / 2 + 0.5).clamp(0, 1) * 255
+        if quantisation == "round":
+            pixels = pixels.round()
+        elif quantisation != "truncate":
+            raise ValueError(f"quantisation={quantisation!r}: use 'round' or 'truncate'")
+        return list(pixels.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy())  # to uint8 truncates toward zero
 
     def predict_noise(self, latents: torch.Tensor, t: int, embeddings: torch.Tensor) -> torch.Tensor:
         """eps(z_t, t, c). Not wrapped in no_grad: optimisation-based inversions differentiate through it."""

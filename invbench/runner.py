@@ -195,7 +195,9 @@ def _process(
         with meter.phase("edit"):
             edit = editor.edit(model, inverted, entry)
             _require_finite(f"editor={editor.name}", torch.cat([edit.edited, edit.reconstruction]))
-            edited, reconstruction = model.decode_latents(torch.cat([edit.edited, edit.reconstruction]))
+            edited, reconstruction = model.decode_latents(
+                torch.cat([edit.edited, edit.reconstruction]), metrics.image_quantisation
+            )
         image_file = entry.output_name  # validated by the reader: inside the job folder, one per sample
         save_png(edited, output_dir / EDITED_FOLDER / image_file)
         save_png(reconstruction, output_dir / RECONSTRUCTION_FOLDER / image_file)

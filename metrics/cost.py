@@ -2,7 +2,9 @@
 
 UNet evaluations count latents pushed through the UNet (a batched call of B latents counts B; classifier-free
 guidance on one branch counts 2), which does not depend on how a method batches its calls; forward calls are counted
-too. Peak memory is the CUDA allocator's peak on GPU, and on CPU the process's peak resident set size, reset per
+too. Backward evaluations count the latents of UNet forwards whose output a gradient was taken through (an
+optimisation-based inversion's loss.backward(): each costs about two forwards), so that optimisation is not
+understated. Peak memory is the CUDA allocator's peak on GPU, and on CPU the process's peak resident set size, reset per
 sample through /proc/self/clear_refs (Linux); where that reset is unavailable the value is the process-lifetime peak
 and `memory_kind` says so.
 """
@@ -26,16 +28,35 @@ class CostMeter:
         self.values: dict[str, float] = {}
         self._evaluations = 0
         self._calls = 0
+        self._backward_evaluations = 0
         self._rss_reset = False
-        self._hook = unet.register_forward_pre_hook(self._count, with_kwargs=True)
+        self._hooks = [
+            unet.register_forward_pre_hook(self._count, with_kwargs=True),
+            unet.register_forward_hook(self._count_backward_later),
+        ]
 
     def _count(self, module, args, kwargs) -> None:
         sample = args[0] if args else kwargs["sample"]
         self._evaluations += sample.shape[0]
         self._calls += 1
 
+    def _count_backward_later(self, module, args, output) -> None:
+        """Count this forward's latents as backward evaluations when a gradient flows back through its output."""
+        if isinstance(output, torch.Tensor):
+            prediction = output
+        else:
+            prediction = output.sample if hasattr(output, "sample") else output[0]
+        if prediction.requires_grad:
+            latents = prediction.shape[0]
+
+            def count(gradient: torch.Tensor) -> None:
+                self._backward_evaluations += latents
+
+            prediction.register_hook(count)
+
     def close(self) -> None:
-        self._hook.remove()
+        for hook in self._hooks:
+            hook.remove()
 
     def start_sample(self) -> None:
         """Forget the previous sample: zero the values and reset the memory peak."""
@@ -49,7 +70,7 @@ class CostMeter:
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
         """Time a phase (e.g. 'inversion', 'edit') and count its UNet work; values land in `self.values`."""
-        evaluations, calls = self._evaluations, self._calls
+        evaluations, calls, backward = self._evaluations, self._calls, self._backward_evaluations
         self._synchronize()
         start = time.perf_counter()
         try:
@@ -59,6 +80,7 @@ class CostMeter:
             self.values[f"{name}_seconds"] = time.perf_counter() - start
             self.values[f"{name}_unet_evals"] = self._evaluations - evaluations
             self.values[f"{name}_unet_calls"] = self._calls - calls
+            self.values[f"{name}_unet_backward_evals"] = self._backward_evaluations - backward
 
     def peak_memory(self) -> tuple[float, str]:
         """(megabytes, what was measured) since `start_sample`."""

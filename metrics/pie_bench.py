@@ -107,6 +107,10 @@ class PieBenchMetrics(MetricSuite):
     def setup(self) -> str:
         return self._loaded["setup"]
 
+    @property
+    def image_quantisation(self) -> str:
+        return "truncate" if self.reference_compat else "round"  # the reference's latent2image truncates
+
     def score(
         self, sample: Sample, edited: np.ndarray, reconstruction: np.ndarray | None, lossless: bool
     ) -> dict[str, Any]:

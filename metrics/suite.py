@@ -30,6 +30,12 @@ class MetricSuite(ABC):
         """Which protocol and backbones produced the values; recorded in every row so that tables never average
         values of different setups into one number."""
 
+    @property
+    def image_quantisation(self) -> str:
+        """How decoded images become uint8 before they are written and scored: "round", or "truncate" where the
+        suite reproduces the reference's pipeline."""
+        return "round"
+
     @abstractmethod
     def score(
         self, sample: Sample, edited: np.ndarray, reconstruction: np.ndarray | None, lossless: bool

@@ -45,9 +45,10 @@ PAPER_COLUMNS = (
     Column("clip_similarity_target_image_edit_part", "CLIP Edited", "Edited", 1, True, group="CLIP Similarity"),
     Column("total_seconds", "Time (s/image)", "s/image", 1, False, group="Cost"),
     Column("unet_evals", "UNet evals", "UNet evals", 1, False, digits=0, group="Cost"),
+    Column("unet_backward_evals", "UNet backward", "backward", 1, False, digits=0, group="Cost"),
     Column("peak_memory_mb", "Peak memory (MB)", "MB", 1, False, digits=0, group="Cost"),
 )
-COST_KEYS = {"total_seconds", "unet_evals", "peak_memory_mb"}
+COST_KEYS = {"total_seconds", "unet_evals", "unet_backward_evals", "peak_memory_mb"}
 METHOD = ["inversion", "editor"]
 
 
@@ -73,8 +74,9 @@ def prepare(results: pd.DataFrame) -> pd.DataFrame:
     by the hyperparameters that differ). Different methods naturally have different configurations; that alone
     is not a different setup."""
     rows = complete_rows(results)
-    if {"inversion_unet_evals", "edit_unet_evals"} <= set(rows.columns):
-        rows["unet_evals"] = rows["inversion_unet_evals"] + rows["edit_unet_evals"]
+    for total in ("unet_evals", "unet_backward_evals"):  # inversion + edit
+        if {f"inversion_{total}", f"edit_{total}"} <= set(rows.columns):
+            rows[total] = rows[f"inversion_{total}"] + rows[f"edit_{total}"]
     differs = differing_hyperparameters(rows)
     rows["variant"] = rows["config_hash"].map(lambda digest: differs.get(digest, ""))
     keys = rows[["model", "data", "metrics_setup", "variant"]].astype(str).agg(" | ".join, axis=1)

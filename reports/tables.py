@@ -33,6 +33,8 @@ COST_COLUMNS = [
     "edit_seconds",
     "inversion_unet_evals",
     "edit_unet_evals",
+    "inversion_unet_backward_evals",
+    "edit_unet_backward_evals",
     "peak_memory_mb",
 ]
 

@@ -29,6 +29,23 @@ def test_counts_latents_and_calls_per_phase():
     assert meter.values["b_unet_evals"] == 0 and meter.values["a_seconds"] >= 0
 
 
+def test_counts_backward_passes_through_the_unet_only_where_a_gradient_flows():
+    module = CountMe()
+    meter = CostMeter(module, torch.device("cpu"))
+    meter.start_sample()
+    embedding = torch.zeros(1, requires_grad=True)
+    with meter.phase("optimise"):
+        for _ in range(3):  # three optimisation iterations of a batch of 2: forward and backward each
+            loss = (module(torch.ones(2, 4, 2, 2) + embedding, 1) ** 2).sum()
+            loss.backward()
+        module(torch.ones(2, 4, 2, 2) + embedding, 1)  # a forward with a graph but no backward
+        with torch.no_grad():
+            module(torch.ones(5, 4, 2, 2), 1)  # a plain forward
+    meter.close()
+    assert meter.values["optimise_unet_evals"] == 3 * 2 + 2 + 5
+    assert meter.values["optimise_unet_backward_evals"] == 3 * 2
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-sample peak RSS needs /proc/self/clear_refs")
 def test_peak_memory_is_reset_per_sample():
     meter = CostMeter(CountMe(), torch.device("cpu"))

@@ -105,3 +105,20 @@ def test_warm_up_runs_the_job_shapes(tiny_model):
         tiny_model.warm_up()
     meter.close()
     assert meter.values["warm_up_unet_calls"] == 3 and meter.values["warm_up_unet_evals"] == 1 + 2 + 4
+
+
+def test_decoding_rounds_or_truncates_as_the_reference(tiny_model, source_latent):
+    """The reference's latent2image truncates ((image * 255).astype(np.uint8)); rounding is one level higher on
+    the pixels whose fraction is at least one half."""
+    import numpy as np
+
+    rounded = tiny_model.decode_latents(source_latent)[0].astype(int)
+    truncated = tiny_model.decode_latents(source_latent, "truncate")[0].astype(int)
+    with torch.no_grad():
+        pixels = tiny_model.vae.decode(source_latent / tiny_model.vae.config.scaling_factor).sample
+    values = ((pixels.float() / 2 + 0.5).clamp(0, 1) * 255)[0].permute(1, 2, 0).numpy()
+    assert np.array_equal(truncated, np.floor(values).astype(int))  # the same float ops, then toward zero
+    assert set(np.unique(rounded - truncated)) <= {0, 1}
+    assert 0.3 < (rounded != truncated).mean() < 0.7  # about half of the pixels (48% in the oracle run)
+    with pytest.raises(ValueError, match="quantisation='nearest'"):
+        tiny_model.decode_latents(source_latent, "nearest")

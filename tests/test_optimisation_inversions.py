@@ -185,3 +185,25 @@ def test_spdinv_lowers_the_reconstruction_error_and_the_fixed_point_residual(
     assert residual < 0.75 * ddim_residual  # measured: 0.0059 -> 0.0031
     assert 1 <= inversion.info["optimisation_steps"] <= 25 * STEPS
     assert all(torch.equal(u, source) for u in inversion.uncond_embeddings)  # the reference's NPI-style editing
+
+
+@pytest.mark.parametrize(("name", "backward_per_step"), [("nti", 1), ("pti", 1), ("spdinv", 1), ("todinv", 1)])
+def test_backward_passes_are_counted_once_per_optimisation_step(
+    tiny_model, sample, source_latent, name, backward_per_step
+):
+    """Each optimisation step differentiates one batch-1 UNet forward (NTI: the unconditional half it tunes), so
+    the backward evaluations equal the steps the method reports."""
+    from metrics import CostMeter
+
+    meter = CostMeter(tiny_model.unet, torch.device("cpu"))
+    meter.start_sample()
+    try:
+        with meter.phase("inversion"):
+            inversion = build(name, **({} if name == "pti" else {"inner_steps": 2})).invert(
+                tiny_model, source_latent, sample
+            )
+    finally:
+        meter.close()
+    steps = inversion.info["optimisation_steps"]
+    assert steps > 0 and meter.values["inversion_unet_backward_evals"] == backward_per_step * steps
+    assert meter.values["inversion_unet_evals"] >= steps  # every backward goes through a forward of its own

@@ -52,6 +52,8 @@ def sample_row(inversion, editor, sample_id, psnr, clip_edit, status="ok", model
         "total_seconds": 10.0 if inversion == "ddim" else 100.0,
         "inversion_unet_evals": 50,
         "edit_unet_evals": 100,
+        "inversion_unet_backward_evals": 0 if inversion == "ddim" else 20,
+        "edit_unet_backward_evals": 0,
         "peak_memory_mb": 4000.0,
     }
 
