@@ -9,14 +9,18 @@ the UNet runs them: SD v1.x has 16, so 10..15 are the decoder's two highest-reso
 its keys and values from the source branch's features: the target's queries attend to the source's content (mutual
 self-attention), in both halves of guidance; the source branch is unchanged. Cross-attention is untouched. With
 identical prompts the target equals the source. UNet evaluations as `direct`.
-Difference from the reference: it edits with "" as the source prompt (and inverts with "" for its DDIM variant);
-here the sample's source prompt is kept, so that every inversion's state, computed for that prompt, applies.
+Source prompt: the reference (run_editing_masactrl.py) inverts and reconstructs with "" (`source_prompt: empty`,
+the default): the inversion and the source branch both see "", so the source branch reconstructs and the target
+reads undrifted features. `source_prompt: sample` (conf/editor/masactrl_source_prompt.yaml, not the reference)
+keeps the sample's source prompt in both.
 """
 
 from __future__ import annotations
 
 import logging
+import dataclasses
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -51,6 +55,10 @@ class MasaCtrl(Editor):
     guidance_scale: Guidance
     start_step: Count
     start_layer: Count
+    source_prompt: Literal["empty", "sample"]
+
+    def prepare_sample(self, sample: Sample) -> Sample:
+        return dataclasses.replace(sample, source_prompt="") if self.source_prompt == "empty" else sample
 
     def edit(self, model: DiffusionModel, inversion: InversionResult, sample: Sample) -> EditResult:
         blocks = [

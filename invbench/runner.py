@@ -189,11 +189,12 @@ def _process(
         image_bytes = entry.read_image_bytes()
         row["image_sha256"] = sha256(image_bytes)  # the bytes this row was computed from
         image = fit_square(decode_image(image_bytes), model.resolution)
+        seen = editor.prepare_sample(entry)  # what the inversion and the editor work on
         with meter.phase("inversion"):
-            inverted = inversion.invert(model, model.encode_image(image), entry)
+            inverted = inversion.invert(model, model.encode_image(image), seen)
         _require_finite(f"inversion={inversion.name}", inverted.noise_latent)
         with meter.phase("edit"):
-            edit = editor.edit(model, inverted, entry)
+            edit = editor.edit(model, inverted, seen)
             _require_finite(f"editor={editor.name}", torch.cat([edit.edited, edit.reconstruction]))
             edited, reconstruction = model.decode_latents(
                 torch.cat([edit.edited, edit.reconstruction]), metrics.image_quantisation

@@ -62,7 +62,7 @@ def short_inversion(name: str):
 
 def test_every_method_has_a_config_and_every_editor_one_file():
     assert {composed("inversion", name)["name"] for name in INVERSION_CONFIGS} == set(INVERSIONS.names())
-    assert EDITOR_CONFIGS == EDITORS.names()
+    assert {composed("editor", name)["name"] for name in EDITOR_CONFIGS} == set(EDITORS.names())
 
 
 @pytest.mark.parametrize("name", INVERSION_CONFIGS)
@@ -172,7 +172,8 @@ def test_the_grid_runs_and_aggregates_a_row_per_pair(tmp_path):
     # proxedit and proxedit_nti are one method under two configurations: the setup letter tells them apart
     assert not table.duplicated(["inversion", "editor", "setup"]).any()
     names = {composed("inversion", name)["name"] for name in INVERSION_CONFIGS}
-    assert set(zip(table["inversion"], table["editor"])) == {(i, e) for i in names for e in EDITOR_CONFIGS}
+    editors = {composed("editor", name)["name"] for name in EDITOR_CONFIGS}
+    assert set(zip(table["inversion"], table["editor"])) == {(i, e) for i in names for e in editors}
     assert (table.loc[table["inversion"] == "none", "unet_evals"] == 0).all()  # nothing to denoise from z_0
     means = pd.read_csv(tables / "mean_by_method.csv").set_index(["inversion", "editor"])
     assert (
