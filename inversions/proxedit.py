@@ -4,20 +4,22 @@ negative-prompt or null-text inversion, as PIE-Bench runs it (`proximal_guidance
 recon_lr 1, recon_t 400; pie-bench-protocol.md §4).
 
 Contract: the base inversion (`base`, a full inversion config: npi or nti) runs unchanged; editing then uses this
-sampler at every step, in every branch:
-- proximal guidance: with δ = ε_c − ε_u and τ the `quantile` of |δ| (per branch), the guidance term is prox(δ):
-  `l0` keeps δ where |δ| > τ and zeroes the rest (hard threshold, the proximal operator of the l0 penalty); `l1`
-  shrinks δ toward 0 by τ (soft threshold). ε = ε_u + w · prox(δ);
-- for timesteps t < `recon_t`, in the elements the proximal step zeroed (not edited; the kept region dilated by
-  `dilate_mask` latent pixels), two pulls toward the source, each of strength `recon_lr`:
-  reconstruction guidance moves the predicted x̂_0 toward the source latent z_0 before the DDIM step completes, and
-  inversion guidance moves the stepped latent toward the inversion trajectory z*_{t−Δ}.
-What differs from the reference, on purpose: its `l0` actually soft-thresholds (δ − clamp(δ, ±τ)) and its `l1`
-shrinks by 2τ; its τ is one quantile over the whole batch; and both source pulls are inert there (the reference
-image latent is never passed, and the inversion-guidance flag is not forwarded to the edit stage, so recon_lr and
-recon_t change nothing). Here the paper's operators are used, τ is per branch, and both pulls are wired (each can be
-switched off to reproduce the reference's behaviour). UNet evaluations: the base inversion's, plus 2 per branch per
-editing step (the proximal step needs ε_u and ε_c even at guidance 1).
+sampler at every step, in every branch: with δ = ε_c − ε_u and τ the `quantile` of |δ|, the guidance term is
+prox(δ), ε = ε_u + w · prox(δ). Below t = `recon_t`, in the elements the proximal step left unedited (dilated by
+`dilate_mask` latent pixels), two pulls toward the source of strength `recon_lr` can act: reconstruction guidance
+moves the predicted x̂_0 toward the source latent z_0 before the DDIM step completes, and inversion guidance moves the
+stepped latent toward the inversion trajectory z*_{t−Δ}.
+
+`proxedit` (the default) is the reference's run (models/p2p/proximal_guidance_forward.py, called by p2p_editor.py
+with prox l0, quantile 0.75, recon_lr 1, recon_t 400, dilate_mask 1): `operators: reference` — its "l0" is a soft
+threshold, δ − clamp(δ, ±τ), and its "l1" applies that, then shifts values above 0 down by τ and, after that,
+values below 0 up by τ (element by element, in that order); τ is one quantile over the whole batch
+(`quantile_scope: batch`); and both pulls are inert there (the edit call passes no image latent, and does not pass
+the inversion-guidance flag), so they are off (`reconstruction_guidance`, `inversion_guidance` false).
+`proxedit_paper` (conf/inversion/proxedit_paper.yaml) is the paper's method instead: `operators: paper` (l0 keeps δ
+where |δ| > τ, the hard threshold; l1 shrinks δ toward 0 by τ, the soft threshold), τ per branch, and both pulls on.
+UNet evaluations: the base inversion's, plus 2 per branch per editing step (the proximal step needs ε_u and ε_c
+even at guidance 1).
 """
 
 from __future__ import annotations
@@ -36,12 +38,24 @@ from inversions.base import INVERSIONS, Inversion, InversionResult, NoiseParts, 
 from pie_bench import Sample
 
 
-def proximal(delta: torch.Tensor, prox: str, quantile: float) -> torch.Tensor:
-    """prox(δ) per branch: hard (l0) or soft (l1) threshold at the branch's `quantile` of |δ|."""
-    threshold = delta.abs().flatten(1).quantile(quantile, dim=1).view(-1, 1, 1, 1)
+def proximal(
+    delta: torch.Tensor, prox: str, quantile: float, operators: str = "paper", scope: str = "branch"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(prox(δ), τ) for δ of shape (branches, C, h, w); τ is the `quantile` of |δ| per branch or over the batch,
+    shaped to broadcast. See the module docstring for the reference's and the paper's operators."""
+    if scope == "branch":
+        threshold = delta.abs().flatten(1).quantile(quantile, dim=1).view(-1, 1, 1, 1)
+    else:
+        threshold = delta.abs().quantile(quantile)
+    if operators == "reference":
+        shrunk = delta - delta.clamp(-threshold, threshold)
+        if prox == "l1":
+            shrunk = torch.where(shrunk > 0, shrunk - threshold, shrunk)
+            shrunk = torch.where(shrunk < 0, shrunk + threshold, shrunk)
+        return shrunk, threshold
     if prox == "l0":
-        return torch.where(delta.abs() > threshold, delta, torch.zeros_like(delta))
-    return delta.sign() * (delta.abs() - threshold).clamp(min=0)
+        return torch.where(delta.abs() > threshold, delta, torch.zeros_like(delta)), threshold
+    return delta.sign() * (delta.abs() - threshold).clamp(min=0), threshold
 
 
 @dataclass
@@ -55,11 +69,14 @@ class ProximalSampler(Sampler):
         if noise_uncond is None:  # guidance 1: the proximal step still needs the unconditional prediction
             raise ConfigError("proxedit needs classifier-free guidance; set the editor's guidance_scale above 1")
         settings = self.settings
-        guidance = proximal(noise_cond - noise_uncond, settings.prox, settings.quantile)
+        guidance, threshold = proximal(
+            noise_cond - noise_uncond, settings.prox, settings.quantile, settings.operators, settings.quantile_scope
+        )
         noise = noise_uncond + guidance_scale * guidance
-        if t >= settings.recon_t:
+        if t >= settings.recon_t or not (settings.reconstruction_guidance or settings.inversion_guidance):
             return self.schedule.step(noise, t, latents)
-        edited = (guidance != 0).float()
+        # the elements the proximal step edits: where it kept δ (paper), where what it kept exceeds τ (reference)
+        edited = (guidance.abs() > threshold if settings.operators == "reference" else guidance != 0).float()
         if settings.dilate_mask > 0:
             size = 2 * settings.dilate_mask + 1
             edited = F.max_pool2d(edited, size, stride=1, padding=settings.dilate_mask)
@@ -80,7 +97,9 @@ class ProximalSampler(Sampler):
 class ProxEdit(Inversion):
     base: dict[str, Any]
     prox: Literal["l0", "l1"]
+    operators: Literal["reference", "paper"]
     quantile: Annotated[float, Range(low=0, high=1, low_open=True, high_open=True)]
+    quantile_scope: Literal["batch", "branch"]
     recon_lr: NonNegative
     recon_t: Count
     dilate_mask: Count

@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 import torch
-from conftest import relative_error
+from conftest import conf_file, relative_error
 
 from editors import EDITORS, denoise_branches
 from editors.attention import AttentionController
@@ -43,7 +43,9 @@ PROXEDIT = {
     "name": "proxedit",
     "base": {"name": "npi", "num_steps": STEPS},
     "prox": "l0",
+    "operators": "paper",
     "quantile": 0.75,
+    "quantile_scope": "branch",
     "recon_lr": 1.0,
     "recon_t": 400,
     "dilate_mask": 1,
@@ -137,20 +139,30 @@ def test_directinversion_ablations(tiny_model, sample, source_latent):
 def test_proximal_operators_on_hand_values():
     # Small integers and their halves are exact in binary floating point, so these values hold bit for bit.
     delta = torch.tensor([1.0, -2.0, 3.0, -4.0]).view(1, 4, 1, 1)  # |δ| median (0.5 quantile) = 2.5
-    assert proximal(delta, "l0", 0.5).flatten().tolist() == [0.0, 0.0, 3.0, -4.0]
-    assert proximal(delta, "l1", 0.5).flatten().tolist() == [0.0, 0.0, 0.5, -1.5]
-    two = torch.cat([delta, 10 * delta])  # the threshold is per branch
-    assert proximal(two, "l0", 0.5)[1].flatten().tolist() == [0.0, 0.0, 30.0, -40.0]
+    values = lambda *args: proximal(*args)[0].flatten().tolist()  # noqa: E731
+    # the paper's: hard (l0) and soft (l1) thresholds
+    assert values(delta, "l0", 0.5) == [0.0, 0.0, 3.0, -4.0]
+    assert values(delta, "l1", 0.5) == [0.0, 0.0, 0.5, -1.5]
+    two = torch.cat([delta, 10 * delta])  # the paper's threshold is per branch
+    assert proximal(two, "l0", 0.5)[0][1].flatten().tolist() == [0.0, 0.0, 30.0, -40.0]
+    # the reference's: 'l0' is δ − clamp(δ, ±τ); 'l1' then moves values above 0 down by τ, after that values below
+    # 0 up by τ (so 0.5 → −2 → 0.5, and −1.5 → 1)
+    assert values(delta, "l0", 0.5, "reference", "batch") == [0.0, 0.0, 0.5, -1.5]
+    assert values(delta, "l1", 0.5, "reference", "batch") == [0.0, 0.0, 0.5, 1.0]
+    # one τ over the batch: the median of |1..4, 10..40| is 7
+    assert proximal(two, "l0", 0.5, "reference", "batch")[0][1].flatten().tolist() == [3.0, -13.0, 23.0, -33.0]
+    assert proximal(two, "l0", 0.5, "reference", "batch")[0][0].abs().sum() == 0  # |δ| < τ: δ − δ, exactly 0
 
 
-def test_proxedit_pulls_unedited_elements_back_to_the_source(tiny_model, sample, source_latent):
+def test_proxedit_paper_pulls_unedited_elements_back_to_the_source(tiny_model, sample, source_latent):
     inverted = INVERSIONS.build(PROXEDIT).invert(tiny_model, source_latent, sample)
     result = edit(tiny_model, inverted, sample, P2P)
     # NPI's source branch has δ = 0 everywhere, so below recon_t both pulls (lr 1) put it on z*: z*_0 at the end
     assert torch.allclose(result.reconstruction, inverted.latents[0], atol=1e-6)
-    inert = INVERSIONS.build(PROXEDIT | {"reconstruction_guidance": False, "inversion_guidance": False})
-    reference_like = edit(tiny_model, inert.invert(tiny_model, source_latent, sample), sample, P2P)
-    assert relative_error(reference_like.reconstruction, inverted.latents[0]) > 1e-4
+    reference = INVERSIONS.build(conf_file("inversion/proxedit.yaml") | {"base": {"name": "npi", "num_steps": STEPS}})
+    assert not (reference.reconstruction_guidance or reference.inversion_guidance)  # inert in the reference run
+    reference_run = edit(tiny_model, reference.invert(tiny_model, source_latent, sample), sample, P2P)
+    assert relative_error(reference_run.reconstruction, inverted.latents[0]) > 1e-4
     assert relative_error(result.edited, result.reconstruction) > 1e-3
     nti = {"name": "nti", "num_steps": STEPS, "guidance_scale": 7.5, "inner_steps": 2, "learning_rate": 1e-2}
     nti |= {"early_stop": 1e-5, "early_stop_growth": 2e-5, "single_branch": False}
