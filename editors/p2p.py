@@ -20,6 +20,9 @@ is empty), with a warning and a note in the row: target word missing → the tar
 region and is not re-weighted; source word missing → the target word's region, re-weighted; both missing → from the
 first blend step the target is the source (no edit). Words are found as the reference finds them
 (editors/prompt_tokens.py).
+Where the inversion lays the source branch's conditioning out in the target prompt's tokens (PTI:
+InversionResult.source_tokens), the branches are aligned token for token and the blend's source region is the
+target word's.
 With identical prompts the target branch equals the source branch.
 """
 
@@ -154,6 +157,12 @@ class PromptToPrompt(Editor):
         self, model: DiffusionModel, inversion: InversionResult, sample: Sample
     ) -> tuple[PromptToPromptControl, dict[str, Any]]:
         tokenizer, source, target = model.tokenizer, sample.source_prompt, sample.target_prompt
+        source_word = sample.blended_words[0] if sample.blended_words else None
+        if inversion.source_tokens == "target":
+            # the source branch conditions on an embedding laid out in the target prompt's tokens (PTI): align the
+            # branches token for token, and take its blend region from the target word
+            source = target
+            source_word = sample.blended_words[1] if sample.blended_words else None
         num_steps = len(inversion.schedule.timesteps)
         mode = self.controller
         if mode == "auto":
@@ -164,9 +173,11 @@ class PromptToPrompt(Editor):
                 f"{sample.id} has '{source}' -> '{target}'. Use editor.controller=refine or auto."
             )
         info: dict[str, Any] = {"controller": mode}
+        if inversion.source_tokens == "target":
+            info["source_tokens"] = "target"
         blend, token_scale = None, None
         if sample.blended_words is not None:
-            source_word, target_word = sample.blended_words
+            target_word = sample.blended_words[1]
             source_positions = token_positions(tokenizer, source, source_word)
             target_positions = token_positions(tokenizer, target, target_word)
             note = _missing_word_note(source_word, source_positions, target_word, target_positions, self.local_blend)

@@ -63,6 +63,11 @@ class InversionResult:
     """With `cond_embeddings`: target branches condition on w · c_target + (1 − w) · cond_embeddings[i] (PTI's
     condition interpolation, w = η). None: target branches condition on the target prompt alone."""
 
+    source_tokens: str = "source"
+    """Which prompt's tokens the source branch's conditioning is laid out in: "source", or "target" where the
+    method tunes its source-branch embedding from the target prompt (PTI). Token-level editors (P2P) align the
+    branches' tokens and find the blended words by it."""
+
     level_embeddings: list[dict[int, torch.Tensor]] | None = None
     """Per-step, per-resolution conditional embeddings {query resolution: (1, 77, D)} (TODInv's P* space): the
     source branch's cross-attention layers at that resolution read them instead of the source prompt, and target

@@ -66,5 +66,6 @@ class PromptTuningInversion(Inversion):
             latents=trajectory,
             cond_embeddings=tuned,
             target_cond_weight=self.eta,
+            source_tokens="target",  # c_t starts from the target prompt's embedding: its tokens are the target's
             info={"optimisation_steps": self.iterations * self.num_steps},
         )

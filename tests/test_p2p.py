@@ -246,3 +246,19 @@ def test_forced_replace_on_incompatible_prompts_fails_the_sample_clearly(tiny_mo
 
     with pytest.raises(InvbenchError, match="controller=refine or auto"):
         editor("p2p", controller="replace").edit(tiny_model, inverted, with_prompts(sample, "a cat", "a black cat"))
+
+
+def test_a_source_branch_in_the_target_prompts_tokens_is_aligned_token_for_token(tiny_model, inverted, sample):
+    """PTI tunes the source branch's embedding from the target prompt's: its tokens are the target's, so the
+    branches align one to one and the blend reads the target word in both (not the source word's positions)."""
+    swapped = with_prompts(sample, "a cat", "a black dog sitting", blended=("cat", "dog"))
+    control, info = editor("p2p").build_control(
+        tiny_model, dataclasses.replace(inverted, source_tokens="target"), swapped
+    )
+    mapper, alphas = control.refine
+    assert torch.equal(mapper, torch.arange(77)) and bool(alphas.eq(1).all())
+    weights = control.local_blend.word_weights
+    assert weights[0].nonzero().flatten().tolist() == weights[1].nonzero().flatten().tolist() == [3]  # "dog"
+    assert info["source_tokens"] == "target" and "blend_note" not in info
+    plain, _ = editor("p2p").build_control(tiny_model, inverted, swapped)
+    assert plain.local_blend.word_weights[0].nonzero().flatten().tolist() == [2]  # "cat" in the source prompt
