@@ -1,10 +1,13 @@
 """EDICT, Exact Diffusion Inversion via Coupled Transformations (Wallace et al., CVPR 2023), as the PIE-Bench
 reference runs it (`EDICT_editing`: p = 0.93, strength 0.8, guidance 3, float64; pie-bench-protocol.md §3.6).
 
-Contract: two coupled latents (x, y), both z_0 at the start, carried in float64. A denoising step t → t−Δ is
-  x' = DDIM(x; ε(y)),  y' = DDIM(y; ε(x')),  x'' = p·x' + (1−p)·y',  y'' = p·y' + (1−p)·x''
-(ε classifier-free-guided at the method's own `guidance_scale` with the branch's prompt), and inversion runs the
-algebraic inverse of exactly that, so denoising with the source prompt returns to z_0 up to floating-point rounding
+Contract: two coupled latents (x, y), both z_0 at the start, carried in float64. A denoising step t → t−Δ updates
+one latent with the noise predicted at the other, then the other with the noise at the first's new value, then mixes:
+  step i even:  x' = DDIM(x; ε(y)),  y' = DDIM(y; ε(x'))      step i odd:  y' = DDIM(y; ε(x)),  x' = DDIM(x; ε(y'))
+  then x'' = p·x' + (1−p)·y',  y'' = p·y' + (1−p)·x''
+(the reference's `leapfrog_steps`: the latent updated first alternates from step to step; ε classifier-free-guided
+at the method's own `guidance_scale` with the branch's prompt), and inversion runs the algebraic inverse of exactly
+that, step by step in reverse, so denoising with the source prompt returns to z_0 up to floating-point rounding
 (≤1e-6 relative with the model in float64, `model.dtype=float64`; in float32 the UNet's rounding of its inputs
 bounds it). Only the lowest `strength` fraction of the timestep grid is used, as in the reference. Every branch
 uses this reverse process and EDICT's guidance, whatever the editor's guidance; attention controllers see both UNet
@@ -61,8 +64,12 @@ class CoupledSampler(Sampler):
                 raise ConfigError("edict guides at its own guidance_scale; the editor's guidance must not be 1")
             return classifier_free(uncond, cond, self.guidance_scale).double()
 
-        x = self.schedule.step(noise(self._y), t, self._x)
-        y = self.schedule.step(noise(x), t, self._y)
+        if i % 2 == 0:  # leapfrog: the latent updated first alternates
+            x = self.schedule.step(noise(self._y), t, self._x)
+            y = self.schedule.step(noise(x), t, self._y)
+        else:
+            y = self.schedule.step(noise(self._x), t, self._y)
+            x = self.schedule.step(noise(y), t, self._x)
         self._x, self._y = _mix_forward(x, y, self.mix)
         self._returned = self._x.to(self.model_dtype)
         return self._returned
@@ -94,10 +101,14 @@ class EDICTInversion(Inversion):
 
         x = y = image_latent.double()
         trajectory = [x]
-        for t in reversed(schedule.timesteps):
+        for k, t in enumerate(reversed(schedule.timesteps)):
             x, y = _mix_inverse(x, y, self.mix)
-            y = schedule.inverse_step(noise(x, t), t, y)
-            x = schedule.inverse_step(noise(y, t), t, x)
+            if (used - 1 - k) % 2 == 0:  # undo denoising step used-1-k: its second update first
+                y = schedule.inverse_step(noise(x, t), t, y)
+                x = schedule.inverse_step(noise(y, t), t, x)
+            else:
+                x = schedule.inverse_step(noise(y, t), t, x)
+                y = schedule.inverse_step(noise(x, t), t, y)
             trajectory.append(x)
         return InversionResult(
             schedule=schedule,
