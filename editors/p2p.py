@@ -37,7 +37,13 @@ import torch.nn.functional as F
 
 from editors.attention import AttentionController, AttentionSite
 from editors.base import EDITORS, Editor, EditResult, denoise_branches
-from editors.prompt_tokens import MAX_TOKENS, refinement_mapper, swap_compatible, token_positions
+from editors.prompt_tokens import (
+    MAX_TOKENS,
+    refinement_mapper,
+    replacement_mapper,
+    swap_compatible,
+    token_positions,
+)
 from invbench.errors import InvbenchError
 from invbench.hyperparameters import Fraction, Guidance, NonNegative, Steps
 from invbench.models import DiffusionModel
@@ -83,6 +89,7 @@ class PromptToPromptControl(AttentionController):
     def __init__(
         self,
         refine: tuple[torch.Tensor, torch.Tensor] | None,
+        replace: torch.Tensor | None,
         cross_replace_until: int,
         self_replace_until: int,
         self_replace_max_resolution: int,
@@ -90,7 +97,8 @@ class PromptToPromptControl(AttentionController):
         local_blend: LocalBlend | None,
         uncond_self_replace_until: int = 0,
     ):
-        self.refine = refine  # (mapper, alphas) of refinement; None: word swap (token i reads token i)
+        self.refine = refine  # (mapper, alphas) of refinement, or None for a word swap by `replace`
+        self.replace = replace  # (77, 77) word-swap mapper: target token n reads Σ_w source_w · replace[w, n]
         self.cross_replace_until, self.self_replace_until = cross_replace_until, self_replace_until
         self.uncond_self_replace_until = uncond_self_replace_until
         self.self_replace_max_resolution = self_replace_max_resolution
@@ -117,7 +125,7 @@ class PromptToPromptControl(AttentionController):
     def replace_cross(self, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """source (heads, queries, 77), target (branches-1, heads, queries, 77) -> the target's new maps."""
         if self.refine is None:
-            replaced = source.expand_as(target)
+            replaced = torch.einsum("hqw,wn->hqn", source, self.replace.to(source)).expand_as(target)
         else:
             mapper, alphas = (x.to(source.device) for x in self.refine)
             alphas = alphas.to(source.dtype)
@@ -134,7 +142,7 @@ class PromptToPromptControl(AttentionController):
 @dataclass
 class PromptToPrompt(Editor):
     guidance_scale: Guidance
-    controller: Literal["refine", "replace", "auto"]
+    controller: Literal["refine", "replace", "auto", "word_count", "characters"]
     cross_replace_steps: Fraction
     self_replace_steps: Fraction
     self_replace_max_resolution: Steps
@@ -163,14 +171,14 @@ class PromptToPrompt(Editor):
             # branches token for token, and take its blend region from the target word
             source = target
             source_word = sample.blended_words[1] if sample.blended_words else None
-        num_steps = len(inversion.schedule.timesteps)
-        mode = self.controller
-        if mode == "auto":
-            mode = "replace" if swap_compatible(tokenizer, source, target) else "refine"
-        elif mode == "replace" and not swap_compatible(tokenizer, source, target):
+        # windows are shares of the whole timestep grid, counted from the first step run (edit-friendly DDPM runs 38
+        # of 50 steps; its reference sizes P2P's windows on the 50)
+        num_steps = inversion.grid_steps or len(inversion.schedule.timesteps)
+        mode = _controller_mode(self.controller, tokenizer, source, target)
+        if mode == "replace" and len(source.split(" ")) != len(target.split(" ")):
             raise InvbenchError(
-                f"editor.controller=replace needs prompts with the same words and tokens per word; sample "
-                f"{sample.id} has '{source}' -> '{target}'. Use editor.controller=refine or auto."
+                f"editor.controller={self.controller} swaps words, which needs prompts with the same number of words; "
+                f"sample {sample.id} has '{source}' -> '{target}'. Use editor.controller=refine or auto."
             )
         info: dict[str, Any] = {"controller": mode}
         if inversion.source_tokens == "target":
@@ -196,6 +204,7 @@ class PromptToPrompt(Editor):
         info["local_blend"] = blend is not None
         control = PromptToPromptControl(
             refine=refinement_mapper(tokenizer, source, target) if mode == "refine" else None,
+            replace=replacement_mapper(tokenizer, source, target) if mode == "replace" else None,
             cross_replace_until=int(self.cross_replace_steps * (num_steps + 1)),
             self_replace_until=int(self.self_replace_steps * num_steps),
             self_replace_max_resolution=self.self_replace_max_resolution,
@@ -225,3 +234,17 @@ def _missing_word_note(
     if not target_positions:
         return what + ": the target blends with the source word's region only, not re-weighted, as in the reference"
     return what + ": the target blends with the target word's region only, as in the reference"
+
+
+def _controller_mode(rule: str, tokenizer, source: str, target: str) -> str:
+    """refine or replace, by the configured rule: always one of them; `auto`, replace when every word has the same
+    number of tokens in both prompts; `word_count`, replace when the prompts have as many words (edit-friendly
+    DDPM's reference run); `characters`, replace when the prompts, stripped of spaces at the ends, are equally long
+    (StyleDiffusion's reference run)."""
+    if rule == "auto":
+        return "replace" if swap_compatible(tokenizer, source, target) else "refine"
+    if rule == "word_count":
+        return "replace" if len(source.split(" ")) == len(target.split(" ")) else "refine"
+    if rule == "characters":
+        return "replace" if len(source.strip(" ")) == len(target.strip(" ")) else "refine"
+    return rule

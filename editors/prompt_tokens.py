@@ -19,15 +19,16 @@ def word_tokens(tokenizer, prompt: str) -> list[list[int]]:
     return positions
 
 
-def token_positions(tokenizer, prompt: str, word: str) -> list[int]:
-    """Token positions of every occurrence of `word` in `prompt` (0 is the start token), found as Prompt-to-Prompt's
-    reference finds them (`get_word_inds` in PnPInversion's utils/utils.py), quirks included: the words are
-    `prompt.split(" ")` (a double space makes an empty word), matched exactly; the tokens are walked in order,
-    adding up the length of each one's decoded text, and a word is taken to end once the running length reaches its
-    own. Where that count runs out of step with the words (a double space, text the tokenizer normalises), the
-    reference finds fewer or no tokens, and so does this. [] when the word is not found."""
+def token_positions(tokenizer, prompt: str, word: str | int) -> list[int]:
+    """Token positions (0 is the start token) of `word` in `prompt`: of every occurrence of a word given as text
+    (exact match), or of the word at an index of `prompt.split(" ")`. Found as Prompt-to-Prompt's reference finds
+    them (`get_word_inds` in PnPInversion's utils/utils.py), quirks included: the words are `prompt.split(" ")` (a
+    double space makes an empty word); the tokens are walked in order, adding up the length of each one's decoded
+    text, and a word is taken to end once the running length reaches its own. Where that count runs out of step with
+    the words (a double space, text the tokenizer normalises), the reference finds fewer or no tokens, and so does
+    this. [] when the word is not found."""
     words = prompt.split(" ")
-    wanted = {i for i, w in enumerate(words) if w == word}
+    wanted = {word} if isinstance(word, int) else {i for i, w in enumerate(words) if w == word}
     if not wanted:
         return []
     pieces = [tokenizer.decode([token]).strip("#") for token in tokenizer.encode(prompt)][1:-1]
@@ -41,6 +42,40 @@ def token_positions(tokenizer, prompt: str, word: str) -> list[int]:
         if length >= len(words[current]):
             current, length = current + 1, 0
     return positions
+
+
+def replacement_mapper(tokenizer, source: str, target: str) -> torch.Tensor:
+    """Prompt-to-Prompt's word-swap mapper (`get_replacement_mapper`): a (77, 77) matrix M such that target token n
+    reads Σ_w source_w · M[w, n]. The prompts need the same number of words; a swapped word's target tokens share
+    its source tokens (each 1/len(target tokens) when the counts differ); other tokens read themselves. As the
+    reference, once past the last swapped word the mapper is the identity on the target's positions."""
+    source_words, target_words = source.split(" "), target.split(" ")
+    if len(source_words) != len(target_words):
+        raise ValueError(
+            f"word swap needs prompts with the same number of words: '{source}' has {len(source_words)}, "
+            f"'{target}' has {len(target_words)}"
+        )
+    swapped = [i for i, (a, b) in enumerate(zip(source_words, target_words)) if a != b]
+    source_spans = [token_positions(tokenizer, source, i) for i in swapped]
+    target_spans = [token_positions(tokenizer, target, i) for i in swapped]
+    mapper = torch.zeros(MAX_TOKENS, MAX_TOKENS)
+    i = j = span = 0
+    while i < MAX_TOKENS and j < MAX_TOKENS:
+        if span < len(source_spans) and source_spans[span] and source_spans[span][0] == i:
+            source_tokens, target_tokens = source_spans[span], target_spans[span]
+            if len(source_tokens) == len(target_tokens):
+                mapper[source_tokens, target_tokens] = 1
+            else:
+                for token in target_tokens:
+                    mapper[source_tokens, token] = 1 / len(target_tokens)
+            span, i, j = span + 1, i + len(source_tokens), j + len(target_tokens)
+        elif span < len(source_spans):
+            mapper[i, j] = 1
+            i, j = i + 1, j + 1
+        else:
+            mapper[j, j] = 1
+            i, j = i + 1, j + 1
+    return mapper
 
 
 def swap_compatible(tokenizer, source: str, target: str) -> bool:

@@ -63,6 +63,11 @@ class InversionResult:
     """With `cond_embeddings`: target branches condition on w · c_target + (1 − w) · cond_embeddings[i] (PTI's
     condition interpolation, w = η). None: target branches condition on the target prompt alone."""
 
+    grid_steps: int | None = None
+    """The length of the timestep grid `schedule`'s steps were taken from, where a method runs only its last part
+    (edit-friendly DDPM after its skip, EDICT below its strength). Prompt-to-Prompt sizes its windows on it, as those
+    methods' references do. None: the schedule's own length."""
+
     source_tokens: str = "source"
     """Which prompt's tokens the source branch's conditioning is laid out in: "source", or "target" where the
     method tunes its source-branch embedding from the target prompt (PTI). Token-level editors (P2P) align the

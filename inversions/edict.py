@@ -114,5 +114,6 @@ class EDICTInversion(Inversion):
             schedule=schedule,
             latents=trajectory,  # float64: the sampler starts from x_T at full precision
             sampler=CoupledSampler(schedule, y, self.mix, self.guidance_scale, model.dtype),
+            grid_steps=self.num_steps,
             info={"edict_steps": used},
         )

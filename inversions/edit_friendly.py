@@ -1,6 +1,7 @@
 """Edit-friendly DDPM inversion (Huberman-Spiegelglas et al., "An Edit Friendly DDPM Noise Space: Inversion and
-Manipulations", CVPR 2024), as the PIE-Bench reference runs it (`inversion_utils.py`: η = 1, skip 12 of 50 steps,
-source guidance 1; pie-bench-protocol.md §3.6, §4).
+Manipulations", CVPR 2024), as the PIE-Bench reference runs it (run_editing_edit_friendly_p2p.py and
+models/edit_friendly_ddm/inversion_utils.py: η = 1, skip 12 of 50 steps, source guidance 1, SD v1.4's own scheduler
+configuration; pie-bench-protocol.md §3.6, §4).
 
 Contract: noisy versions x_t = √ᾱ_t·x_0 + √(1−ᾱ_t)·ε_t are drawn independently for every t of the grid (fresh
 Gaussian noise each, from the job's per-sample seed). Then, from the noisiest down, each step's noise map is solved
@@ -10,12 +11,18 @@ there and runs the remaining steps with the stored z_t: x_{t−Δ} = μ_t(x_t; �
 `source_guidance_scale` (1: it retraces the x_t exactly, up to the UNet's batch rounding), target branches at the
 editor's guidance. UNet evaluations: one per grid step for the inversion (all steps, as the reference), 2 per branch
 per editing step after the skip.
+As the reference: the grid is that of SD's scheduler configuration (`steps_offset: 1`, timesteps 981 … 1, where the
+run's DDIM grid has 980 … 0), and the last step's noise map is set to zero (`last_noise: zero`), so the last step
+adds no noise and the source branch lands near, not on, z_0. `last_noise: exact` (ours) stores that step's
+remaining difference instead, and the source branch then reconstructs z_0 exactly. Prompt-to-Prompt sizes its
+windows on the whole grid (InversionResult.grid_steps), as the reference's controller does while running 38 steps.
 """
 
 from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -63,6 +70,8 @@ class EditFriendlyInversion(Inversion):
     eta: Positive
     skip: Count
     source_guidance_scale: Guidance
+    steps_offset: Count  # the grid's offset: SD v1.x's scheduler configuration has 1 (the reference's), ours 0
+    last_noise: Literal["zero", "exact"]
 
     def __post_init__(self) -> None:
         if self.skip >= self.num_steps:
@@ -76,7 +85,7 @@ class EditFriendlyInversion(Inversion):
 
     @torch.no_grad()
     def invert(self, model: DiffusionModel, image_latent: torch.Tensor, sample: Sample) -> InversionResult:
-        schedule = DDIMSchedule(model.scheduler_config, self.num_steps)
+        schedule = DDIMSchedule({**model.scheduler_config, "steps_offset": self.steps_offset}, self.num_steps)
         uncond, cond = model.encode_prompts(["", sample.source_prompt]).chunk(2)
         ascending = list(reversed(schedule.timesteps))
         noisy = {t: schedule.alpha_cumprod(t).sqrt() * image_latent + (1 - schedule.alpha_cumprod(t)).sqrt()
@@ -90,6 +99,8 @@ class EditFriendlyInversion(Inversion):
             noise_maps.append((target - mean) / sigma)
             if previous >= 0:
                 noisy[previous] = mean + sigma * noise_maps[-1]
+        if self.last_noise == "zero":
+            noise_maps[-1] = torch.zeros_like(noise_maps[-1])  # the reference's zs[0] = 0
         edit_schedule = copy.copy(schedule)
         edit_schedule.timesteps = schedule.timesteps[self.skip :]
         edit_schedule.num_steps = len(edit_schedule.timesteps)
@@ -98,5 +109,6 @@ class EditFriendlyInversion(Inversion):
             schedule=edit_schedule,
             latents=trajectory,
             sampler=StoredNoiseSampler(edit_schedule, noise_maps[self.skip :], self.eta, self.source_guidance_scale),
+            grid_steps=self.num_steps,
             info={"skipped_steps": self.skip},
         )

@@ -11,7 +11,7 @@ from conftest import conf_file, relative_error
 from editors import EDITORS, denoise_branches
 from editors.attention import AttentionSite, AttentionStore, attention_sites
 from editors.p2p import LocalBlend
-from editors.prompt_tokens import refinement_mapper, swap_compatible, token_positions
+from editors.prompt_tokens import refinement_mapper, replacement_mapper, swap_compatible, token_positions
 from inversions import INVERSIONS
 
 STEPS = 10
@@ -262,3 +262,46 @@ def test_a_source_branch_in_the_target_prompts_tokens_is_aligned_token_for_token
     assert info["source_tokens"] == "target" and "blend_note" not in info
     plain, _ = editor("p2p").build_control(tiny_model, inverted, swapped)
     assert plain.local_blend.word_weights[0].nonzero().flatten().tolist() == [2]  # "cat" in the source prompt
+
+
+def test_word_swap_mapper_as_the_reference(tiny_model):
+    tokenizer = tiny_model.tokenizer
+    identity = replacement_mapper(tokenizer, "a cat sitting", "a dog sitting")  # one token each: the identity
+    assert torch.equal(identity, torch.eye(77))
+    source, target = "a cat on a mat", "a zebraphone on a mat"  # zebraphone: 2 tokens, cat: 1
+    assert len(token_positions(tokenizer, target, "zebraphone")) == 2
+    mapper = replacement_mapper(tokenizer, source, target)
+    assert mapper[2, 2] == mapper[2, 3] == 0.5  # the swapped word's tokens share the source token
+    assert mapper[0, 0] == mapper[1, 1] == 1
+    # past the last swapped word the reference maps target position j to itself, although the source's is j - 1
+    assert mapper[4, 4] == mapper[5, 5] == 1 and mapper[3, 4] == 0
+    with pytest.raises(ValueError, match="same number of words"):
+        replacement_mapper(tokenizer, "a cat", "a black cat")
+
+
+@pytest.mark.parametrize(
+    ("rule", "source", "target", "mode"),
+    [
+        ("auto", "a cat sitting", "a dog sitting", "replace"),
+        ("auto", "a cat", "a zebraphone", "refine"),  # tokens per word differ
+        ("word_count", "a cat", "a zebraphone", "replace"),  # the edit-friendly run: as many words
+        ("word_count", "a cat", "a black cat", "refine"),
+        ("characters", "a cat ", "a dog", "replace"),  # the StyleDiffusion run: equal length once stripped
+        ("characters", "a cat", "a tiger", "refine"),
+        ("refine", "a cat", "a dog", "refine"),
+    ],
+)
+def test_replace_or_refine_by_each_reference_rule(tiny_model, rule, source, target, mode):
+    from editors.p2p import _controller_mode
+
+    assert _controller_mode(rule, tiny_model.tokenizer, source, target) == mode
+
+
+def test_windows_are_sized_on_the_whole_grid(tiny_model, inverted, sample):
+    """Edit-friendly DDPM's reference sizes P2P's windows on its 50-step grid while running the 38 after the skip:
+    the first int(0.4 · 51) = 20 run steps for cross-attention, int(0.6 · 50) = 30 for self-attention."""
+    running_38_of_50 = dataclasses.replace(inverted, grid_steps=50)
+    control, _ = editor("p2p").build_control(tiny_model, running_38_of_50, sample)
+    assert (control.cross_replace_until, control.self_replace_until) == (20, 30)
+    control, _ = editor("p2p").build_control(tiny_model, inverted, sample)  # no grid: the steps run (10)
+    assert (control.cross_replace_until, control.self_replace_until) == (4, 6)

@@ -243,8 +243,11 @@ def test_edict_alternates_which_latent_it_updates_first_as_its_reference():
         torch.testing.assert_close(returned, x, rtol=0, atol=1e-12)  # the same float64 operations
 
 
+EDIT_FRIENDLY = {"name": "edit_friendly", "num_steps": STEPS, "eta": 1.0, "skip": 3, "source_guidance_scale": 1.0}
+
+
 def test_edit_friendly_ddpm_reconstructs_with_its_stored_noise(tiny_model, sample, source_latent):
-    config = {"name": "edit_friendly", "num_steps": STEPS, "eta": 1.0, "skip": 3, "source_guidance_scale": 1.0}
+    config = EDIT_FRIENDLY | {"steps_offset": 0, "last_noise": "exact"}  # ours: the last step's difference stored
     torch.manual_seed(0)
     inverted = INVERSIONS.build(config).invert(tiny_model, source_latent, sample)
     assert len(inverted.schedule.timesteps) == STEPS - 3
@@ -260,6 +263,19 @@ def test_edit_friendly_ddpm_reconstructs_with_its_stored_noise(tiny_model, sampl
     assert relative_error(drifted.reconstruction, source_latent) > 1e-2
 
 
+def test_edit_friendly_ddpm_on_the_reference_grid_zeroes_its_last_noise_map(tiny_model, sample, source_latent):
+    """The reference runs SD v1.4's scheduler configuration (timesteps 981 ... 1) and sets the last step's noise map
+    to zero, so that step adds no noise: the source branch ends near z_0, not on it."""
+    reference = INVERSIONS.build(conf_file("inversion/edit_friendly.yaml") | EDIT_FRIENDLY)
+    torch.manual_seed(0)
+    inverted = reference.invert(tiny_model, source_latent, sample)
+    assert inverted.schedule.timesteps[-1] == 1 and inverted.grid_steps == STEPS
+    assert torch.count_nonzero(inverted.sampler.noise_maps[-1]) == 0  # set to zero, as zs[0] = 0
+    assert all(torch.count_nonzero(z) > 0 for z in inverted.sampler.noise_maps[:-1])
+    error = relative_error(edit(tiny_model, inverted, sample).reconstruction, source_latent)
+    assert 1e-5 < error < 0.1  # the last step's noise is missing; every earlier step is retraced
+
+
 @pytest.mark.parametrize(
     ("config", "inversion_evals", "edit_evals"),
     [
@@ -273,7 +289,7 @@ def test_edit_friendly_ddpm_reconstructs_with_its_stored_noise(tiny_model, sampl
         # EDICT: 2 UNet calls per step, each with classifier-free guidance, over int(0.5 * 6) = 3 steps
         ({"name": "edict", "num_steps": 6, "strength": 0.5, "mix": 0.93, "guidance_scale": 3.0}, 3 * 2 * 2, 3 * 2 * 4),
         # edit-friendly: one conditional evaluation per grid step; editing runs the 6 - 2 steps after the skip
-        ({"name": "edit_friendly", "num_steps": 6, "eta": 1.0, "skip": 2, "source_guidance_scale": 1.0}, 6, 4 * 2 * 2),
+        (EDIT_FRIENDLY | {"num_steps": 6, "skip": 2, "steps_offset": 1, "last_noise": "zero"}, 6, 4 * 2 * 2),
     ],
     ids=["npi", "directinversion", "directinversion-add-target", "proxedit", "fpi", "aidi", "renoise", "edict",
          "edit_friendly"],
