@@ -12,7 +12,10 @@ stopping early like NTI; z̄ then advances with the trained M_i. Editing: the so
 at every step, target branches (their own prompt, same scale and shift) for the first `target_value_steps` of the
 steps (τ_v). The mapping network is the reference's: per step Conv1d(tokens → 2·77) → [Conv1d + BatchNorm + LeakyReLU]
 → Conv1d over the token axis, in training mode as in the reference.
-The image encoder is CLIP ViT-B/16's vision tower (the reference's), or a tiny stand-in (metrics/backbone.py rules).
+The image encoder is CLIP ViT-B/16's vision tower (the reference's), or a tiny stand-in (metrics/backbone.py rules);
+its tokens pass the final LayerNorm, as the reference's clip_util.py does. The PnPInversion run's Prompt-to-Prompt
+settings are conf/editor/p2p_stylediffusion.yaml: PIE-Bench's StyleDiffusion row is
+`inversion=stylediffusion editor=p2p_stylediffusion`.
 """
 
 from __future__ import annotations
@@ -163,7 +166,15 @@ class StyleDiffusion(Inversion):
         size = encoder.config.image_size
         pixels = TF.center_crop(TF.resize(pixels, [size], interpolation=TF.InterpolationMode.BICUBIC), [size])
         pixels = TF.normalize(pixels, CLIP_MEAN, CLIP_STD)
-        return encoder(pixel_values=pixels).last_hidden_state.float()
+        # every token through the final LayerNorm, as the reference's clip_util.py VisionTransformer (ln_post on all
+        # tokens, no projection); transformers applies post_layernorm to the pooled CLS token only
+        return image_tokens(encoder, pixels).float()
+
+
+def image_tokens(encoder, pixels: torch.Tensor) -> torch.Tensor:
+    """CLIP vision tokens after the final LayerNorm (ln_post), CLS included: (batch, 1 + patches, width)."""
+    final_norm = getattr(encoder, "vision_model", encoder).post_layernorm  # transformers 4 nests it, 5 does not
+    return final_norm(encoder(pixel_values=pixels).last_hidden_state)
 
 
 def _load_image_encoder(config: dict[str, Any], width: int):

@@ -207,3 +207,33 @@ def test_backward_passes_are_counted_once_per_optimisation_step(
     steps = inversion.info["optimisation_steps"]
     assert steps > 0 and meter.values["inversion_unet_backward_evals"] == backward_per_step * steps
     assert meter.values["inversion_unet_evals"] >= steps  # every backward goes through a forward of its own
+
+
+def test_stylediffusion_image_tokens_pass_the_final_layernorm_as_the_reference():
+    """The reference's clip_util.py applies ln_post to every token (no projection); transformers' CLIP vision model
+    applies its post_layernorm to the pooled CLS token only."""
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    from inversions.stylediffusion import image_tokens
+
+    torch.manual_seed(0)
+    config = conf_file("inversion/stylediffusion.yaml")["image_encoder"]["tiny"]["config"]
+    encoder = CLIPVisionModel(CLIPVisionConfig(**config, hidden_size=32)).eval()
+    pixels = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        tokens = image_tokens(encoder, pixels)
+        raw = encoder(pixel_values=pixels).last_hidden_state
+    assert tokens.shape == (1, 1 + (224 // 16) ** 2, 32)
+    norm = getattr(encoder, "vision_model", encoder).post_layernorm
+    torch.testing.assert_close(
+        tokens,
+        torch.nn.functional.layer_norm(
+            raw,
+            (32,),
+            norm.weight,
+            norm.bias,
+            norm.eps,
+        ),
+    )
+    assert relative_error(tokens, raw) > 0.1
+    torch.testing.assert_close(tokens.mean(-1), torch.zeros(1, 197), rtol=0, atol=1e-5)  # normalised per token
