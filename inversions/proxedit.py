@@ -58,11 +58,26 @@ def proximal(
     return delta.sign() * (delta.abs() - threshold).clamp(min=0), threshold
 
 
+@dataclass(frozen=True)
+class ProximalSettings:
+    """What a proximal-guidance step needs (ProxEdit's, and SPDInv's editing, which is the same step)."""
+
+    prox: str
+    operators: str
+    quantile: float
+    quantile_scope: str
+    recon_lr: float
+    recon_t: int
+    dilate_mask: int
+    reconstruction_guidance: bool
+    inversion_guidance: bool
+
+
 @dataclass
 class ProximalSampler(Sampler):
     schedule: DDIMSchedule
     trajectory: list[torch.Tensor]
-    settings: ProxEdit
+    settings: ProximalSettings
 
     def step(self, i: int, t: int, latents: torch.Tensor, noise_parts: NoiseParts, guidance_scale: float):
         noise_uncond, noise_cond = noise_parts(latents)
@@ -124,6 +139,7 @@ class ProxEdit(Inversion):
 
     def invert(self, model: DiffusionModel, image_latent: torch.Tensor, sample: Sample) -> InversionResult:
         inverted = self._base.invert(model, image_latent, sample)
-        inverted.sampler = ProximalSampler(inverted.schedule, inverted.latents, self)
+        settings = ProximalSettings(**{name: getattr(self, name) for name in ProximalSettings.__dataclass_fields__})
+        inverted.sampler = ProximalSampler(inverted.schedule, inverted.latents, settings)
         inverted.info = {**inverted.info, "base": self.base["name"]}
         return inverted

@@ -7,20 +7,30 @@ fixed point of that step: starting from the plain DDIM-inversion estimate, z_t i
 reach it. As in the reference, editing then uses the source prompt's embedding as the unconditional embedding of
 every branch (`source_as_uncond`, the Negative-Prompt-Inversion trick the SPDInv code applies), so the source branch
 follows the conditional DDIM trajectory the fixed points make exact.
-UNet evaluations per step: 1 (inversion estimate) + one per round (with backward).
+Editing, as the official run_SPDInv_P2P.py (P2P/ptp_utils.py's diffusion_step with editing_p2p's arguments):
+proximal guidance in every step — δ = ε_c − ε_u soft-thresholded at τ, the 0.7 quantile of |δ| over the whole batch
+(its "l0": δ − clamp(δ, ±τ)) — and, below t = 400, inversion guidance: the elements outside the edited region
+(where what the threshold kept exceeds τ, dilated by one latent pixel) are pulled onto the SPDInv trajectory with
+strength 1 (its reconstruction guidance is inert: no image latent is passed). The same step as ProxEdit's reference
+(inversions/proxedit.py). `proximal_guidance: false` (conf/inversion/spdinv_plain.yaml, ours) edits with plain
+guided DDIM instead.
+UNet evaluations per step: 1 (inversion estimate) + one per round (with backward); editing as the editor's, the
+proximal step needing the unconditional half at any guidance.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
 
 from invbench.ddim import DDIMSchedule
-from invbench.hyperparameters import Count, NonNegative, Positive, Steps
+from invbench.hyperparameters import Count, NonNegative, Positive, Range, Steps
 from invbench.models import DiffusionModel
 from inversions.base import INVERSIONS, Inversion, InversionResult, optimise
+from inversions.proxedit import ProximalSampler, ProximalSettings
 from pie_bench import Sample
 
 
@@ -32,9 +42,17 @@ class SourcePromptDisentangledInversion(Inversion):
     learning_rate: Positive
     threshold: NonNegative
     source_as_uncond: bool
+    proximal_guidance: bool
+    quantile: Annotated[float, Range(low=0, high=1, low_open=True, high_open=True)]
+    recon_t: Count
+    recon_lr: NonNegative
 
     def state(self) -> frozenset[str]:
-        return frozenset({"uncond_embeddings"} if self.source_as_uncond else ())
+        state = {"uncond_embeddings"} if self.source_as_uncond else set()
+        return frozenset(state | ({"sampler"} if self.proximal_guidance else set()))
+
+    def needs_unconditional_half(self) -> bool:
+        return self.proximal_guidance  # the proximal step thresholds ε_c − ε_u
 
     def invert(self, model: DiffusionModel, image_latent: torch.Tensor, sample: Sample) -> InversionResult:
         schedule = DDIMSchedule(model.scheduler_config, self.num_steps)
@@ -53,9 +71,24 @@ class SourcePromptDisentangledInversion(Inversion):
             )
             trajectory.append(latent.detach())
             rounds.append(taken)
+        sampler = None
+        if self.proximal_guidance:
+            settings = ProximalSettings(
+                prox="l0",
+                operators="reference",
+                quantile=self.quantile,
+                quantile_scope="batch",
+                recon_lr=self.recon_lr,
+                recon_t=self.recon_t,
+                dilate_mask=1,
+                reconstruction_guidance=False,
+                inversion_guidance=True,
+            )
+            sampler = ProximalSampler(schedule, trajectory, settings)
         return InversionResult(
             schedule=schedule,
             latents=trajectory,
+            sampler=sampler,
             uncond_embeddings=[source] * self.num_steps if self.source_as_uncond else None,
             info={"optimisation_steps": sum(rounds), "optimisation_steps_per_timestep": rounds[::-1]},
         )

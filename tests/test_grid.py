@@ -103,6 +103,7 @@ def test_an_editor_that_cannot_use_a_state_is_refused_with_the_state_named():
         ("directinversion", {}, 5.0, r"set inversion.edit_guidance_scale and editor.guidance_scale"),
         ("proxedit_nti", {}, 5.0, r"set inversion.base.guidance_scale"),
         ("proxedit", {}, 1.0, r"sampler needs the unconditional prediction"),
+        ("spdinv", {}, 1.0, r"sampler needs the unconditional prediction"),
         ("edict", {}, 1.0, r"sampler needs the unconditional prediction"),
         ("edit_friendly", {"source_guidance_scale": 3.0}, 1.0, r"sampler needs the unconditional prediction"),
     ],
@@ -116,7 +117,7 @@ def test_pairs_that_cannot_reconstruct_are_refused(inversion, changes, guidance,
 
 def test_guidance_free_states_accept_any_editor_guidance():
     editor = EDITORS.build({"name": "direct", "guidance_scale": 1.0})
-    for inversion in ("ddim", "npi", "spdinv", "edit_friendly", "fpi"):
+    for inversion in ("ddim", "npi", "spdinv_plain", "edit_friendly", "fpi"):
         check_pair(build("inversion", inversion), editor)
 
 

@@ -187,6 +187,20 @@ def test_spdinv_lowers_the_reconstruction_error_and_the_fixed_point_residual(
     assert all(torch.equal(u, source) for u in inversion.uncond_embeddings)  # the reference's NPI-style editing
 
 
+def test_spdinv_edits_with_proximal_and_inversion_guidance_as_its_official_code(tiny_model, sample, source_latent):
+    """run_SPDInv_P2P.py edits with proximal guidance and, below t = 400, pulls the unedited elements onto the SPDInv
+    trajectory. With the source prompt as the null, the source branch's δ is 0, so nothing of it counts as edited:
+    below t = 400 it is put on the trajectory, and it ends on z*_0; plain guided DDIM (spdinv_plain) does not."""
+    official = build("spdinv", inner_steps=3).invert(tiny_model, source_latent, sample)
+    assert official.sampler is not None and official.sampler.settings.quantile == 0.7
+    result = source_branch(tiny_model, official, sample)
+    torch.testing.assert_close(result[:1], official.latents[0], rtol=0, atol=1e-6)
+    plain = build("spdinv", inner_steps=3, proximal_guidance=False).invert(tiny_model, source_latent, sample)
+    assert plain.sampler is None
+    assert relative_error(source_branch(tiny_model, plain, sample)[:1], official.latents[0]) > 1e-3
+    assert relative_error(result[1:], result[:1]) > 1e-3  # the target is edited
+
+
 @pytest.mark.parametrize(("name", "backward_per_step"), [("nti", 1), ("pti", 1), ("spdinv", 1), ("todinv", 1)])
 def test_backward_passes_are_counted_once_per_optimisation_step(
     tiny_model, sample, source_latent, name, backward_per_step
