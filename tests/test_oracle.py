@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import conf_file
+from omegaconf import OmegaConf
 
 from editors import EDITORS, denoise_branches
 from invbench.images import fit_square
@@ -22,7 +23,15 @@ from inversions import INVERSIONS
 
 GOLDEN = Path(__file__).parent / "golden" / "oracle"
 CASES = sorted(path.stem for path in GOLDEN.glob("*.pt"))
-INVERSION = {"ddim+p2p": "ddim", "null-text-inversion+p2p": "nti", "directinversion+p2p": "directinversion"}
+# the reference's method -> invbench's inversion configuration of the same method (all with editor=p2p)
+INVERSION = {
+    "ddim+p2p": "ddim",
+    "null-text-inversion+p2p": "nti",
+    "negative-prompt-inversion+p2p": "npi",
+    "directinversion+p2p": "directinversion",
+    "negative-prompt-inversion+proximal-guidance": "proxedit",
+    "null-text-inversion+proximal-guidance": "proxedit_nti",
+}
 LATENT_TOLERANCE = 1e-4
 
 
@@ -38,14 +47,14 @@ def close(ours: torch.Tensor, reference: torch.Tensor, what: str) -> None:
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_the_reference_run_is_reproduced_step_by_step(case, model_512, mini):
+def test_the_reference_run_is_reproduced_step_by_step(case, model_512, mini, compose):
     golden = torch.load(GOLDEN / f"{case}.pt", weights_only=False)
     steps, sample = golden["steps"], next(s for s in mini.samples if s.id == golden["sample"])
-    inversion = INVERSIONS.build(conf_file(f"inversion/{INVERSION[golden['method']]}.yaml") | {"num_steps": steps})
-    editor_config = conf_file("editor/p2p.yaml")
+    overrides = [f"inversion={INVERSION[golden['method']]}", "editor=p2p", f"num_steps={steps}"]
     if golden["blend_threshold"] is not None:
-        editor_config |= {"blend_threshold": golden["blend_threshold"]}
-    editor = EDITORS.build(editor_config)
+        overrides.append(f"editor.blend_threshold={golden['blend_threshold']}")
+    config = OmegaConf.to_container(compose(*overrides), resolve=True)
+    inversion, editor = INVERSIONS.build(config["inversion"]), EDITORS.build(config["editor"])
 
     torch.manual_seed(1234)  # the reference's setup_seed, as the runner's seed_everything
     latent = model_512.encode_image(fit_square(sample.read_image(), model_512.resolution))
@@ -53,8 +62,8 @@ def test_the_reference_run_is_reproduced_step_by_step(case, model_512, mini):
     close(inverted.latents[0], golden["z0"], "z*_0")
     close(inverted.noise_latent, golden["zT"], "z*_T")
     if "nulls" in golden:
-        close(torch.cat(inverted.uncond_embeddings), golden["nulls"], "NTI's per-step nulls")
-        assert inverted.info["optimisation_steps"] == golden["adam_steps"]
+        close(torch.cat(inverted.uncond_embeddings), golden["nulls"], "the per-step nulls")
+        assert inverted.info.get("optimisation_steps", 0) == golden["adam_steps"]
     if "offsets" in golden:
         close(torch.cat(inverted.latent_offsets), golden["offsets"], "DirectInversion's per-step offsets")
 
@@ -70,7 +79,7 @@ def test_the_reference_run_is_reproduced_step_by_step(case, model_512, mini):
 
     control.end_step = keep
     cond = model_512.encode_prompts([sample.source_prompt, sample.target_prompt])
-    edited = denoise_branches(model_512, inverted, cond, editor.guidance_scale, control)
+    edited = denoise_branches(model_512, inverted, cond, editor.guidance_scale, control)  # p2p's own edit
     close(seen["after_first_blend_step"], golden["after_first_blend_step"], "latents after the first blend step")
     close(edited, golden["edited_latents"], "final latents (source, target)")
 

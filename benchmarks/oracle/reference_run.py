@@ -28,14 +28,21 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[2]
+# the reference's P2PEditor methods this script runs (the PIE-Bench rows of run_editing_p2p.py)
+METHODS = [
+    "ddim+p2p",
+    "null-text-inversion+p2p",
+    "negative-prompt-inversion+p2p",
+    "directinversion+p2p",
+    "negative-prompt-inversion+proximal-guidance",
+    "null-text-inversion+proximal-guidance",
+]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--reference", type=Path, required=True)
-    parser.add_argument(
-        "--method", required=True, choices=["ddim+p2p", "null-text-inversion+p2p", "directinversion+p2p"]
-    )
+    parser.add_argument("--method", required=True, choices=METHODS)
     parser.add_argument("--sample", required=True)
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--blend-threshold", type=float, default=None)
@@ -47,6 +54,7 @@ def main() -> None:
     import models.p2p.attention_control as control  # the reference's modules
     import models.p2p.inversion as inversion
     import models.p2p.p2p_guidance_forward as forward
+    import models.p2p.proximal_guidance_forward as proximal
     import models.p2p_editor as editor
     from omegaconf import OmegaConf
 
@@ -80,10 +88,14 @@ def main() -> None:
         "latent2image",
         lambda out, *a, **k: (seen["decoded_latents"].append(k["latents"].clone()), seen["images"].append(out)),
     )
-    for name in ("NullInversion", "DirectInversion"):
+    for name in ("NullInversion", "DirectInversion", "NegativePromptInversion"):
         record(getattr(inversion, name), "invert", lambda out, *a, **k: seen["inversion"].append(out))
-    for name in ("p2p_guidance_diffusion_step", "direct_inversion_p2p_guidance_diffusion_step"):
-        record(forward, name, lambda out, *a, **k: seen["steps"].append(out.detach().clone()))
+    for module, name in (
+        (forward, "p2p_guidance_diffusion_step"),
+        (forward, "direct_inversion_p2p_guidance_diffusion_step"),
+        (proximal, "proximal_guidance_diffusion_step"),
+    ):
+        record(module, name, lambda out, *a, **k: seen["steps"].append(out.detach().clone()))
     if args.blend_threshold is not None:
         threshold = args.blend_threshold
         original_init = control.LocalBlend.__init__

@@ -38,6 +38,11 @@ CASES = {
     "nti_p2p_623000000006": ("null-text-inversion+p2p", "623000000006", None),
     "directinversion_p2p_121000000001": ("directinversion+p2p", "121000000001", None),
     "directinversion_p2p_623000000006": ("directinversion+p2p", "623000000006", None),
+    "npi_p2p_121000000001": ("negative-prompt-inversion+p2p", "121000000001", None),
+    "npi_p2p_623000000006": ("negative-prompt-inversion+p2p", "623000000006", None),
+    "proxedit_p2p_121000000001": ("negative-prompt-inversion+proximal-guidance", "121000000001", None),
+    "proxedit_p2p_623000000006": ("negative-prompt-inversion+proximal-guidance", "623000000006", None),
+    "proxedit_nti_p2p_121000000001": ("null-text-inversion+proximal-guidance", "121000000001", None),
 }
 CROP = (slice(192, 320), slice(192, 320))  # the middle 128x128 of the 512x512 edit
 
@@ -46,8 +51,8 @@ def compact(run: dict, threshold: float | None) -> dict:
     first_blend_step = int(0.2 * run["steps"])  # LocalBlend's start_blend: it blends after steps > this count
     extra = run["extra"]
     state: dict = {}
-    if run["method"].startswith("null-text"):
-        state["nulls"] = torch.cat(extra)  # (steps, 77, D)
+    if run["method"].startswith(("null-text", "negative-prompt")):
+        state["nulls"] = torch.cat(extra)  # (steps, 77, D): NTI's tuned nulls, NPI's source-prompt embedding
         state["adam_steps"] = run["adam_steps"]
     elif run["method"].startswith("directinversion"):
         # (steps, 4, h, w): the source row's offsets, the ones the edit adds (the target row's are computed, unused)
