@@ -61,11 +61,13 @@ class DiffusionModel:
         return self.text_encoder(tokens.input_ids.to(self.device))[0].to(self.dtype)
 
     @torch.no_grad()
-    def encode_image(self, image: np.ndarray) -> torch.Tensor:
-        """uint8 H×W×3 image -> latent (1, 4, H/8, W/8): VAE posterior mean × scaling factor (as the reference)."""
+    def encode_image(self, image: np.ndarray, generator: torch.Generator | None = None) -> torch.Tensor:
+        """uint8 H×W×3 image -> latent (1, 4, H/8, W/8): VAE posterior mean × scaling factor (as the reference), or
+        with `generator` a sample of the posterior drawn from it (as diffusers' img2img pipelines encode)."""
         pixels = torch.tensor(image).permute(2, 0, 1)[None].to(self.device, self.dtype) / 127.5 - 1
         posterior = self.vae.encode(pixels).latent_dist
-        return posterior.mean * self.vae.config.scaling_factor
+        latent = posterior.mean if generator is None else posterior.sample(generator)
+        return latent * self.vae.config.scaling_factor
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor, quantisation: str = "round") -> list[np.ndarray]:

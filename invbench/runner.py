@@ -191,7 +191,7 @@ def _process(
         image = fit_square(decode_image(image_bytes), model.resolution)
         seen = editor.prepare_sample(entry)  # what the inversion and the editor work on
         with meter.phase("inversion"):
-            inverted = inversion.invert(model, model.encode_image(image), seen)
+            inverted = inversion.invert(model, inversion.encode_source(model, image), seen)
         _require_finite(f"inversion={inversion.name}", inverted.noise_latent)
         with meter.phase("edit"):
             edit = editor.edit(model, inverted, seen)

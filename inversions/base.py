@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -133,6 +134,11 @@ class Inversion(ABC):
     name: ClassVar[str]
     produces: ClassVar[frozenset[str]] = frozenset()  # the INVERSION_STATE fields every result of this method fills
     guidance_key: ClassVar[str] = "guidance_scale"  # the hyperparameter `tuned_for_guidance` reports
+
+    def encode_source(self, model: DiffusionModel, image: np.ndarray) -> torch.Tensor:
+        """The latent z_0 this method inverts, of the uint8 H×W×3 source image: the VAE posterior mean, unless the
+        method's reference encodes otherwise."""
+        return model.encode_image(image)
 
     @abstractmethod
     def invert(self, model: DiffusionModel, image_latent: torch.Tensor, sample: Sample) -> InversionResult:

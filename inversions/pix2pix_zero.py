@@ -19,46 +19,16 @@ here does.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from invbench.ddim import DDIMSchedule
 from invbench.hyperparameters import Count, NonNegative, Steps
 from invbench.models import DiffusionModel
 from inversions.base import INVERSIONS, Inversion, InversionResult
+from inversions.noise_regularisation import autocorrelation_loss, gradient, kl_to_standard_normal
 from pie_bench import Sample
-
-SMALLEST_LEVEL = 8  # the pyramid stops at this side
-
-
-def autocorrelation_loss(noise: torch.Tensor) -> torch.Tensor:
-    """noise (1, C, H, W): Σ over channels and pyramid levels of mean(ε · roll(ε, r, axis))², both axes."""
-    loss = noise.new_zeros(())
-    for channel in noise[0]:
-        level = channel[None, None]
-        while True:
-            shift = int(torch.randint(level.shape[-1] // 2, ()))
-            for axis in (2, 3):
-                loss = loss + (level * torch.roll(level, shifts=shift, dims=axis)).mean() ** 2
-            if level.shape[-1] <= SMALLEST_LEVEL:
-                break
-            level = F.avg_pool2d(level, kernel_size=2)
-    return loss
-
-
-def kl_to_standard_normal(noise: torch.Tensor) -> torch.Tensor:
-    """KL divergence of N(mean, var) of all elements from N(0, 1), up to a factor 2."""
-    mean, variance = noise.mean(), noise.var()
-    return variance + mean**2 - 1 - torch.log(variance + 1e-7)
-
-
-def _gradient(loss: Callable[[torch.Tensor], torch.Tensor], at: torch.Tensor) -> torch.Tensor:
-    with torch.enable_grad():
-        at = at.detach().requires_grad_(True)
-        return torch.autograd.grad(loss(at), at)[0]
 
 
 @INVERSIONS.register("pix2pix_zero")
@@ -76,9 +46,9 @@ class Pix2PixZeroInversion(Inversion):
         for _ in range(self.reg_steps):
             if self.lambda_ac > 0:
                 for _ in range(self.ac_rolls):
-                    noise = noise - self.lambda_ac / self.ac_rolls * _gradient(autocorrelation_loss, noise)
+                    noise = noise - self.lambda_ac / self.ac_rolls * gradient(autocorrelation_loss, noise)
             if self.lambda_kl > 0:
-                noise = noise - self.lambda_kl * _gradient(kl_to_standard_normal, noise)
+                noise = noise - self.lambda_kl * gradient(kl_to_standard_normal, noise)
         return noise
 
     @torch.no_grad()

@@ -43,9 +43,10 @@ def few_steps(config: dict) -> dict[str, int]:
     if "base" in config:
         return {"base.num_steps": 2}
     overrides = {key: value for key, value in (("num_steps", 2), ("inner_steps", 2)) if key in config}
-    # pix2pix-zero's KL step of 20 is calibrated for SD's unit-variance noise and diverges on the tiny model's
+    # pix2pix-zero's KL step of 20 and ReNoise's patch-wise KL steps are calibrated for SD's unit-variance noise and
+    # diverge on the tiny model's (std 0.03); pix2pix-zero's holds at 1, ReNoise's only without them
     if "lambda_kl" in config:
-        overrides["lambda_kl"] = 1.0
+        overrides["lambda_kl"] = 0.0 if config["name"] == "renoise" else 1.0
     return overrides | ({"num_steps": 3, "skip": 1} if "skip" in config else {})
 
 

@@ -9,7 +9,7 @@ import torch
 from conftest import conf_file, relative_error
 
 from inversions import INVERSIONS
-from inversions.pix2pix_zero import autocorrelation_loss, kl_to_standard_normal
+from inversions.noise_regularisation import autocorrelation_loss, kl_to_standard_normal
 
 
 def inversion(**changes):

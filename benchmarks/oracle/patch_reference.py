@@ -77,10 +77,11 @@ PATCHES = [
 EXPECTED_COUNTS = {2: 3, 4: 6}
 
 
-def extract(source: Path, commit: str, out: Path) -> None:
-    """The reference's files at `commit`, one by one (a full archive of that commit fails on a missing blob)."""
+def extract(source: Path, commit: str, out: Path, paths: tuple[str, ...] = FILES_UNDER + FILES) -> None:
+    """The reference's Python files under `paths` at `commit`, one by one (a full archive of that commit fails on a
+    missing blob)."""
     listed = subprocess.run(
-        ["git", "-C", str(source), "ls-tree", "-r", "--name-only", commit, *FILES_UNDER, *FILES],
+        ["git", "-C", str(source), "ls-tree", "-r", "--name-only", commit, *paths],
         capture_output=True,
         text=True,
         check=True,
