@@ -52,6 +52,11 @@ class Editor(ABC):
     def edit(self, model: DiffusionModel, inversion: InversionResult, sample: Sample) -> EditResult:
         """Edit `sample`'s source (inverted into `inversion`) toward its target prompt."""
 
+    def source_guidance(self, state: frozenset[str]) -> float:
+        """The guidance scale the source branch is denoised at, given the inversion state it is paired with: the
+        scale a guidance-tuned state must be computed for (invbench/compatibility.py). Default: `guidance_scale`."""
+        return self.guidance_scale
+
     def prepare_sample(self, sample: Sample) -> Sample:
         """The sample as this editor's reference sees it, for the inversion and the edit alike (e.g. MasaCtrl's ""
         source prompt); the metrics always see the sample itself. Default: unchanged."""

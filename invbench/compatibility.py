@@ -25,17 +25,19 @@ def incompatibilities(inversion: Inversion, editor: Editor) -> list[str]:
         "editor that uses it (README, 'Which pairs run')"
         for name in sorted(inversion.state() - editor.uses)
     ]
-    tuned = inversion.tuned_for_guidance()
-    if tuned is not None and tuned != editor.guidance_scale:
+    tuned, guidance = inversion.tuned_for_guidance(), editor.source_guidance(inversion.state())
+    key = "source_guidance_scale" if guidance != editor.guidance_scale else "guidance_scale"
+    if tuned is not None and tuned != guidance:
         problems.append(
             f"{pair}: the inversion's state is computed to reconstruct the source under guidance {tuned:g}, the "
-            f"editor guides at {editor.guidance_scale:g}; set inversion.{inversion.guidance_key} and "
-            "editor.guidance_scale to one value"
+            f"editor guides its source branch at {guidance:g}; set inversion.{inversion.guidance_key} and "
+            f"editor.{key} to one value"
         )
-    if inversion.needs_unconditional_half() and editor.guidance_scale == 1:
+    if inversion.needs_unconditional_half() and min(guidance, editor.guidance_scale) == 1:
+        key = "guidance_scale" if editor.guidance_scale == 1 else key
         problems.append(
             f"{pair}: the inversion's sampler needs the unconditional prediction, which an editor guiding at 1 does "
-            "not compute; set editor.guidance_scale above 1"
+            f"not compute; set editor.{key} above 1"
         )
     return problems
 

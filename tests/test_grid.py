@@ -99,7 +99,7 @@ def test_an_editor_that_cannot_use_a_state_is_refused_with_the_state_named():
 @pytest.mark.parametrize(
     ("inversion", "changes", "guidance", "reason"),
     [
-        ("nti", {}, 5.0, r"under guidance 7.5, the editor guides at 5; set inversion.guidance_scale"),
+        ("nti", {}, 5.0, r"under guidance 7.5, the editor guides its source branch at 5; set inversion.guidance_scale"),
         ("pti", {}, 1.0, r"set inversion.guidance_scale and editor.guidance_scale"),
         ("directinversion", {}, 5.0, r"set inversion.edit_guidance_scale and editor.guidance_scale"),
         ("proxedit_nti", {}, 5.0, r"set inversion.base.guidance_scale"),
@@ -134,10 +134,12 @@ def test_a_sweep_with_a_refused_pair_launches_nothing(tmp_path):
     assert code == 2 and "set editor.guidance_scale above 1" in output, output
 
 
-@pytest.mark.parametrize("name", EDITORS.names())
+# PnP is left out: as its reference it feeds one feature row (the "" prompt's) to both halves of the target's guidance,
+# so even with identical prompts its target is not its source pass (tests/test_pnp.py checks its injections)
+@pytest.mark.parametrize("name", sorted(set(EDITORS.names()) - {"pnp"}))
 def test_identical_prompts_reproduce_the_source_branch(name, tiny_model, sample, source_latent):
-    # each editor's own target-only change switched off: P2P's re-weighting of the blended word, PnP's negative prompt
-    neutral = {"reweight": None, "negative_prompt": ""}
+    # each editor's own target-only change switched off: P2P's re-weighting of the blended word
+    neutral = {"reweight": None}
     config = composed("editor", name)
     editor = EDITORS.build(config | {key: value for key, value in neutral.items() if key in config})
     same = dataclasses.replace(sample, target_prompt=sample.source_prompt)
@@ -170,7 +172,7 @@ def test_the_grid_runs_and_aggregates_a_row_per_pair(tmp_path):
     assert code == 0, output
     table = pd.read_csv(tables / "table1.csv")
     assert len(table) == len(INVERSION_CONFIGS) * len(EDITOR_CONFIGS)
-    assert (table["samples_ok"] == 1).all() and (table["samples_failed"] == 0).all()
+    assert (table["samples_ok"] == 1).all() and (table["samples_failed"] == 0).all(), table.loc[table["samples_ok"] != 1, ["inversion", "editor"]]
     # proxedit and proxedit_nti are one method under two configurations: the setup letter tells them apart
     assert not table.duplicated(["inversion", "editor", "setup"]).any()
     names = {composed("inversion", name)["name"] for name in INVERSION_CONFIGS}

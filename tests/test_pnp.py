@@ -1,4 +1,5 @@
-"""Plug-and-Play: source features and self-attention maps injected into the target within their windows only."""
+"""Plug-and-Play: the reference's two passes (a source pass at guidance 1, then a target fed the features of a pinned
+feature branch), its ResNet residual injection that keeps the target's skip connection, and its choice of latents."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from conftest import conf_file, relative_error
 
 from editors import EDITORS
 from editors.attention import copy_source_rows
+from editors.pnp import FeatureInjection
+from invbench.compatibility import incompatibilities
 from invbench.errors import ConfigError
 from inversions import INVERSIONS
 
@@ -15,11 +18,13 @@ STEPS = 8
 
 
 def pnp(**changes):
-    return EDITORS.build(conf_file("editor/pnp.yaml") | changes)
+    config = {key: value for key, value in conf_file("editor/pnp.yaml").items() if key != "defaults"}
+    return EDITORS.build(config | changes)
 
 
-def invert(model, latent, sample):
-    return INVERSIONS.build({"name": "ddim", "num_steps": STEPS, "guidance_scale": 1.0}).invert(model, latent, sample)
+def invert(model, latent, sample, name="ddim", **changes):
+    config = {"name": name, "num_steps": STEPS} | ({"guidance_scale": 1.0} if name == "ddim" else {}) | changes
+    return INVERSIONS.build(config).invert(model, latent, sample)
 
 
 def test_copy_source_rows_per_half():
@@ -27,21 +32,74 @@ def test_copy_source_rows_per_half():
     assert copy_source_rows(rows, 3).flatten().tolist() == [0, 0, 0, 3, 3, 3]
 
 
-def test_pnp_keeps_the_source_branch_and_injects_into_the_target(tiny_model, sample, source_latent):
+def test_pnp_reconstructs_at_guidance_1_and_injects_into_the_target(tiny_model, sample, source_latent):
     inverted = invert(tiny_model, source_latent, sample)
+    at_1 = EDITORS.build({"name": "direct", "guidance_scale": 1.0}).edit(tiny_model, inverted, sample)
     direct = EDITORS.build({"name": "direct", "guidance_scale": 7.5}).edit(tiny_model, inverted, sample)
     edited = pnp().edit(tiny_model, inverted, sample)
-    assert torch.allclose(edited.reconstruction, direct.reconstruction, atol=1e-5)
+    # the source pass is DDIM's reconstruction at guidance 1, as the reference's
+    torch.testing.assert_close(edited.reconstruction, at_1.reconstruction, rtol=0, atol=1e-5)
+    assert edited.info == {"features_shifted": True, "source_guidance": 1.0}
     assert relative_error(edited.edited, direct.edited) > 1e-3
-    # nothing injected and no negative prompt: exactly DDIM-Edit
-    off = pnp(feature_steps=0.0, attention_steps=0.0, negative_prompt="").edit(tiny_model, inverted, sample)
-    assert torch.allclose(off.edited, direct.edited, atol=1e-5)
+    # nothing injected, no negative prompt, the target started from z_T: exactly DDIM-Edit's target
+    off = pnp(feature_steps=0.0, attention_steps=0.0, negative_prompt="", feature_latents="aligned")
+    torch.testing.assert_close(off.edit(tiny_model, inverted, sample).edited, direct.edited, rtol=0, atol=1e-5)
     # each injection on its own changes the target
     for changes in ({"feature_steps": 1.0, "attention_steps": 0.0}, {"feature_steps": 0.0, "attention_steps": 1.0}):
-        alone = pnp(negative_prompt="", **changes).edit(tiny_model, inverted, sample)
+        alone = pnp(negative_prompt="", feature_latents="aligned", **changes).edit(tiny_model, inverted, sample)
         assert relative_error(alone.edited, direct.edited) > 1e-4, changes
 
 
+def test_the_reference_shifts_features_for_a_reconstruction_and_not_for_directinversion(
+    tiny_model, sample, source_latent
+):
+    plain = invert(tiny_model, source_latent, sample)
+    shifted, aligned = (
+        pnp().edit(tiny_model, plain, sample),
+        pnp(feature_latents="aligned").edit(tiny_model, plain, sample),
+    )
+    assert shifted.info["features_shifted"] and not aligned.info["features_shifted"]
+    assert relative_error(shifted.edited, aligned.edited) > 1e-4
+    direct_inversion = invert(
+        tiny_model, source_latent, sample, "directinversion", inversion_guidance_scale=1.0, edit_guidance_scale=7.5,
+        offset_scale=1.0, offset_interval=1, offset_branches="source",
+    )  # fmt: skip
+    edited = pnp().edit(tiny_model, direct_inversion, sample)
+    # its offsets need the guidance they were computed for, and make the source pass retrace z*_0
+    assert edited.info == {"features_shifted": False, "source_guidance": 7.5}
+    torch.testing.assert_close(edited.reconstruction, direct_inversion.latents[0], rtol=0, atol=1e-4)
+
+
+def test_feature_injection_replaces_the_residual_branch_and_keeps_the_skip_connection(tiny_model):
+    """up_blocks.1.resnets.1 computes (shortcut(x) + residual(x)) / s; the target's row must become
+    (shortcut(x_target) + residual(x_feature)) / s, not the feature row's whole output (the skip included)."""
+    block = tiny_model.unet.up_blocks[1].resnets[1]
+    generator = torch.Generator().manual_seed(0)
+    rows = torch.randn(2, block.conv1.in_channels, 8, 8, generator=generator)
+    embedding = torch.randn(2, block.time_emb_proj.in_features, generator=generator)
+    with torch.no_grad():
+        plain = block(rows, embedding)
+        shortcut = block.conv_shortcut(rows) if block.conv_shortcut is not None else rows
+        controller = FeatureInjection([], (), 0, feature_until=1)
+        controller.num_branches, controller.step = 2, 0
+        with controller.residual_hook(block.conv2):
+            injected = block(rows, embedding)
+    scale = block.output_scale_factor
+    expected_target = plain[0] + (shortcut[1] - shortcut[0]) / scale
+    torch.testing.assert_close(injected[1], expected_target, rtol=0, atol=1e-5)
+    torch.testing.assert_close(injected[0], plain[0], rtol=0, atol=0)
+    assert relative_error(injected[1], plain[0]) > 1e-3  # not the feature row's output
+
+
+def test_source_guidance_follows_the_inversion_state_unless_set():
+    editor, nti = pnp(), INVERSIONS.build(conf_file("inversion/nti.yaml") | {"num_steps": STEPS})
+    assert editor.source_guidance(frozenset()) == 1.0
+    assert editor.source_guidance(nti.state()) == 7.5
+    assert incompatibilities(nti, editor) == []
+    refused = incompatibilities(nti, pnp(source_guidance_scale=1.0))
+    assert refused and "set inversion.guidance_scale and editor.source_guidance_scale to one value" in refused[0]
+
+
 def test_unknown_feature_block_is_a_config_error(tiny_model, sample, source_latent):
-    with pytest.raises(ConfigError, match="feature_block 'up_blocks.9.resnets.1' is not a module"):
+    with pytest.raises(ConfigError, match="feature_block='up_blocks.9.resnets.1' is not a ResNet block"):
         pnp(feature_block="up_blocks.9.resnets.1").edit(tiny_model, invert(tiny_model, source_latent, sample), sample)
