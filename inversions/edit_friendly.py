@@ -11,8 +11,8 @@ there and runs the remaining steps with the stored z_t: x_{t−Δ} = μ_t(x_t; �
 `source_guidance_scale` (1: it retraces the x_t exactly, up to the UNet's batch rounding), target branches at the
 editor's guidance. UNet evaluations: one per grid step for the inversion (all steps, as the reference), 2 per branch
 per editing step after the skip.
-As the reference: the grid is that of SD's scheduler configuration (`steps_offset: 1`, timesteps 981 … 1, where the
-run's DDIM grid has 980 … 0), and the last step's noise map is set to zero (`last_noise: zero`), so the last step
+As the reference: the grid is that of SD's scheduler configuration (`steps_offset: 1`, timesteps 981 … 1, as every
+reference run), and the last step's noise map is set to zero (`last_noise: zero`), so the last step
 adds no noise and the source branch lands near, not on, z_0. `last_noise: exact` (ours) stores that step's
 remaining difference instead, and the source branch then reconstructs z_0 exactly. Prompt-to-Prompt sizes its
 windows on the whole grid (InversionResult.grid_steps), as the reference's controller does while running 38 steps.
@@ -70,7 +70,7 @@ class EditFriendlyInversion(Inversion):
     eta: Positive
     skip: Count
     source_guidance_scale: Guidance
-    steps_offset: Count  # the grid's offset: SD v1.x's scheduler configuration has 1 (the reference's), ours 0
+    steps_offset: Count  # the grid's offset: SD v1.x's scheduler configuration has 1 (the reference's)
     last_noise: Literal["zero", "exact"]
 
     def __post_init__(self) -> None:

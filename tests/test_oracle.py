@@ -1,7 +1,8 @@
 """Reference equivalence: the PIE-Bench reference's own code (cure-lab/PnPInversion's run_editing_p2p.py path, patched
 for API drift only) ran on our tiny model, 512x512 images (64x64 latents), 5 steps; tests/golden/oracle/ holds what
-it computed (benchmarks/oracle/regenerate.py writes it from a reference checkout). invbench's configurations of the
-same names must compute the same, step by step.
+it computed (benchmarks/oracle/regenerate.py writes it from a reference checkout; the PnP, MasaCtrl, edit-friendly
+and ReNoise goldens come from the other scripts there). invbench's configurations of the same names must compute the
+same, step by step.
 
 Tolerances: float32 on CPU, the same operations in another order (batched differently, other kernels) differ by
 about 1e-5 where latents reach 13 (measured at most 1.3e-5), so latents are compared at 1e-4 absolute. Decoded
@@ -10,7 +11,6 @@ on under 1% of the pixels (measured 0.3%)."""
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
@@ -148,8 +148,7 @@ def test_pnp_reproduces_the_reference_step_by_step(case, model_512, mini, compos
     inversion_name = golden["method"].split("+")[0]
     overrides = [f"inversion={inversion_name}", "editor=pnp", f"num_steps={golden['steps']}"]
     config = OmegaConf.to_container(compose(*overrides), resolve=True)
-    assert config["scheduler"]["steps_offset"] == 1  # editor=pnp selects SD's grid, as the reference loads it
-    model = dataclasses.replace(model_512, scheduler_config=config["scheduler"])
+    model = model_512
     inversion, editor = INVERSIONS.build(config["inversion"]), EDITORS.build(config["editor"])
 
     latent = model.encode_image(fit_square(sample.read_image(), model.resolution))
@@ -172,3 +171,85 @@ def test_pnp_reproduces_the_reference_step_by_step(case, model_512, mini, compos
     crop = torch.from_numpy(image[192:320, 192:320].copy()).int()
     difference = (crop - golden["edited_image_crop"].int()).abs()
     assert difference.max() <= 1 and (difference > 0).float().mean() < 0.01
+
+
+MASACTRL_CASES = sorted(path.stem for path in (GOLDEN / "masactrl").glob("*.pt"))
+
+
+@pytest.mark.parametrize("case", MASACTRL_CASES)
+def test_masactrl_reproduces_the_reference_step_by_step(case, model_512, mini, compose, monkeypatch):
+    """The PIE-Bench reference's run_editing_masactrl.py (ddim+masactrl, directinversion+masactrl; written by
+    benchmarks/oracle/masactrl_reference.py) on the tiny model, 8 steps: invbench's `editor=masactrl` (its ""
+    source prompt) with `inversion=ddim` / `directinversion` must give the same target after every step. The tiny
+    UNet has 7 transformer blocks, so the reference's layer 10 controls none (that case checks the rest of the run);
+    layer 4 puts the mutual self-attention on the decoder's blocks."""
+    from editors import masactrl
+
+    golden = torch.load(GOLDEN / "masactrl" / f"{case}.pt", weights_only=False)
+    sample = next(s for s in mini.samples if s.id == golden["sample"])
+    overrides = [f"inversion={golden['method'].split('+')[0]}", "editor=masactrl", f"num_steps={golden['steps']}"]
+    config = OmegaConf.to_container(compose(*overrides, f"editor.start_layer={golden['start_layer']}"), resolve=True)
+    inversion, editor = INVERSIONS.build(config["inversion"]), EDITORS.build(config["editor"])
+    seen = editor.prepare_sample(sample)
+    assert seen.source_prompt == ""  # the reference inverts and reconstructs with ""
+
+    latent = model_512.encode_image(fit_square(sample.read_image(), model_512.resolution))
+    close(latent, golden["z0"], "z*_0")
+    inverted = inversion.invert(model_512, latent, seen)
+    close(inverted.noise_latent, golden["zT"], "z*_T")
+    targets = []
+
+    def end_step(self, step, latents):
+        targets.append(latents[1:].clone())
+        return latents
+
+    monkeypatch.setattr(masactrl.MutualSelfAttention, "end_step", end_step)
+    edited = editor.edit(model_512, inverted, seen)
+    close(torch.cat(targets), golden["targets"], "the target after every step")
+    close(torch.cat([edited.reconstruction, edited.edited]), golden["final"], "the final latents (source, target)")
+    assert edited.info["controlled_layers"] == (0 if golden["start_layer"] == 10 else 3)
+    image = model_512.decode_latents(edited.edited, "truncate")[0]
+    crop = torch.from_numpy(image[192:320, 192:320].copy()).int()
+    difference = (crop - golden["edited_image_crop"].int()).abs()
+    assert difference.max() <= 1 and (difference > 0).float().mean() < 0.01
+
+
+EDIT_FRIENDLY_CASES = sorted(path.stem for path in (GOLDEN / "edit_friendly").glob("*.pt"))
+
+
+@pytest.mark.parametrize("case", EDIT_FRIENDLY_CASES)
+def test_edit_friendly_p2p_reproduces_the_reference_step_by_step(case, model_512, mini, compose):
+    """The PIE-Bench reference's run_editing_edit_friendly_p2p.py (written by
+    benchmarks/oracle/edit_friendly_reference.py) on the tiny model, 10 steps: invbench's `inversion=edit_friendly
+    editor=p2p_edit_friendly` must draw the same noisy x_t (the seed as the reference's setup_seed), solve the same
+    noise maps, skip as many steps and give the same source and target after every editing step (one sample whose
+    prompts have as many words, the reference's word swap; one whose do not, its refine)."""
+    golden = torch.load(GOLDEN / "edit_friendly" / f"{case}.pt", weights_only=False)
+    sample = next(s for s in mini.samples if s.id == golden["sample"])
+    overrides = ["inversion=edit_friendly", "editor=p2p_edit_friendly", f"num_steps={golden['steps']}"]
+    config = OmegaConf.to_container(compose(*overrides), resolve=True)
+    assert config["inversion"]["skip"] == golden["skip"]
+    inversion, editor = INVERSIONS.build(config["inversion"]), EDITORS.build(config["editor"])
+
+    torch.manual_seed(1234)  # the reference's setup_seed, as the runner's seed_everything
+    latent = model_512.encode_image(fit_square(sample.read_image(), model_512.resolution))
+    close(latent, golden["z0"], "z_0")
+    inverted = inversion.invert(model_512, latent, sample)
+    skip = golden["skip"]
+    # the trajectory kept for editing: x_0 and the x_t of the steps after the skip, t ascending
+    close(torch.cat(inverted.latents), golden["xts"][: golden["steps"] - skip + 1], "the noisy x_t")
+    # noise maps in denoising order; the reference keeps them t ascending
+    close(torch.cat(inverted.sampler.noise_maps), golden["zs"].flip(0)[skip:], "the noise maps z_t")
+
+    control, _ = editor.build_control(model_512, inverted, sample)
+    steps, end_step = [], control.end_step
+
+    def keep(step, latents):
+        latents = end_step(step, latents)
+        steps.append(latents.clone())
+        return latents
+
+    control.end_step = keep
+    cond = model_512.encode_prompts([sample.source_prompt, sample.target_prompt])
+    denoise_branches(model_512, inverted, cond, editor.guidance_scale, control)
+    close(torch.stack(steps), golden["steps_latents"], "the source and target after every editing step")

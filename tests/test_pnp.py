@@ -18,8 +18,7 @@ STEPS = 8
 
 
 def pnp(**changes):
-    config = {key: value for key, value in conf_file("editor/pnp.yaml").items() if key != "defaults"}
-    return EDITORS.build(config | changes)
+    return EDITORS.build(conf_file("editor/pnp.yaml") | changes)
 
 
 def invert(model, latent, sample, name="ddim", **changes):

@@ -135,7 +135,7 @@ def main() -> None:
     from pie_bench import edit_class_lookup, load_benchmark
 
     conf = lambda name: OmegaConf.to_container(OmegaConf.load(REPO / "conf" / f"{name}.yaml"))  # noqa: E731
-    scheduler_config = conf("scheduler/ddim") | {"steps_offset": 1}  # SD v1.5's scheduler_config.json
+    scheduler_config = conf("scheduler/ddim")  # steps_offset 1, as SD v1.5's scheduler_config.json
     tiny = load_model(conf("model/tiny"), scheduler_config, torch.device("cpu"))
     reference.NUM_DDIM_STEPS, reference.device = STEPS, torch.device("cpu")
 

@@ -6,8 +6,10 @@ exactly as its run_editing_p2p.py calls P2PEditor, and save what it computed.
 
 Runs in its own process: the reference replaces the attention forward of the UNet's modules. Runtime adapters (no
 reference computation is replaced):
-  * StableDiffusionPipeline.from_pretrained, which P2PEditor calls for SD v1.4, returns the tiny model's parts with
-    the scheduler P2PEditor built;
+  * StableDiffusionPipeline.from_pretrained, which P2PEditor calls for SD v1.4, builds a StableDiffusionPipeline from
+    the tiny model's parts and the scheduler P2PEditor built. It must be the real pipeline class: its constructor
+    rewrites the scheduler's steps_offset to 1 (diffusers has done so since 0.3, 0.10.0 included), which puts the
+    reference on the grid 981 ... 1 although its hand-built scheduler says 0;
   * txt_draw (the caption panel of its output composite; old font APIs) returns a blank panel;
   * recorders wrap load_512, the inversion, the per-step diffusion functions, latent2image and Adam;
   * --blend-threshold sets LocalBlend's threshold (not reachable through make_controller), to exercise the blend on
@@ -56,6 +58,7 @@ def main() -> None:
     import models.p2p.p2p_guidance_forward as forward
     import models.p2p.proximal_guidance_forward as proximal
     import models.p2p_editor as editor
+    from diffusers import StableDiffusionPipeline
     from omegaconf import OmegaConf
 
     from invbench.models import load_model
@@ -65,22 +68,19 @@ def main() -> None:
     tiny = load_model(conf("model/tiny"), conf("scheduler/ddim"), torch.device("cpu"))
     seen: dict[str, list] = defaultdict(list)
 
-    class TinyPipeline:  # what P2PEditor uses of a StableDiffusionPipeline
-        def __init__(self, scheduler):
-            self.unet, self.vae, self.text_encoder, self.tokenizer = (
-                tiny.unet,
-                tiny.vae,
-                tiny.text_encoder,
-                tiny.tokenizer,
-            )
-            self.scheduler, self.device = scheduler, tiny.device
+    def tiny_pipeline(name: str, scheduler) -> StableDiffusionPipeline:
+        return StableDiffusionPipeline(
+            vae=tiny.vae,
+            text_encoder=tiny.text_encoder,
+            tokenizer=tiny.tokenizer,
+            unet=tiny.unet,
+            scheduler=scheduler,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
 
-        def to(self, device):
-            return self
-
-    editor.StableDiffusionPipeline = types.SimpleNamespace(
-        from_pretrained=lambda name, scheduler: TinyPipeline(scheduler)
-    )
+    editor.StableDiffusionPipeline = types.SimpleNamespace(from_pretrained=tiny_pipeline)
     editor.txt_draw = lambda text, target_size=(512, 512): np.zeros((target_size[1], target_size[0], 3), np.uint8)
     record(editor, "load_512", lambda out, *a, **k: seen["image"].append(np.array(out)))
     record(
