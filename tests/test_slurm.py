@@ -112,7 +112,7 @@ def test_headline_sweep_scancel_failed_job_coverage_and_resubmit(slurm_env, site
         cwd=tmp_path, env=slurm_env,
     )  # fmt: skip
     assert code == 1, output
-    assert "| ddim | direct | tiny |" in output and "invbench sweep: 1 job(s) failed:" in output
+    assert "| ddim | direct | tiny |" in output and "invbench sweep: 1 job(s) failed:" in output, output
     assert "ModelNotAvailableError: model.path=/nonexistent is not a folder" in output and "Traceback" not in output
 
     states = wait_until_ended(jobs, slurm_env, timeout=900)
