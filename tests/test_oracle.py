@@ -1,7 +1,7 @@
 """Reference equivalence: the PIE-Bench reference's own code (cure-lab/PnPInversion's run_editing_p2p.py path, patched
 for API drift only) ran on our tiny model, 512x512 images (64x64 latents), 5 steps; tests/golden/oracle/ holds what
-it computed (benchmarks/oracle/regenerate.py writes it from a reference checkout; the PnP, MasaCtrl, edit-friendly
-and ReNoise goldens come from the other scripts there). invbench's configurations of the same names must compute the
+it computed (benchmarks/oracle/regenerate.py writes it from a reference checkout; the PnP, MasaCtrl, edit-friendly,
+ReNoise and SPDInv goldens come from the other scripts there). invbench's configurations of the same names must compute the
 same, step by step.
 
 Tolerances: float32 on CPU, the same operations in another order (batched differently, other kernels) differ by
@@ -240,6 +240,43 @@ def test_edit_friendly_p2p_reproduces_the_reference_step_by_step(case, model_512
     close(torch.cat(inverted.latents), golden["xts"][: golden["steps"] - skip + 1], "the noisy x_t")
     # noise maps in denoising order; the reference keeps them t ascending
     close(torch.cat(inverted.sampler.noise_maps), golden["zs"].flip(0)[skip:], "the noise maps z_t")
+
+    control, _ = editor.build_control(model_512, inverted, sample)
+    steps, end_step = [], control.end_step
+
+    def keep(step, latents):
+        latents = end_step(step, latents)
+        steps.append(latents.clone())
+        return latents
+
+    control.end_step = keep
+    cond = model_512.encode_prompts([sample.source_prompt, sample.target_prompt])
+    denoise_branches(model_512, inverted, cond, editor.guidance_scale, control)
+    close(torch.stack(steps), golden["steps_latents"], "the source and target after every editing step")
+
+
+SPDINV_CASES = sorted(path.stem for path in (GOLDEN / "spdinv").glob("*.pt"))
+
+
+@pytest.mark.parametrize("case", SPDINV_CASES)
+def test_spdinv_p2p_reproduces_its_official_code_step_by_step(case, model_512, mini, compose):
+    """SPDInv's official run_SPDInv_P2P.py (leeruibin/SPDInv; written by benchmarks/oracle/spdinv_reference.py) on the
+    tiny model, 5 steps: invbench's `inversion=spdinv editor=p2p` must find the same fixed points with as many AdamW
+    iterations, and its editing (proximal guidance, inversion guidance below t = 400, the source prompt as the
+    unconditional embedding) must give the same source and target after every step. The official script's P2P
+    replaces cross-attention for 80% of the steps (PIE-Bench's P2P runs 40%), set here as it runs it."""
+    golden = torch.load(GOLDEN / "spdinv" / f"{case}.pt", weights_only=False)
+    sample = next(s for s in mini.samples if s.id == golden["sample"])
+    overrides = ["inversion=spdinv", "editor=p2p", f"num_steps={golden['steps']}"]
+    config = OmegaConf.to_container(
+        compose(*overrides, f"editor.cross_replace_steps={golden['cross_replace_steps']}"), resolve=True
+    )
+    inversion, editor = INVERSIONS.build(config["inversion"]), EDITORS.build(config["editor"])
+
+    latent = model_512.encode_image(fit_square(sample.read_image(), model_512.resolution))
+    inverted = inversion.invert(model_512, latent, sample)
+    close(torch.cat(inverted.latents), golden["trajectory"], "z_0 and the SPDInv fixed points")
+    assert inverted.info["optimisation_steps"] == golden["adamw_steps"]
 
     control, _ = editor.build_control(model_512, inverted, sample)
     steps, end_step = [], control.end_step

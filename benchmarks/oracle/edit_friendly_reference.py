@@ -8,7 +8,7 @@ repository, applies PATCHES (API drift only, none changes the math) and calls it
 does (setup_seed(), source guidance 1, target 7.5, cross 0.4, self 0.6). The script loads SD v1.4 when imported:
 `StableDiffusionPipeline.from_pretrained` returns a real StableDiffusionPipeline put together from the tiny model's
 parts, and `DDIMScheduler.from_config` SD v1.4's scheduler configuration (steps_offset 1). NUM_DDIM_STEPS and SKIP,
-module constants, are set to STEPS and the skip invbench's `${scaled_steps:12,50}` gives at STEPS. Two samples: one
+module constants, are set to STEPS and the skip invbench's `${scaled_steps:12,50}` gives at STEPS. Three samples: two
 whose prompts have as many words (the reference's AttentionReplace) and one whose do not (AttentionRefine). Keeps
 z_0, the noisy trajectory x_t, the noise maps z_t, the latents (source, target) after every editing step and at the
 end, in tests/golden/oracle/edit_friendly/<case>.pt. About 30 s on 2 cores.
@@ -31,7 +31,11 @@ GOLDEN = REPO / "tests" / "golden" / "oracle" / "edit_friendly"
 REFERENCE_COMMIT = "07f97f4"
 STEPS = 10
 SKIP = 2  # round(12 * 10 / 50), invbench's scaled_steps
-CASES = {"edit_friendly_p2p_121000000001": "121000000001", "edit_friendly_p2p_224000000002": "224000000002"}
+CASES = {  # a changed object and an aligned attribute word (word swap), an added object (refine)
+    "edit_friendly_p2p_121000000001": "121000000001",
+    "edit_friendly_p2p_623000000006": "623000000006",
+    "edit_friendly_p2p_224000000002": "224000000002",
+}
 
 # (file, old text, new text, how many times the old text occurs, why)
 PATCHES = [
