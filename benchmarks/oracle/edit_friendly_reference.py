@@ -85,6 +85,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/ef-ref"))
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
+    from common import apply_patches, conf, tiny_model, tiny_pipeline
     from patch_reference import extract
 
     args.work.mkdir(parents=True, exist_ok=True)
@@ -92,23 +93,15 @@ def main() -> None:
     extract(args.source, REFERENCE_COMMIT, args.work, ("run_editing_edit_friendly_p2p.py",))
     for package in ("models", "models/edit_friendly_ddm", "models/p2p", "utils"):
         (args.work / package / "__init__.py").touch()
-    for name, old, new, count, why in PATCHES:
-        path = args.work / name
-        text = path.read_text(encoding="utf-8")
-        if text.count(old) != count:
-            raise SystemExit(f"patch {why.split(':')[0]} expects {old[:60]!r} {count} times in {name}")
-        path.write_text(text.replace(old, new), encoding="utf-8")
+    apply_patches(args.work, PATCHES)
     sys.path[:0] = [str(args.work), str(REPO)]
     sys.modules["cv2"] = types.ModuleType("cv2")  # ptp_utils.py draws captions with it, never on this path
 
     import diffusers
-    from omegaconf import OmegaConf
 
-    from invbench.models import load_model
     from pie_bench import edit_class_lookup, load_benchmark
 
-    conf = lambda name: OmegaConf.to_container(OmegaConf.load(REPO / "conf" / f"{name}.yaml"))  # noqa: E731
-    tiny = load_model(conf("model/tiny"), conf("scheduler/ddim"), torch.device("cpu"))
+    tiny = tiny_model()
     sd14_scheduler = {  # CompVis/stable-diffusion-v1-4's scheduler/scheduler_config.json
         "beta_start": 0.00085,
         "beta_end": 0.012,
@@ -121,19 +114,9 @@ def main() -> None:
 
     real_pipeline, real_scheduler = diffusers.StableDiffusionPipeline, diffusers.DDIMScheduler
 
-    def tiny_pipeline(name: str, **kwargs) -> diffusers.StableDiffusionPipeline:
-        return real_pipeline(
-            vae=tiny.vae,
-            text_encoder=tiny.text_encoder,
-            tokenizer=tiny.tokenizer,
-            unet=tiny.unet,
-            scheduler=real_scheduler(**sd14_scheduler),
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-        )
-
-    diffusers.StableDiffusionPipeline = types.SimpleNamespace(from_pretrained=tiny_pipeline)
+    diffusers.StableDiffusionPipeline = types.SimpleNamespace(
+        from_pretrained=lambda name, **k: tiny_pipeline(tiny, real_scheduler(**sd14_scheduler), real_pipeline)
+    )
     diffusers.DDIMScheduler = types.SimpleNamespace(from_config=lambda *a, **k: real_scheduler(**sd14_scheduler))
     try:
         import run_editing_edit_friendly_p2p as reference

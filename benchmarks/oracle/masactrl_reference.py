@@ -78,30 +78,23 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/masactrl-ref"))
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
+    from common import apply_patches, conf, tiny_model, tiny_pipeline
     from patch_reference import extract
 
     subprocess.run([sys.executable, str(HERE / "patch_reference.py"), str(args.source), str(args.work)], check=True)
     extract(args.source, REFERENCE_COMMIT, args.work, ("models/masactrl", "run_editing_masactrl.py"))
     (args.work / "models" / "masactrl" / "__init__.py").touch()
-    for name, old, new, count, why in PATCHES:
-        path = args.work / name
-        text = path.read_text(encoding="utf-8")
-        if text.count(old) != count:
-            raise SystemExit(f"patch {why.split(':')[0]} expects {old[:60]!r} {count} times in {name}")
-        path.write_text(text.replace(old, new), encoding="utf-8")
+    apply_patches(args.work, PATCHES)
     sys.path[:0] = [str(args.work), str(REPO)]
     sys.modules["cv2"] = types.ModuleType("cv2")  # imported by masactrl_utils.py, never used on this path
 
     import run_editing_masactrl as reference
     from diffusers import DDIMScheduler
     from models.masactrl.diffuser_utils import MasaCtrlPipeline
-    from omegaconf import OmegaConf
 
-    from invbench.models import load_model
     from pie_bench import edit_class_lookup, load_benchmark
 
-    conf = lambda name: OmegaConf.to_container(OmegaConf.load(REPO / "conf" / f"{name}.yaml"))  # noqa: E731
-    tiny = load_model(conf("model/tiny"), conf("scheduler/ddim"), torch.device("cpu"))
+    tiny = tiny_model()
     reference.txt_draw = lambda text, target_size=(512, 512): np.zeros((target_size[1], target_size[0], 3), np.uint8)
 
     def editor_with_tiny_model():  # MasaCtrlEditor.__init__, with the tiny model's components
@@ -114,16 +107,7 @@ def main() -> None:
             clip_sample=False,
             set_alpha_to_one=False,
         )
-        editor.model = MasaCtrlPipeline(
-            vae=tiny.vae,
-            text_encoder=tiny.text_encoder,
-            tokenizer=tiny.tokenizer,
-            unet=tiny.unet,
-            scheduler=editor.scheduler,
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-        )
+        editor.model = tiny_pipeline(tiny, editor.scheduler, MasaCtrlPipeline)
         editor.model.scheduler.set_timesteps(STEPS)
         return editor
 

@@ -90,45 +90,26 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/spdinv-ref"))
     args = parser.parse_args()
     sys.path.insert(0, str(HERE))
+    from common import apply_patches, conf, tiny_model, tiny_pipeline
     from patch_reference import extract
 
     args.work.mkdir(parents=True, exist_ok=True)
     extract(args.source, REFERENCE_COMMIT, args.work, ("P2P", "utils", "run_SPDInv_P2P.py"))
     for package in ("P2P", "utils"):
         (args.work / package / "__init__.py").touch()
-    for name, old, new, count, why in PATCHES:
-        path = args.work / name
-        text = path.read_text(encoding="utf-8")
-        if text.count(old) != count:
-            raise SystemExit(f"patch {why.split(':')[0]} expects {old[:60]!r} {count} times in {name}")
-        path.write_text(text.replace(old, new), encoding="utf-8")
+    apply_patches(args.work, PATCHES)
     sys.path[:0] = [str(args.work), str(REPO)]
     sys.modules["cv2"] = types.ModuleType("cv2")  # ptp_utils.py draws captions with it, never on this path
 
     import run_SPDInv_P2P as reference
-    from diffusers import StableDiffusionPipeline
-    from omegaconf import OmegaConf
     from P2P import SPDInv, ptp_utils
 
-    from invbench.models import load_model
     from pie_bench import edit_class_lookup, load_benchmark
 
-    conf = lambda name: OmegaConf.to_container(OmegaConf.load(REPO / "conf" / f"{name}.yaml"))  # noqa: E731
-    tiny = load_model(conf("model/tiny"), conf("scheduler/ddim"), torch.device("cpu"))
-
-    def tiny_pipeline(name: str, scheduler) -> StableDiffusionPipeline:
-        return StableDiffusionPipeline(
-            vae=tiny.vae,
-            text_encoder=tiny.text_encoder,
-            tokenizer=tiny.tokenizer,
-            unet=tiny.unet,
-            scheduler=scheduler,
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-        )
-
-    reference.StableDiffusionPipeline = types.SimpleNamespace(from_pretrained=tiny_pipeline)
+    tiny = tiny_model()
+    reference.StableDiffusionPipeline = types.SimpleNamespace(
+        from_pretrained=lambda name, scheduler: tiny_pipeline(tiny, scheduler)
+    )
     seen: dict = {}
     spd_loop = SPDInv.SourcePromptDisentanglementInversion.SPD_loop
 
