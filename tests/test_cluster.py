@@ -170,6 +170,36 @@ def test_slurm_launcher_renders_the_sbatch_script_and_lists_the_jobs(tmp_path):
     assert code == 0 and "partition" not in output and "BasicLauncher" in output, output
 
 
+def test_a_blocking_slurm_sweep_waits_while_squeue_lists_the_job(tmp_path, monkeypatch):
+    """submitit judges from sacct alone whether a job ended; on a busy cluster it has judged a pending array task
+    ended and reported it failed before it ran. The launcher first waits while slurmctld (squeue) lists the job."""
+    from types import SimpleNamespace
+
+    from hydra_plugins.invbench_launcher import launcher
+
+    result = tmp_path / "5_0_0_result.pkl"
+    job = SimpleNamespace(job_id="5_0", paths=SimpleNamespace(result_pickle=result))
+    polls = []
+
+    def squeue() -> set[str]:
+        polls.append(len(polls))
+        if len(polls) == 3:  # pending, pending, then it runs and writes its result
+            result.write_bytes(b"result")
+        return {"5_0", "5_1"}
+
+    monkeypatch.setattr(launcher, "QUEUE_POLL_SECONDS", 0.0)
+    monkeypatch.setattr(launcher, "queued_slurm_jobs", squeue)
+    launcher.InvbenchSlurmLauncher._wait_while_queued(None, job)
+    assert result.exists() and len(polls) == 3
+
+    # A job squeue no longer lists (it ended without a result), or no squeue answer: submitit decides at once.
+    result.unlink()
+    for answer in ({"5_1"}, None):
+        monkeypatch.setattr(launcher, "queued_slurm_jobs", lambda answer=answer: answer)
+        launcher.InvbenchSlurmLauncher._wait_while_queued(None, job)
+        assert not result.exists()
+
+
 def test_non_blocking_local_sweep_merges_shards_reports_and_refills_the_missing(tmp_path):
     sweep = tmp_path / "sweep"
     args = [

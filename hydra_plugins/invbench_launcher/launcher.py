@@ -7,7 +7,10 @@ the plugin they
 * write `<sweep dir>/jobs.json` at submission: every job's number, scheduler id, overrides and log, and the command
   that resubmits the sweep into the same folders. `aggregate.py` reads it to say which jobs are missing;
 * with `hydra.launcher.wait=false`, return as soon as the jobs are queued, after printing their ids and where the
-  results will land, instead of holding the login shell until the last job ends.
+  results will land, instead of holding the login shell until the last job ends;
+* when waiting on Slurm, wait while squeue still lists a job. submitit decides from sacct alone that a job has
+  ended, and on a busy cluster it has judged an array task that was still pending ended and reported it failed
+  ("No output/error stream produced"), although the job then ran and wrote its results.
 
 Timeouts and preemption are the plugin's: Slurm signals the job (USR2, `signal_delay_s` before the time limit, and
 at preemption where the cluster sets `SlurmctldParameters=preempt_send_user_signal`), submitit calls the launcher's
@@ -20,7 +23,9 @@ from __future__ import annotations
 
 import logging
 import shlex
+import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -75,7 +80,11 @@ class _JobListMixin:
         for job in listed:
             log.info("#%d %s: %s", job["num"], job["job_id"], " ".join(job["overrides"]))
         if self.wait:
-            return [_result(job, overrides) for job, overrides in zip(jobs, job_overrides)]
+            results = []
+            for job, overrides in zip(jobs, job_overrides):
+                self._wait_while_queued(job)
+                results.append(_result(job, overrides))
+            return results
         print(
             f"invbench: {len(jobs)} {self._EXECUTOR} jobs submitted; not waiting for them.\n"
             f"  results           {sweep_dir}/<job number>_<inversion>+<editor>[_<categories or shard>]/\n"
@@ -87,6 +96,9 @@ class _JobListMixin:
             JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED, _return_value=job.job_id)
             for overrides, job in zip(job_overrides, jobs)
         ]
+
+    def _wait_while_queued(self, job: Any) -> None:
+        """The scheduler's own view of whether a job is still queued or running (none for local jobs)."""
 
     def _executor_init_parameters(self) -> dict[str, Any]:
         init = {"folder": self.params["submitit_folder"]}
@@ -139,8 +151,29 @@ def _result(job: Any, overrides: Sequence[str]) -> JobReturn:
         return JobReturn(overrides=list(overrides), status=JobStatus.FAILED, _return_value=failure)
 
 
+QUEUE_POLL_SECONDS = 10.0
+
+
+def queued_slurm_jobs() -> set[str] | None:
+    """The ids slurmctld still holds, array tasks one by one ("4242_7"); None when squeue does not answer."""
+    try:
+        listed = subprocess.run(
+            ["squeue", "-h", "-r", "-o", "%i"], capture_output=True, text=True, timeout=60, check=True
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return set(listed.split())
+
+
 class InvbenchSlurmLauncher(_JobListMixin, SlurmLauncher):
-    pass
+    def _wait_while_queued(self, job: Any) -> None:
+        """Until the job has written its result or squeue no longer lists it: submitit then reads its outcome (or
+        sacct's reason). Where squeue does not answer, submitit's own wait decides, as before."""
+        while not Path(job.paths.result_pickle).exists():
+            queued = queued_slurm_jobs()
+            if queued is None or str(job.job_id) not in queued:
+                return
+            time.sleep(QUEUE_POLL_SECONDS)
 
 
 class InvbenchLocalLauncher(_JobListMixin, LocalLauncher):
