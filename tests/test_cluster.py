@@ -200,6 +200,7 @@ def test_a_blocking_slurm_sweep_waits_while_squeue_lists_the_job(tmp_path, monke
         assert not result.exists()
 
 
+@pytest.mark.ci_only  # about 70 s on 2 cores; .ci/run runs it
 def test_non_blocking_local_sweep_merges_shards_reports_and_refills_the_missing(tmp_path):
     sweep = tmp_path / "sweep"
     args = [
@@ -273,6 +274,7 @@ def test_killed_job_resumes_to_the_same_rows_and_images(tmp_path, uninterrupted)
     assert not list(folder.rglob("*.partial"))  # no half-written file survives the resume
 
 
+@pytest.mark.ci_only  # about 40 s on 2 cores; .ci/run runs it
 def test_preempted_submitit_job_is_requeued_and_resumes(tmp_path, uninterrupted):
     sweep = tmp_path / "sweep"
     args = ["-m", "launcher=submitit_local", *INTERRUPTIBLE, f"hydra.sweep.dir={sweep}"]

@@ -148,6 +148,7 @@ def test_identical_prompts_reproduce_the_source_branch(name, tiny_model, sample,
     torch.testing.assert_close(result.edited, result.reconstruction, rtol=0, atol=1e-6)
 
 
+@pytest.mark.ci_only  # about 2 min on 2 cores; .ci/run runs it
 def test_the_grid_runs_and_aggregates_a_row_per_pair(tmp_path):
     """Every inversion configuration × every editor, one sample, 2-3 steps, through launch.py (one sweep per set of
     step overrides) and aggregate.py."""

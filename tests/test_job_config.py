@@ -72,6 +72,7 @@ def test_a_bad_setting_stops_launch_with_exit_2_before_the_model_loads(tmp_path)
     assert not [path for path in sweep.iterdir() if path.is_dir()]
 
 
+@pytest.mark.ci_only  # about 1 min on 2 cores; .ci/run runs it
 @pytest.mark.parametrize("experiment", EXPERIMENTS, ids=[str(e) for e in EXPERIMENTS])
 def test_every_experiment_composes_with_every_inversion_and_editor(experiment):
     """Compose and check only (no run): the experiment's settings reach every method through the run-level keys."""

@@ -24,14 +24,14 @@ from inversions import INVERSIONS
 
 GOLDEN = Path(__file__).parent / "golden" / "oracle"
 # The default suite proves every method on this sample (a changed object, cat -> tiger); the other samples' goldens
-# (an attribute word, an added object) run with `-m slow`, which .ci/run runs after the default suite.
+# (an attribute word, an added object) run with `-m ci_only`, which .ci/run runs after the default suite.
 DEFAULT_SAMPLE = "121000000001"
 
 
 def golden_cases(folder: Path, *, also_by_default: tuple[str, ...] = ()) -> list:
     stems = sorted(path.stem for path in folder.glob("*.pt") if path.stem != "regularisation")
     return [
-        pytest.param(stem, marks=() if DEFAULT_SAMPLE in stem or stem in also_by_default else pytest.mark.slow)
+        pytest.param(stem, marks=() if DEFAULT_SAMPLE in stem or stem in also_by_default else pytest.mark.ci_only)
         for stem in stems
     ]
 
