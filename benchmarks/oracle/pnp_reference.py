@@ -129,14 +129,12 @@ def main() -> None:
 
     import run_editing_pnp as reference
     from diffusers import DDIMScheduler
-    from omegaconf import OmegaConf
+    from common import conf, tiny_model
 
-    from invbench.models import load_model
     from pie_bench import edit_class_lookup, load_benchmark
 
-    conf = lambda name: OmegaConf.to_container(OmegaConf.load(REPO / "conf" / f"{name}.yaml"))  # noqa: E731
     scheduler_config = conf("scheduler/ddim")  # steps_offset 1, as SD v1.5's scheduler_config.json
-    tiny = load_model(conf("model/tiny"), scheduler_config, torch.device("cpu"))
+    tiny = tiny_model(scheduler_config)
     reference.NUM_DDIM_STEPS, reference.device = STEPS, torch.device("cpu")
 
     def given_tiny_model(cls):

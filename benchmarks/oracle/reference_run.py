@@ -58,29 +58,16 @@ def main() -> None:
     import models.p2p.p2p_guidance_forward as forward
     import models.p2p.proximal_guidance_forward as proximal
     import models.p2p_editor as editor
-    from diffusers import StableDiffusionPipeline
-    from omegaconf import OmegaConf
+    from common import tiny_model, tiny_pipeline
 
-    from invbench.models import load_model
     from pie_bench import BUNDLED_MINI_ROOT
 
-    conf = lambda name: OmegaConf.to_container(OmegaConf.load(REPO / "conf" / f"{name}.yaml"))  # noqa: E731
-    tiny = load_model(conf("model/tiny"), conf("scheduler/ddim"), torch.device("cpu"))
+    tiny = tiny_model()
     seen: dict[str, list] = defaultdict(list)
 
-    def tiny_pipeline(name: str, scheduler) -> StableDiffusionPipeline:
-        return StableDiffusionPipeline(
-            vae=tiny.vae,
-            text_encoder=tiny.text_encoder,
-            tokenizer=tiny.tokenizer,
-            unet=tiny.unet,
-            scheduler=scheduler,
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-        )
-
-    editor.StableDiffusionPipeline = types.SimpleNamespace(from_pretrained=tiny_pipeline)
+    editor.StableDiffusionPipeline = types.SimpleNamespace(
+        from_pretrained=lambda name, scheduler: tiny_pipeline(tiny, scheduler)
+    )
     editor.txt_draw = lambda text, target_size=(512, 512): np.zeros((target_size[1], target_size[0], 3), np.uint8)
     record(editor, "load_512", lambda out, *a, **k: seen["image"].append(np.array(out)))
     record(

@@ -53,7 +53,6 @@ def main() -> None:
 
     import main as reference  # the reference's main.py
     from diffusers import StableDiffusionImg2ImgPipeline
-    from omegaconf import OmegaConf
     from PIL import Image
     from src.config import RunConfig
     from src.eunms import Model_Type, Scheduler_Type
@@ -61,22 +60,12 @@ def main() -> None:
     from src.schedulers.ddim_scheduler import MyDDIMScheduler
 
     from invbench.images import fit_square
-    from invbench.models import load_model
+    from common import conf, tiny_model, tiny_pipeline
     from pie_bench import edit_class_lookup, load_benchmark
 
-    conf = lambda name: OmegaConf.to_container(OmegaConf.load(REPO / "conf" / f"{name}.yaml"))  # noqa: E731
     scheduler_config = conf("scheduler/ddim") | {"steps_offset": 1}  # SD v1.5's scheduler_config.json
-    tiny = load_model(conf("model/tiny"), scheduler_config, torch.device("cpu"))
-    pipe_inference = StableDiffusionImg2ImgPipeline(
-        vae=tiny.vae,
-        text_encoder=tiny.text_encoder,
-        tokenizer=tiny.tokenizer,
-        unet=tiny.unet,
-        scheduler=MyDDIMScheduler.from_config(scheduler_config),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+    tiny = tiny_model(scheduler_config)
+    pipe_inference = tiny_pipeline(tiny, MyDDIMScheduler.from_config(scheduler_config), StableDiffusionImg2ImgPipeline)
     pipe_inversion = SDDDIMPipeline(**pipe_inference.components)
     pipe_inversion.scheduler = MyDDIMScheduler.from_config(scheduler_config)
     pipe_inversion.scheduler.add_noise = lambda init_latents, noise, timestep: init_latents  # get_pipes, for SD
