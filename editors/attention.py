@@ -81,8 +81,9 @@ class AttentionController:
     """Base class: sees (and may replace) every attention map of the layers it `wants`, step by step.
 
     The sampler calls `begin_step(i)` before the UNet call of denoising step i, then `before_step(i, latents,
-    noise_parts)`, which may return changed latents to step from, and `end_step(i, latents)` after the latents of
-    that step are computed (and after any inversion offset was added), which may return changed latents.
+    noise_parts)`, which may return changed latents to step from, then `step_noise_parts(noise_parts)` for the
+    evaluation the step takes, and `end_step(i, latents)` after the latents of that step are computed (and after any
+    inversion offset was added), which may return changed latents.
     """
 
     num_branches: int = 1
@@ -111,6 +112,11 @@ class AttentionController:
     def before_step(self, step: int, latents: torch.Tensor, noise_parts: NoiseParts) -> torch.Tensor:
         """`noise_parts(latents)` evaluates the UNet with the step's embeddings, under this controller."""
         return latents
+
+    def step_noise_parts(self, noise_parts: NoiseParts) -> NoiseParts:
+        """The UNet evaluation the step takes (model.noise_parts with the step's embeddings, which also accepts
+        `cond_latents=`). Default: unchanged."""
+        return noise_parts
 
     def end_step(self, step: int, latents: torch.Tensor) -> torch.Tensor:
         return latents
@@ -177,6 +183,11 @@ class ControllerGroup(AttentionController):
         for controller in self.controllers:
             latents = controller.before_step(step, latents, noise_parts)
         return latents
+
+    def step_noise_parts(self, noise_parts: NoiseParts) -> NoiseParts:
+        for controller in self.controllers:
+            noise_parts = controller.step_noise_parts(noise_parts)
+        return noise_parts
 
     def end_step(self, step: int, latents: torch.Tensor) -> torch.Tensor:
         for controller in self.controllers:

@@ -122,6 +122,7 @@ def denoise_branches(
             if controller is not None:
                 controller.begin_step(i)
                 latents = controller.before_step(i, latents, parts)
+                parts = controller.step_noise_parts(parts)
             if inversion.sampler is None:
                 latents = inversion.schedule.step(classifier_free(*parts(latents), guidance_scale), t, latents)
             else:

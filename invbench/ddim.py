@@ -23,7 +23,8 @@ class DDIMSchedule:
         scheduler.set_timesteps(max(num_steps, 1))
         self.num_steps = num_steps
         self.timesteps: list[int] = [int(t) for t in scheduler.timesteps][:num_steps]  # descending: noisiest first
-        self.step_size = scheduler.config.num_train_timesteps // max(num_steps, 1)
+        self.num_train_timesteps: int = scheduler.config.num_train_timesteps
+        self.step_size = self.num_train_timesteps // max(num_steps, 1)
         self._alphas_cumprod = scheduler.alphas_cumprod.clone()
         self._final_alpha_cumprod = torch.as_tensor(scheduler.final_alpha_cumprod)
 

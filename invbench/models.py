@@ -87,13 +87,21 @@ class DiffusionModel:
         return self.unet(latents, t, encoder_hidden_states=embeddings).sample
 
     def noise_parts(
-        self, latents: torch.Tensor, t: int, cond: torch.Tensor, uncond: torch.Tensor, guidance_scale: float
+        self,
+        latents: torch.Tensor,
+        t: int,
+        cond: torch.Tensor,
+        uncond: torch.Tensor,
+        guidance_scale: float,
+        cond_latents: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """(eps_u, eps_c) for a batch of branches in one UNet call; at w = 1 only eps_c is evaluated (eps_u None)."""
+        """(eps_u, eps_c) for a batch of branches in one UNet call; at w = 1 only eps_c is evaluated (eps_u None).
+        `cond_latents`: where the conditional half is evaluated, if not at `latents` (pix2pix-zero's guided copies)."""
+        cond_latents = latents if cond_latents is None else cond_latents
         if guidance_scale == 1:
-            return None, self.predict_noise(latents, t, cond)
+            return None, self.predict_noise(cond_latents, t, cond)
         noise_uncond, noise_cond = self.predict_noise(
-            torch.cat([latents, latents]), t, torch.cat([uncond, cond])
+            torch.cat([latents, cond_latents]), t, torch.cat([uncond, cond])
         ).chunk(2)
         return noise_uncond, noise_cond
 

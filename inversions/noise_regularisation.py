@@ -4,6 +4,7 @@ losses that push a predicted noise map toward white Gaussian noise, and the grad
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -11,15 +12,22 @@ import torch.nn.functional as F
 SMALLEST_LEVEL = 8  # the auto-correlation pyramid stops at this side
 
 
-def autocorrelation_loss(noise: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+class ShiftSource(Protocol):  # Python's `random` module or a random.Random: what pix2pix-zero's code draws from
+    def randrange(self, stop: int) -> int: ...
+
+
+def autocorrelation_loss(noise: torch.Tensor, generator: torch.Generator | ShiftSource | None = None) -> torch.Tensor:
     """noise (1, C, H, W): Σ over channels and levels of an average-pooled pyramid (down to 8×8) of
-    mean(ε · roll(ε, r, axis))², both axes, r drawn uniformly from [0, side / 2) once per level (from `generator`, or
-    the global generator)."""
+    mean(ε · roll(ε, r, axis))², both axes, r drawn uniformly from [0, side / 2) once per level: from a torch
+    `generator` (None: torch's global one), or with `randrange` from Python's `random` (pix2pix-zero's code)."""
     loss = noise.new_zeros(())
     for channel in noise[0]:
         level = channel[None, None]
         while True:
-            shift = int(torch.randint(0, level.shape[-1] // 2, (1,), generator=generator))
+            if hasattr(generator, "randrange"):
+                shift = generator.randrange(level.shape[-1] // 2)
+            else:
+                shift = int(torch.randint(0, level.shape[-1] // 2, (1,), generator=generator))
             for axis in (2, 3):
                 loss = loss + (level * torch.roll(level, shifts=shift, dims=axis)).mean() ** 2
             if level.shape[-1] <= SMALLEST_LEVEL:

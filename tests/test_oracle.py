@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 
 from editors import EDITORS, denoise_branches
 from invbench.images import fit_square
+from invbench.runtime import seed_everything
 from inversions import INVERSIONS
 
 GOLDEN = Path(__file__).parent / "golden" / "oracle"
@@ -300,3 +301,45 @@ def test_spdinv_p2p_reproduces_its_official_code_step_by_step(case, model_512, m
 
     steps = p2p_latents_after_every_step(model_512, editor, inverted, sample)
     close(steps, golden["steps_latents"], "the source and target after every editing step")
+
+
+PIX2PIX_ZERO_CASES = golden_cases(GOLDEN / "pix2pix_zero")
+
+
+@pytest.mark.parametrize("case", PIX2PIX_ZERO_CASES)
+def test_pix2pix_zero_reproduces_the_reference_step_by_step(case, model_512, mini, compose, monkeypatch):
+    """The PIE-Bench reference's run_editing_pix2pix_zero.py (ddim+pix2pix-zero; written by
+    benchmarks/oracle/pix2pix_zero_reference.py, its BLIP caption the source prompt) on the tiny model, 10 steps:
+    invbench's `inversion=pix2pix_zero editor=pix2pix_zero` must draw the same posterior sample (the seed as the
+    reference's setup_seed), regularise and invert on the reference's grid to the same z_T, and give the same
+    reconstruction and edit (one guided copy of the target per half of guidance) after every step. λ_kl is the
+    golden's: the reference's 20 diverges on the tiny model's small noise predictions."""
+    from editors import pix2pix_zero
+
+    golden = torch.load(GOLDEN / "pix2pix_zero" / f"{case}.pt", weights_only=False)
+    sample = next(s for s in mini.samples if s.id == golden["sample"])
+    overrides = ["inversion=pix2pix_zero", "editor=pix2pix_zero", f"num_steps={golden['steps']}"]
+    config = OmegaConf.to_container(compose(*overrides, f"inversion.lambda_kl={golden['lambda_kl']}"), resolve=True)
+    inversion, editor = INVERSIONS.build(config["inversion"]), EDITORS.build(config["editor"])
+
+    seed_everything(1234)  # the reference's setup_seed, as the runner's
+    latent = inversion.encode_source(model_512, fit_square(sample.read_image(), model_512.resolution))
+    close(latent, golden["trajectory"][:1], "z_0, a sample of the VAE posterior")
+    inverted = inversion.invert(model_512, latent, sample)
+    close(torch.cat(inverted.latents), golden["trajectory"], "the regularised trajectory z_0 … z_T")
+
+    steps = []
+
+    def end_step(self, step, latents):
+        steps.append(latents.clone())
+        return latents
+
+    monkeypatch.setattr(pix2pix_zero.CrossAttentionGuidance, "end_step", end_step)
+    edited = editor.edit(model_512, inverted, sample)
+    steps = torch.stack(steps)
+    close(steps[:, 0], golden["sources"], "the reconstruction after every step")
+    close(steps[:, 1], golden["targets"], "the edit after every step")
+    image = model_512.decode_latents(edited.edited, "round")[0]  # the reference saves through numpy_to_pil: rounded
+    crop = torch.from_numpy(image[192:320, 192:320].copy()).int()
+    difference = (crop - golden["edited_image_crop"].int()).abs()
+    assert difference.max() <= 1 and (difference > 0).float().mean() < 0.01

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import partial
 
+import pytest
 import torch
 from conftest import conf_file, relative_error
 
@@ -29,7 +30,7 @@ def test_loss_is_the_summed_squared_map_distance_averaged_over_halves_and_heads(
     # (halves 2, branches 2, heads 1, queries 1, tokens 2); the target differs by (0.1, -0.1) in the uncond half
     # and by (0.3, -0.3) in the cond half: per half 0.02 and 0.18, mean 0.1
     probs = torch.tensor([[[[[0.5, 0.5]]], [[[0.6, 0.4]]]], [[[[0.2, 0.8]]], [[[0.5, 0.5]]]]])
-    guidance = CrossAttentionGuidance(learning_rate=0.1, model_dtype=torch.float32)
+    guidance = CrossAttentionGuidance(learning_rate=0.1, model_dtype=torch.float32, per_half=True)
     guidance.loss = torch.zeros(())
     assert torch.equal(guidance.attention(SITE, probs), probs)  # the maps themselves are not edited
     assert torch.isclose(guidance.loss, torch.tensor(0.1))
@@ -37,26 +38,39 @@ def test_loss_is_the_summed_squared_map_distance_averaged_over_halves_and_heads(
     assert not guidance.wants(SITE)  # outside the guidance forward the layers run fused attention
 
 
-def test_a_guidance_step_moves_the_target_toward_the_source_maps(tiny_model, sample, source_latent):
+@pytest.mark.parametrize("per_half", [True, False])
+def test_a_guidance_step_moves_the_target_toward_the_source_maps(per_half, tiny_model, sample, source_latent):
+    """per_half (the reference): each half's copy of the target moves by the gradient of its own half's maps, and
+    the step evaluates ε_u at the unconditional copy and ε_c at the conditional one; shared: one latent, both halves."""
     inverted = invert(tiny_model, source_latent, sample)
     cond = tiny_model.encode_prompts([sample.source_prompt, sample.target_prompt])
     uncond = tiny_model.encode_prompts([""]).expand(2, -1, -1)
     t = inverted.schedule.timesteps[0]
     parts = partial(tiny_model.noise_parts, t=t, cond=cond, uncond=uncond, guidance_scale=7.5)
-    guidance = CrossAttentionGuidance(learning_rate=1e-3, model_dtype=torch.float32)
+    guidance = CrossAttentionGuidance(learning_rate=1e-3, model_dtype=torch.float32, per_half=per_half)
     guidance.num_branches = 2
     latents = inverted.noise_latent.repeat(2, 1, 1, 1)
 
-    def distance(at: torch.Tensor) -> float:
+    def distance(noise_parts, at: torch.Tensor) -> float:
         guidance.loss = torch.zeros(())
-        parts(at)
+        noise_parts(at)
         value, guidance.loss = float(guidance.loss), None
         return value
 
     with attention_control(tiny_model.unet, guidance, latents.shape[-1]), torch.no_grad():
-        before = distance(latents)
+        before = distance(parts, latents)
         guided = guidance.before_step(0, latents, parts)
-        after = distance(guided)
+        step_parts = guidance.step_noise_parts(parts)
+        after = distance(step_parts, guided)
+        if per_half:
+            conditional = guidance.cond_latents
+            assert torch.equal(conditional[:1], latents[:1]) and relative_error(conditional, guided) > 1e-7
+            # the step's evaluation puts the conditional half at the conditional copy
+            noise_uncond, noise_cond = step_parts(guided)
+            assert torch.allclose(noise_cond, parts(conditional)[1], atol=1e-6)
+            assert torch.allclose(noise_uncond, parts(guided)[0], atol=1e-6)
+        else:
+            assert guidance.cond_latents is None and step_parts is parts
     assert torch.equal(guided[:1], latents[:1])  # the source branch is the reference, never guided
     assert before > 0 and after < before
 
@@ -77,4 +91,5 @@ def test_source_branch_is_kept_and_guidance_changes_the_target(tiny_model, sampl
     # a guidance forward and the step's forward, each on 2 branches × 2 halves
     assert meter.values["edit_unet_evals"] == 2 * 2 * 2 * STEPS
     unguided = pix2pix_zero(cross_attention_guidance=0.0).edit(tiny_model, inverted, sample)
-    assert torch.allclose(unguided.edited, direct.edited, atol=1e-6)
+    # the target embedding is source + (target − source) as in the reference, within ~6e-8 of the target's own
+    assert torch.allclose(unguided.edited, direct.edited, atol=1e-4)

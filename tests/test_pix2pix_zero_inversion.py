@@ -43,7 +43,7 @@ def test_regularisation_whitens_correlated_noise():
 
 
 def test_without_regularisation_it_is_ddim_inversion_with_the_source_prompt_as_null(tiny_model, sample, source_latent):
-    plain = inversion(lambda_ac=0.0, lambda_kl=0.0).invert(tiny_model, source_latent, sample)
+    plain = inversion(lambda_ac=0.0, lambda_kl=0.0, inverse_grid="ddim").invert(tiny_model, source_latent, sample)
     ddim = INVERSIONS.build({"name": "ddim", "num_steps": 4, "guidance_scale": 1.0}).invert(
         tiny_model, source_latent, sample
     )
@@ -55,3 +55,51 @@ def test_without_regularisation_it_is_ddim_inversion_with_the_source_prompt_as_n
     regularised = inversion(lambda_kl=1.0).invert(tiny_model, source_latent, sample)
     assert torch.isfinite(regularised.noise_latent).all()
     assert relative_error(regularised.noise_latent, ddim.noise_latent) > 1e-3
+
+
+def test_the_reference_grid_runs_its_alphas_one_training_step_early_and_ends_on_the_last(
+    tiny_model, sample, source_latent
+):
+    """The reference's DDIMInverseScheduler at UNet timestep t moves from ᾱ[t − 1] to ᾱ[t − 1 + Δ], the last step to
+    ᾱ[999]: at 4 steps (timesteps 1, 251, 501, 751) the alphas are ᾱ[0] → ᾱ[250] → ᾱ[500] → ᾱ[750] → ᾱ[999]."""
+    from invbench.ddim import DDIMSchedule
+
+    result = inversion(lambda_ac=0.0, lambda_kl=0.0).invert(tiny_model, source_latent, sample)
+    schedule = DDIMSchedule(tiny_model.scheduler_config, 4)
+    assert list(reversed(schedule.timesteps)) == [1, 251, 501, 751]
+    source = tiny_model.encode_prompts([sample.source_prompt])
+    alphas = [0, 250, 500, 750, 999]
+    for k, t in enumerate(reversed(schedule.timesteps)):
+        latent = result.latents[k].double()
+        noise = tiny_model.predict_noise(result.latents[k], t, source).double()
+        a_from, a_to = (float(schedule.alpha_cumprod(i)) for i in alphas[k : k + 2])
+        by_hand = a_to**0.5 * (latent - (1 - a_from) ** 0.5 * noise) / a_from**0.5 + (1 - a_to) ** 0.5 * noise
+        assert relative_error(result.latents[k + 1].double(), by_hand) < 1e-5
+    # the editor's DDIM grid differs from it
+    ddim = inversion(lambda_ac=0.0, lambda_kl=0.0, inverse_grid="ddim").invert(tiny_model, source_latent, sample)
+    assert relative_error(result.noise_latent, ddim.noise_latent) > 1e-3
+
+
+def test_the_reference_grid_refuses_a_grid_from_timestep_0(tiny_model, sample, source_latent):
+    import dataclasses
+
+    import pytest
+
+    from invbench.errors import ConfigError
+
+    model = dataclasses.replace(tiny_model, scheduler_config={**tiny_model.scheduler_config, "steps_offset": 0})
+    with pytest.raises(ConfigError, match="steps_offset=1"):
+        inversion().invert(model, source_latent, sample)
+
+
+def test_the_reference_draws_the_posterior_sample_from_the_global_generator(tiny_model):
+    import numpy as np
+
+    image = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    torch.manual_seed(5)
+    first = inversion().encode_source(tiny_model, image)
+    torch.manual_seed(5)
+    again = inversion().encode_source(tiny_model, image)
+    mean = inversion(image_latent="posterior_mean").encode_source(tiny_model, image)
+    assert torch.equal(first, again)
+    assert relative_error(first, mean) > 1e-4
