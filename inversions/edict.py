@@ -11,7 +11,11 @@ that, step by step in reverse, so denoising with the source prompt returns to z_
 (≤1e-6 relative with the model in float64, `model.dtype=float64`; in float32 the UNet's rounding of its inputs
 bounds it). Only the lowest `strength` fraction of the timestep grid is used, as in the reference. Every branch
 uses this reverse process and EDICT's guidance, whatever the editor's guidance; attention controllers see both UNet
-calls of a step. UNet evaluations: 2 per inversion step and 2 per branch per editing step, each doubled by
+calls of a step. z_0 is a sample of the VAE posterior from torch's global generator (`image_latent:
+posterior_sample`), as the reference's `latent_dist.sample(generator=torch.cuda.manual_seed(1))`, whose generator is
+None; the reference draws again for its edit's own inversion (after the reconstruction's sample and noise), so its
+reconstruction and edit start from two different samples, where here both share the first. `posterior_mean` is ours.
+The reference's `edict+p2p` is `editor=p2p_edict` (editors/p2p_edict.py). UNet evaluations: 2 per inversion step and 2 per branch per editing step, each doubled by
 classifier-free guidance when guidance_scale > 1.
 """
 
@@ -19,8 +23,9 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Literal
 
+import numpy as np
 import torch
 
 from invbench.ddim import DDIMSchedule
@@ -84,9 +89,15 @@ class EDICTInversion(Inversion):
     strength: Annotated[float, Range(low=0, high=1, low_open=True)]
     mix: Annotated[float, Range(low=0, high=1, low_open=True, high_open=True)]
     guidance_scale: Guidance
+    image_latent: Literal["posterior_sample", "posterior_mean"]
 
     def needs_unconditional_half(self) -> bool:
         return self.guidance_scale != 1  # every branch guides at EDICT's own scale
+
+    def encode_source(self, model: DiffusionModel, image: np.ndarray) -> torch.Tensor:
+        if self.image_latent == "posterior_mean":
+            return model.encode_image(image)
+        return model.encode_image(image, generator=torch.default_generator)  # the reference's global-RNG sample
 
     @torch.no_grad()
     def invert(self, model: DiffusionModel, image_latent: torch.Tensor, sample: Sample) -> InversionResult:

@@ -145,7 +145,9 @@ def test_identical_prompts_reproduce_the_source_branch(name, tiny_model, sample,
     same = dataclasses.replace(sample, target_prompt=sample.source_prompt)
     inverted = INVERSIONS.build({"name": "ddim", "num_steps": 6, "guidance_scale": 1.0})
     result = editor.edit(tiny_model, inverted.invert(tiny_model, source_latent, same), same)
-    torch.testing.assert_close(result.edited, result.reconstruction, rtol=0, atol=1e-6)
+    # the branches sit at different rows of one batch, whose kernels may round differently (2.5e-6 after 6 steps
+    # at guidance 7.5 with 3 branches); an edit moves latents of up to ~3 by ~0.1
+    torch.testing.assert_close(result.edited, result.reconstruction, rtol=0, atol=1e-5)
 
 
 @pytest.mark.ci_only  # about 2 min on 2 cores; .ci/run runs it
@@ -181,6 +183,7 @@ def test_the_grid_runs_and_aggregates_a_row_per_pair(tmp_path):
     assert set(zip(table["inversion"], table["editor"])) == {(i, e) for i in names for e in editors}
     assert (table.loc[table["inversion"] == "none", "unet_evals"] == 0).all()  # nothing to denoise from z_0
     means = pd.read_csv(tables / "mean_by_method.csv").set_index(["inversion", "editor"])
+    # both configurations of the pix2pix-zero editor (one guided copy per half, or one latent) cost the same
     assert (
         means.loc[("ddim", "pix2pix_zero"), "edit_unet_evals"] == 2 * means.loc[("ddim", "direct"), "edit_unet_evals"]
-    )
+    ).all()

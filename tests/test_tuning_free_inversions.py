@@ -13,6 +13,7 @@ from conftest import conf_file, relative_error
 from editors import EDITORS, denoise_branches
 from editors.attention import AttentionController
 from invbench.errors import ConfigError
+from invbench.images import fit_square
 from inversions import INVERSIONS, fixed_point_residual
 from inversions.noise_regularisation import autocorrelation_loss, patch_kl
 from inversions.proxedit import proximal
@@ -282,7 +283,14 @@ def test_edict_inverts_and_regenerates_exactly_in_float64(sample, source_latent)
     model = load_model(conf_file("model/tiny.yaml") | {"resolution": 64, "dtype": "float64"},
                        conf_file("scheduler/ddim.yaml"), torch.device("cpu"))  # fmt: skip
     latent = source_latent.double()
-    config = {"name": "edict", "num_steps": STEPS, "strength": 0.8, "mix": 0.93, "guidance_scale": 3.0}
+    config = {
+        "name": "edict",
+        "num_steps": STEPS,
+        "strength": 0.8,
+        "mix": 0.93,
+        "guidance_scale": 3.0,
+        "image_latent": "posterior_mean",
+    }
     inverted = INVERSIONS.build(config).invert(model, latent, sample)
     assert len(inverted.schedule.timesteps) == 8 and relative_error(inverted.noise_latent, latent) > 0.1
     result = edit(model, inverted, sample)
@@ -290,6 +298,14 @@ def test_edict_inverts_and_regenerates_exactly_in_float64(sample, source_latent)
     assert relative_error(result.edited, result.reconstruction) > 1e-3
     with_p2p = edit(model, INVERSIONS.build(config).invert(model, latent, sample), sample, P2P)
     assert relative_error(with_p2p.reconstruction, latent) <= 1e-6  # P2P leaves the source branch alone
+    # the reference inverts a sample of the VAE posterior drawn from the global generator
+    image = fit_square(sample.read_image(), 64)
+    by_default = INVERSIONS.build(config | {"image_latent": "posterior_sample"})
+    torch.manual_seed(3)
+    first = by_default.encode_source(model, image)
+    torch.manual_seed(3)
+    assert torch.equal(by_default.encode_source(model, image), first)
+    assert relative_error(first, INVERSIONS.build(config).encode_source(model, image)) > 1e-4
 
 
 def test_edict_alternates_which_latent_it_updates_first_as_its_reference():
@@ -363,7 +379,7 @@ def test_edit_friendly_ddpm_on_the_reference_grid_zeroes_its_last_noise_map(tiny
         # without the KL steps, which diverge on the tiny model's small noise predictions (std 0.03, not SD's 1)
         (RENOISE | {"num_steps": 6, "lambda_kl": 0.0}, 6 * (2 + 1), 24),
         # EDICT: 2 UNet calls per step, each with classifier-free guidance, over int(0.5 * 6) = 3 steps
-        ({"name": "edict", "num_steps": 6, "strength": 0.5, "mix": 0.93, "guidance_scale": 3.0}, 3 * 2 * 2, 3 * 2 * 4),
+        ({"name": "edict", "num_steps": 6, "strength": 0.5, "mix": 0.93, "guidance_scale": 3.0, "image_latent": "posterior_mean"}, 3 * 2 * 2, 3 * 2 * 4),
         # edit-friendly: one conditional evaluation per grid step; editing runs the 6 - 2 steps after the skip
         (EDIT_FRIENDLY | {"num_steps": 6, "skip": 2, "steps_offset": 1, "last_noise": "zero"}, 6, 4 * 2 * 2),
     ],
