@@ -90,6 +90,23 @@ def test_every_experiment_composes_with_every_inversion_and_editor(experiment):
                     )
 
 
+def test_the_run_level_guidance_reaches_every_editor_and_every_guidance_tuned_inversion():
+    """`guidance_scale=5` sets every editor's guidance and the scale every guidance-tuned inversion computes its state
+    for, so every inversion composes and pairs with P2P at 5 (before, NTI at 7.5 under an editor at 5 was refused);
+    methods with a guidance of their own keep it."""
+    own = {"edict": 3.0}
+    for editor in EDITOR_CONFIGS:
+        assert job(f"editor={editor}", "guidance_scale=5")["editor"]["guidance_scale"] == 5
+    tuned = set()
+    for inversion in INVERSION_CONFIGS:
+        checked = check_job_config(job(f"inversion={inversion}", "editor=p2p", "guidance_scale=5"))  # pair check
+        scale = checked.inversion.tuned_for_guidance()
+        assert scale in (None, 5, own.get(inversion)), (inversion, scale)
+        if scale == 5:
+            tuned.add(inversion)
+    assert {"nti", "pti", "stylediffusion", "todinv", "directinversion", "proxedit_nti"} <= tuned
+
+
 def test_scaled_steps_follow_the_run_level_num_steps():
     assert job("inversion=edit_friendly")["inversion"]["skip"] == 12  # the reference: 12 of 50
     assert job("inversion=edit_friendly", "num_steps=10")["inversion"]["skip"] == 2
