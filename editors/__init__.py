@@ -1,6 +1,9 @@
-"""Editors, one per file; importing this package registers them all in `EDITORS`."""
+"""Editors, one per file; importing this package imports every module in it, which registers each editor in
+`EDITORS` (a new editor needs no entry here)."""
 
-from editors import direct, masactrl, p2p, p2p_edict, p2plus, pix2pix_zero, pnp  # noqa: F401  (registers)
 from editors.base import EDITORS, Editor, EditResult, denoise_branches
+from invbench.registry import import_submodules
+
+import_submodules(__name__, __path__)
 
 __all__ = ["EDITORS", "EditResult", "Editor", "denoise_branches"]

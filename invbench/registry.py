@@ -8,7 +8,9 @@ value against its field's annotated type and range (invbench/hyperparameters.py)
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
+import importlib
+import pkgutil
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
 from invbench.errors import ConfigError
@@ -73,3 +75,12 @@ class Registry(Generic[T]):
 def hyperparameters(method: Any) -> dict[str, Any]:
     """The name and hyperparameters of a built method, as recorded in result rows and hashed."""
     return {"name": method.name, **dataclasses.asdict(method)}
+
+
+def import_submodules(package: str, path: Iterable[str]) -> list[str]:
+    """Import every module of a package (call from its __init__ with __name__, __path__), so that each registers
+    what it defines: a new method is its own file and YAML, with no list to edit. Returns the modules' names."""
+    names = sorted(module.name for module in pkgutil.iter_modules(list(path)) if not module.name.startswith("_"))
+    for name in names:
+        importlib.import_module(f"{package}.{name}")
+    return names

@@ -1,22 +1,9 @@
-"""Inversion methods, one per file; importing this package registers them all in `INVERSIONS`."""
+"""Inversion methods, one per file; importing this package imports every module in it, which registers each method
+in `INVERSIONS` (a new method needs no entry here)."""
 
-from inversions import (  # noqa: F401  (registers)
-    ddim,
-    direct_inversion,
-    edict,
-    edit_friendly,
-    fixed_point,
-    negative_prompt,
-    none,
-    null_text,
-    pix2pix_zero,
-    prompt_tuning,
-    proxedit,
-    renoise,
-    spdinv,
-    stylediffusion,
-    todinv,
-)
+from invbench.registry import import_submodules
 from inversions.base import INVERSIONS, Inversion, InversionResult, fixed_point_residual
+
+import_submodules(__name__, __path__)
 
 __all__ = ["INVERSIONS", "Inversion", "InversionResult", "fixed_point_residual"]
