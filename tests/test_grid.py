@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 from conftest import CONF, run
+from grid_record import check_against_record
 
 from editors import EDITORS
 from editors.direct import DirectEditor
@@ -150,10 +151,11 @@ def test_identical_prompts_reproduce_the_source_branch(name, tiny_model, sample,
     torch.testing.assert_close(result.edited, result.reconstruction, rtol=0, atol=1e-5)
 
 
-@pytest.mark.ci_only  # about 2 min on 2 cores; .ci/run runs it
+@pytest.mark.ci_only  # about 2.5 min on 2 cores; .ci/run runs it
 def test_the_grid_runs_and_aggregates_a_row_per_pair(tmp_path):
     """Every inversion configuration × every editor, one sample, 2-3 steps, through launch.py (one sweep per set of
-    step overrides) and aggregate.py."""
+    step overrides) and aggregate.py; every pair's outputs equal the committed grid record (bit for bit where this
+    CPU's kernels are the recorder's, else its statuses and evaluation counts)."""
     groups = defaultdict(list)
     for name in INVERSION_CONFIGS:
         overrides = few_steps(composed("inversion", name))
@@ -187,3 +189,5 @@ def test_the_grid_runs_and_aggregates_a_row_per_pair(tmp_path):
     assert (
         means.loc[("ddim", "pix2pix_zero"), "edit_unet_evals"] == 2 * means.loc[("ddim", "direct"), "edit_unet_evals"]
     ).all()
+    # every pair's images and counts against the committed record (tests/grid_record.py)
+    print(check_against_record(sweeps))
