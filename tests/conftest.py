@@ -41,7 +41,20 @@ def run(script: str, *args: str, cwd: Path, env: dict[str, str] | None = None) -
 
 
 def conf_file(relative: str) -> dict:
-    return yaml.safe_load((CONF / relative).read_text())
+    """conf/<relative> as a dict, its run-level interpolations (${num_steps}, ${guidance_scale}) resolved with
+    conf/config.yaml's values (no defaults list is composed: use the `compose` fixture for that)."""
+    loaded = yaml.safe_load((CONF / relative).read_text())
+    run_level = yaml.safe_load((CONF / "config.yaml").read_text())
+    values = {f"${{{key}}}": run_level[key] for key in ("num_steps", "guidance_scale")}
+
+    def resolved(node):
+        if isinstance(node, dict):
+            return {key: resolved(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolved(value) for value in node]
+        return values.get(node, node) if isinstance(node, str) else node
+
+    return resolved(loaded)
 
 
 @pytest.fixture(scope="session")
