@@ -53,6 +53,11 @@ class DDIMSchedule:
         """z_{t-Δ} -> z_t, with `noise` predicted at timestep t."""
         return _ddim_move(latent, noise, self.alpha_cumprod(self.previous_timestep(t)), self.alpha_cumprod(t))
 
+    def predict_x0(self, noise: torch.Tensor, t: int, latent: torch.Tensor) -> torch.Tensor:
+        """x̂_0 = (z_t − √(1 − ᾱ_t) ε) / √ᾱ_t, in the order of operations of `step`."""
+        alpha = self.alpha_cumprod(t).to(latent)
+        return (latent - (1 - alpha) ** 0.5 * noise) / alpha**0.5
+
 
 def _ddim_move(
     latent: torch.Tensor,

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from invbench.ddim import DDIMSchedule
 from invbench.errors import ConfigError, ModelNotAvailableError
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,12 @@ class DiffusionModel:
     def predict_noise(self, latents: torch.Tensor, t: int, embeddings: torch.Tensor) -> torch.Tensor:
         """eps(z_t, t, c). Not wrapped in no_grad: optimisation-based inversions differentiate through it."""
         return self.unet(latents, t, encoder_hidden_states=embeddings).sample
+
+    def schedule(self, num_steps: int, **changes: Any) -> DDIMSchedule:
+        """The model's sampling schedule on `num_steps` steps (the SD family's: deterministic DDIM on its
+        scheduler's grid), with `changes` to the scheduler config (e.g. a reference's steps_offset). Methods ask for it
+        here and never build their own."""
+        return DDIMSchedule({**self.scheduler_config, **changes}, num_steps)
 
     def noise_parts(
         self,

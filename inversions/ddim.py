@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import torch
 
-from invbench.ddim import DDIMSchedule
 from invbench.hyperparameters import Guidance, Steps
 from invbench.models import DiffusionModel
 from inversions.base import INVERSIONS, Inversion, InversionResult
@@ -29,7 +28,7 @@ class DDIMInversion(Inversion):
 
     @torch.no_grad()
     def invert(self, model: DiffusionModel, image_latent: torch.Tensor, sample: Sample) -> InversionResult:
-        schedule = DDIMSchedule(model.scheduler_config, self.num_steps)
+        schedule = model.schedule(self.num_steps)
         uncond, cond = model.encode_prompts(["", sample.source_prompt]).chunk(2)
         latents = [image_latent]
         for t in reversed(schedule.timesteps):

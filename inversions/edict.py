@@ -101,7 +101,7 @@ class EDICTInversion(Inversion):
 
     @torch.no_grad()
     def invert(self, model: DiffusionModel, image_latent: torch.Tensor, sample: Sample) -> InversionResult:
-        schedule = copy.copy(DDIMSchedule(model.scheduler_config, self.num_steps))
+        schedule = copy.copy(model.schedule(self.num_steps))
         used = int(self.strength * self.num_steps)
         schedule.timesteps, schedule.num_steps = schedule.timesteps[self.num_steps - used :], used
         uncond, cond = model.encode_prompts(["", sample.source_prompt]).chunk(2)

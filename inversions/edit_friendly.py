@@ -85,7 +85,7 @@ class EditFriendlyInversion(Inversion):
 
     @torch.no_grad()
     def invert(self, model: DiffusionModel, image_latent: torch.Tensor, sample: Sample) -> InversionResult:
-        schedule = DDIMSchedule({**model.scheduler_config, "steps_offset": self.steps_offset}, self.num_steps)
+        schedule = model.schedule(self.num_steps, steps_offset=self.steps_offset)
         uncond, cond = model.encode_prompts(["", sample.source_prompt]).chunk(2)
         ascending = list(reversed(schedule.timesteps))
         noisy = {t: schedule.alpha_cumprod(t).sqrt() * image_latent + (1 - schedule.alpha_cumprod(t)).sqrt()

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 import torch
 
-from invbench.ddim import DDIMSchedule
 from invbench.hyperparameters import Count, Positive, Steps
 from invbench.models import DiffusionModel
 from inversions.base import INVERSIONS, Inversion, InversionResult
@@ -35,7 +34,7 @@ def invert_solving_each_step(
     model: DiffusionModel, image_latent: torch.Tensor, sample: Sample, num_steps: int, solve: Solver
 ) -> InversionResult:
     """DDIM inversion with the source prompt (guidance 1) whose step k is z_t = solve(g, DDIM guess)."""
-    schedule = DDIMSchedule(model.scheduler_config, num_steps)
+    schedule = model.schedule(num_steps)
     cond = model.encode_prompts([sample.source_prompt])
     latents, iterations = [image_latent], []
     for t in reversed(schedule.timesteps):

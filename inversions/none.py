@@ -12,7 +12,6 @@ from dataclasses import dataclass
 
 import torch
 
-from invbench.ddim import DDIMSchedule
 from invbench.models import DiffusionModel
 from inversions.base import INVERSIONS, Inversion, InversionResult
 from pie_bench import Sample
@@ -22,4 +21,4 @@ from pie_bench import Sample
 @dataclass
 class NoInversion(Inversion):
     def invert(self, model: DiffusionModel, image_latent: torch.Tensor, sample: Sample) -> InversionResult:
-        return InversionResult(schedule=DDIMSchedule(model.scheduler_config, 0), latents=[image_latent])
+        return InversionResult(schedule=model.schedule(0), latents=[image_latent])

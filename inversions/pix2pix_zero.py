@@ -72,7 +72,7 @@ class Pix2PixZeroInversion(Inversion):
 
     @torch.no_grad()
     def invert(self, model: DiffusionModel, image_latent: torch.Tensor, sample: Sample) -> InversionResult:
-        schedule = DDIMSchedule(model.scheduler_config, self.num_steps)
+        schedule = model.schedule(self.num_steps)
         inverse_step = schedule.inverse_step if self.inverse_grid == "ddim" else _reference_inverse_step(schedule)
         source = model.encode_prompts([sample.source_prompt])
         latents = [image_latent]

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import torch
 
-from invbench.ddim import DDIMSchedule
 from invbench.hyperparameters import Count, Fraction, Guidance, Positive, Steps
 from invbench.models import DiffusionModel
 from inversions.base import INVERSIONS, Inversion, InversionResult
@@ -37,7 +36,7 @@ class PromptTuningInversion(Inversion):
         return self.guidance_scale
 
     def invert(self, model: DiffusionModel, image_latent: torch.Tensor, sample: Sample) -> InversionResult:
-        schedule = DDIMSchedule(model.scheduler_config, self.num_steps)
+        schedule = model.schedule(self.num_steps)
         uncond, embedding = model.encode_prompts(["", sample.target_prompt]).chunk(2)
         trajectory = [image_latent]
         with torch.no_grad():

@@ -34,7 +34,6 @@ from typing import Literal
 import numpy as np
 import torch
 
-from invbench.ddim import DDIMSchedule
 from invbench.errors import ConfigError
 from invbench.hyperparameters import Count, NonNegative, Steps
 from invbench.models import DiffusionModel
@@ -78,7 +77,7 @@ class ReNoiseInversion(Inversion):
 
     @torch.no_grad()
     def invert(self, model: DiffusionModel, image_latent: torch.Tensor, sample: Sample) -> InversionResult:
-        schedule = DDIMSchedule({**model.scheduler_config, "steps_offset": self.steps_offset}, self.num_steps)
+        schedule = model.schedule(self.num_steps, steps_offset=self.steps_offset)
         cond = model.encode_prompts([sample.source_prompt])
         generator = torch.Generator().manual_seed(self.seed)
         # the reference's generator draws the posterior sample, the img2img noise and the forward noise (both unused

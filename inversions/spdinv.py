@@ -26,7 +26,6 @@ from typing import Annotated
 import torch
 import torch.nn.functional as F
 
-from invbench.ddim import DDIMSchedule
 from invbench.hyperparameters import Count, NonNegative, Positive, Range, Steps
 from invbench.models import DiffusionModel
 from inversions.base import INVERSIONS, Inversion, InversionResult, optimise
@@ -55,7 +54,7 @@ class SourcePromptDisentangledInversion(Inversion):
         return self.proximal_guidance  # the proximal step thresholds ε_c − ε_u
 
     def invert(self, model: DiffusionModel, image_latent: torch.Tensor, sample: Sample) -> InversionResult:
-        schedule = DDIMSchedule(model.scheduler_config, self.num_steps)
+        schedule = model.schedule(self.num_steps)
         source = model.encode_prompts([sample.source_prompt])
         trajectory, rounds = [image_latent], []
         for t in reversed(schedule.timesteps):

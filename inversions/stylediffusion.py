@@ -30,7 +30,6 @@ import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
 from editors.attention import AttentionController, AttentionSite, ControllerGroup, ValueModulation, attention_control
-from invbench.ddim import DDIMSchedule
 from invbench.errors import InvbenchError
 from invbench.hyperparameters import Count, Fraction, Guidance, NonNegative, Positive, Steps
 from invbench.models import DiffusionModel
@@ -90,7 +89,7 @@ class StyleDiffusion(Inversion):
         return self.guidance_scale
 
     def invert(self, model: DiffusionModel, image_latent: torch.Tensor, sample: Sample) -> InversionResult:
-        schedule = DDIMSchedule(model.scheduler_config, self.num_steps)
+        schedule = model.schedule(self.num_steps)
         uncond, source = model.encode_prompts(["", sample.source_prompt]).chunk(2)
         tokens = self._image_tokens(model, sample, source.shape[-1])
         side = image_latent.shape[-1]

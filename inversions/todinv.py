@@ -20,7 +20,6 @@ from typing import Annotated
 import torch
 
 from editors.attention import LevelConditioning, attention_control, attention_sites
-from invbench.ddim import DDIMSchedule
 from invbench.errors import InvbenchError
 from invbench.hyperparameters import Count, Guidance, NonNegative, Positive, Steps, at_least
 from invbench.models import DiffusionModel
@@ -57,7 +56,7 @@ class TaskOrientedInversion(Inversion):
         return by_class[sample.edit_class]
 
     def invert(self, model: DiffusionModel, image_latent: torch.Tensor, sample: Sample) -> InversionResult:
-        schedule = DDIMSchedule(model.scheduler_config, self.num_steps)
+        schedule = model.schedule(self.num_steps)
         uncond, source = model.encode_prompts(["", sample.source_prompt]).chunk(2)
         side = image_latent.shape[-1]
         present = {site.resolution for site in attention_sites(model.unet, side) if site.is_cross}
