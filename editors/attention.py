@@ -25,15 +25,11 @@ from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
 import torch
 import torch.nn.functional as F
 
 from invbench.errors import ConfigError
-
-if TYPE_CHECKING:
-    from inversions.base import NoiseParts
+from invbench.models import NoiseParts
 
 PLACES = ("down", "mid", "up")  # the order the blocks run in
 

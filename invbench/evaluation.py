@@ -44,14 +44,14 @@ from invbench.runner import describe_sample, write_summary
 from invbench.runtime import configure_threads, resolve_device
 from metrics import METRICS, MetricSuite
 from metrics.pie_bench import METRIC_COLUMNS
-from pie_bench import PIE_MASK_SHAPE, InvalidSample, Sample, edit_class_lookup, load_benchmark, select
+from pie_bench import PIE_MASK_SHAPE, InvalidSample, Sample, edit_class_lookup, load_dataset, select
 
 log = logging.getLogger(__name__)
 
 REFERENCE_IMAGES_FOLDER = "annotation_images"
 PANEL = PIE_MASK_SHAPE[0]  # the reference composites are rows of 512×512 panels
 # Row fields a re-score replaces; everything else (method, costs, prompts) is kept from the original row.
-_SCORE_FIELDS = ("status", "error", "metrics_setup", "metrics_seconds", "metrics_resized_from")
+_SCORE_FIELDS = ("status", "error", "metrics_setup", "metrics_seconds", "metrics_resized_from", "metrics_note")
 
 
 def split_reference_composite(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -141,9 +141,7 @@ def _run_folder_jobs(folder: Path) -> list[_Job]:
     if run_config is None:
         raise ConfigError(f"{folder / 'run.json'} is missing or has no 'config'; cannot tell which benchmark it ran")
     dataset = run_config["dataset"]
-    benchmark = load_benchmark(
-        dataset["root"], edit_class_lookup(run_config["edit_classes"]), dataset["mapping_file"], strict=False
-    )
+    benchmark = load_dataset(dataset, edit_class_lookup(run_config["edit_classes"]), strict=False)
     entries = {entry.id: entry for entry in benchmark.entries}
     latest = {row["sample_id"]: row for row in read_rows(folder / RESULTS_FILE)}  # a retried sample's last row
     writers = Counter(row.get("edited_image") for row in latest.values() if row["status"] == "ok")
@@ -191,9 +189,7 @@ def _reference_folder_jobs(folder: Path, config: Mapping[str, Any]) -> list[_Job
     method = config["method"] or folder.name
     inversion, _, editor = method.partition("+")
     dataset = config["dataset"]
-    benchmark = load_benchmark(
-        dataset["root"], edit_class_lookup(config["edit_classes"]), dataset["mapping_file"], strict=False
-    )
+    benchmark = load_dataset(dataset, edit_class_lookup(config["edit_classes"]), strict=False)
     selected = select(benchmark.entries, dataset["categories"], dataset["num_shards"], dataset["shard_index"])
     shared = {
         "inversion": inversion,

@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
 
+# model.noise_parts with a step's embeddings bound: latents -> (ε_uncond or None at guidance 1, ε_cond)
+NoiseParts = Callable[..., tuple[torch.Tensor | None, torch.Tensor]]
+
+
 def classifier_free(
     noise_uncond: torch.Tensor | None, noise_cond: torch.Tensor, guidance_scale: float
 ) -> torch.Tensor:

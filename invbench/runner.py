@@ -40,7 +40,7 @@ from invbench.results import RESULTS_FILE, SELECTION_FILE, ResultsFile, config_h
 from invbench.runtime import configure_threads, environment_info, resolve_device, seed_everything
 from inversions import Inversion
 from metrics import CostMeter, MetricSuite
-from pie_bench import Benchmark, InvalidSample, Sample, edit_class_lookup, load_benchmark, select
+from pie_bench import Benchmark, InvalidSample, Sample, edit_class_lookup, load_dataset, select
 from pie_bench.dataset import decode_image, sha256
 from reports import mean_table, to_markdown
 
@@ -79,9 +79,7 @@ def _run_job(cfg: DictConfig, output_dir: Path, launcher_cpus: int | None, job_n
     digest = config_hash({key: config[key] for key in RESULT_DEFINING_KEYS})
     metrics_digest = config_hash(config["metrics"])
     dataset = config["dataset"]
-    benchmark = load_benchmark(
-        dataset["root"], edit_class_lookup(config["edit_classes"]), dataset["mapping_file"], strict=False
-    )
+    benchmark = load_dataset(dataset, edit_class_lookup(config["edit_classes"]), strict=False)
     selected = select(benchmark.entries, dataset["categories"], dataset["num_shards"], dataset["shard_index"])
     for stale in remove_stale_partials(output_dir):
         log.info("removed %s, half-written by a process that was killed", stale)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from invbench.ddim import DDIMSchedule
-from invbench.models import DiffusionModel
+from invbench.models import DiffusionModel, NoiseParts
 from invbench.registry import Registry
 from pie_bench import Sample
 
@@ -112,7 +112,6 @@ class InversionResult:
         return frozenset(name for name in INVERSION_STATE if getattr(self, name) is not None)
 
 
-NoiseParts = Callable[[torch.Tensor], tuple[torch.Tensor | None, torch.Tensor]]
 
 
 class Sampler(ABC):

@@ -34,7 +34,7 @@ from metrics.clip_similarity import ClipSimilarity, load_clip
 from metrics.perceptual import load_lpips
 from metrics.structure_distance import StructureDistance, load_dino
 from metrics.suite import METRICS, MetricSuite
-from pie_bench import Sample
+from pie_bench import PIE_MASK_SHAPE, Sample
 
 log = logging.getLogger(__name__)
 
@@ -114,11 +114,12 @@ class PieBenchMetrics(MetricSuite):
     def score(
         self, sample: Sample, edited: np.ndarray, reconstruction: np.ndarray | None, lossless: bool
     ) -> dict[str, Any]:
-        mask = sample.mask()
-        size = mask.shape[0]
+        # a sample without a mask (dataset=folder) is scored at PIE-Bench's size; its region metrics are NaN
+        mask = sample.mask() if sample.has_mask else None
+        size = PIE_MASK_SHAPE[0]
         source = fit_square(sample.read_image(), size)  # PIE-Bench images are already 512²: then unchanged
         values: dict[str, Any] = {}
-        if edited.shape[:2] != mask.shape:
+        if edited.shape[:2] != (size, size):
             values["metrics_resized_from"] = edited.shape[0]
             edited = fit_square(edited, size)
             reconstruction = None if reconstruction is None else fit_square(reconstruction, size)
@@ -129,11 +130,17 @@ class PieBenchMetrics(MetricSuite):
 
         structure, clip, lpips_network = self._loaded["structure"], self._loaded["clip"], self._loaded["lpips"]
         values["structure_distance"] = structure(source, edited)
-        values.update(unedited_part_metrics(source, edited, mask, lpips_network))
+        if mask is None:
+            values.update({f"{name}_unedit_part": math.nan for name in PIXEL_METRICS})
+            values["metrics_note"] = "no edit mask: the unedited- and edited-region metrics are NaN"
+        else:
+            values.update(unedited_part_metrics(source, edited, mask, lpips_network))
         values["clip_similarity_source_image"] = clip(source, sample.source_prompt)
         values["clip_similarity_target_image"] = clip(edited, sample.target_prompt)
         values["clip_similarity_target_image_edit_part"] = (
-            clip(edited * mask[..., None].astype(np.uint8), sample.target_prompt) if mask.any() else math.nan
+            clip(edited * mask[..., None].astype(np.uint8), sample.target_prompt)
+            if mask is not None and mask.any()
+            else math.nan
         )
         if reconstruction is not None:
             whole = pixel_metrics(source, reconstruction, lpips_network)

@@ -10,11 +10,13 @@ from pie_bench.dataset import (
     selection_label,
     strip_brackets,
 )
+from pie_bench.datasets import DATASET_FORMATS, load_dataset
 from pie_bench.editing_types import EDITING_TYPES, edit_class_lookup
 from pie_bench.masks import PIE_MASK_SHAPE, decode_mask, encode_mask
 
 __all__ = [
     "BUNDLED_MINI_ROOT",
+    "DATASET_FORMATS",
     "EDITING_TYPES",
     "PIE_MASK_SHAPE",
     "Benchmark",
@@ -24,6 +26,7 @@ __all__ = [
     "edit_class_lookup",
     "encode_mask",
     "load_benchmark",
+    "load_dataset",
     "select",
     "selection_label",
     "strip_brackets",

@@ -57,15 +57,20 @@ class Sample:
     source_prompt_marked: str  # as written in the mapping file
     target_prompt_marked: str
     instruction: str
-    editing_type: int
+    editing_type: int | None  # PIE-Bench's 0-9; None for a dataset without editing types (dataset=folder)
     edit_class: str
     blended_words: tuple[str, str] | None  # (word in source prompt, word in target prompt)
-    mask_rle: tuple[int, ...]
+    mask_rle: tuple[int, ...] | None  # None: the sample has no edit mask (dataset=folder rows without one)
     entry_sha256: str  # of the mapping entry as written: a resumed or merged row must come from the same entry
+    group: str | None = None  # what tables group by when it is not PIE-Bench's editing type
 
     @property
     def category(self) -> str:
-        return EDITING_TYPES[self.editing_type][1]
+        return self.group if self.group is not None else EDITING_TYPES[self.editing_type][1]
+
+    @property
+    def has_mask(self) -> bool:
+        return self.mask_rle is not None
 
     @property
     def output_name(self) -> PurePosixPath:
@@ -74,6 +79,8 @@ class Sample:
 
     def mask(self) -> np.ndarray:
         """512×512 bool, True = region to edit, 1-pixel frame forced to True (reference rule)."""
+        if self.mask_rle is None:
+            raise ValueError(f"sample '{self.id}' has no edit mask (check `has_mask` first)")
         return decode_mask(self.mask_rle)
 
     def read_image(self) -> np.ndarray:

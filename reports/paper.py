@@ -161,7 +161,10 @@ def _setup_mark(table: PaperTable, setup: str) -> str:
 
 
 def _blocks(rows: pd.DataFrame, block: str, order: list | None) -> list[tuple[object, pd.DataFrame]]:
-    present = [value for value in (order or sorted(rows[block].dropna().unique())) if (rows[block] == value).any()]
+    # the given order first (PIE-Bench's editing types), then any other group a dataset defines, sorted
+    values = list(order or [])
+    values += sorted(str(value) for value in rows[block].dropna().unique() if value not in values)
+    present = [value for value in values if (rows[block] == value).any()]
     return [(value, rows[rows[block] == value]) for value in present]
 
 
