@@ -43,7 +43,7 @@ from invbench.results import (
 from invbench.runner import describe_sample, write_summary
 from invbench.runtime import configure_threads, resolve_device
 from metrics import METRICS, MetricSuite
-from metrics.pie_bench import METRIC_COLUMNS
+from invbench.columns import METRIC_COLUMNS
 from pie_bench import PIE_MASK_SHAPE, InvalidSample, Sample, edit_class_lookup, load_dataset, select
 
 log = logging.getLogger(__name__)

@@ -38,14 +38,6 @@ from pie_bench import PIE_MASK_SHAPE, Sample
 
 log = logging.getLogger(__name__)
 
-METRIC_COLUMNS = (
-    "structure_distance",
-    *(f"{name}_unedit_part" for name in PIXEL_METRICS),
-    "clip_similarity_source_image",
-    "clip_similarity_target_image",
-    "clip_similarity_target_image_edit_part",
-    *(f"reconstruction_{name}" for name in PIXEL_METRICS),
-)
 REFERENCE_JPEG_QUALITY = 75  # PIL's default; the reference saves its composites with `.save("<id>.jpg")`
 
 

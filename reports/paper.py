@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from invbench.columns import COLUMNS, PAPER_TABLE, Column
 from pie_bench import EDITING_TYPES
 from reports.statistics import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, Bootstrap
 from reports.tables import complete_rows, differing_hyperparameters
@@ -22,33 +23,8 @@ from reports.tables import complete_rows, differing_hyperparameters
 UNEDITED_PART_METRICS = ("psnr_unedit_part", "lpips_unedit_part", "mse_unedit_part", "ssim_unedit_part")
 
 
-@dataclass(frozen=True)
-class Column:
-    key: str  # the result-row field (unet_evals is the sum of inversion and edit evaluations)
-    label: str  # Markdown / CSV header; LaTeX uses `latex`
-    latex: str
-    scale: float
-    higher_is_better: bool
-    digits: int = 2
-    group: str = ""  # the header group above it in LaTeX, as in the papers
-
-
-PAPER_COLUMNS = (
-    Column(
-        "structure_distance", "Structure Distance ×10³", r"Distance$_{\times 10^3}$", 1e3, False, group="Structure"
-    ),
-    Column("psnr_unedit_part", "PSNR", "PSNR", 1, True, group="Background Preservation"),
-    Column("lpips_unedit_part", "LPIPS ×10³", r"LPIPS$_{\times 10^3}$", 1e3, False, group="Background Preservation"),
-    Column("mse_unedit_part", "MSE ×10⁴", r"MSE$_{\times 10^4}$", 1e4, False, group="Background Preservation"),
-    Column("ssim_unedit_part", "SSIM ×10²", r"SSIM$_{\times 10^2}$", 1e2, True, group="Background Preservation"),
-    Column("clip_similarity_target_image", "CLIP Whole", "Whole", 1, True, group="CLIP Similarity"),
-    Column("clip_similarity_target_image_edit_part", "CLIP Edited", "Edited", 1, True, group="CLIP Similarity"),
-    Column("total_seconds", "Time (s/image)", "s/image", 1, False, group="Cost"),
-    Column("unet_evals", "UNet evals", "UNet evals", 1, False, digits=0, group="Cost"),
-    Column("unet_backward_evals", "UNet backward", "backward", 1, False, digits=0, group="Cost"),
-    Column("peak_memory_mb", "Peak memory (MB)", "MB", 1, False, digits=0, group="Cost"),
-)
-COST_KEYS = {"total_seconds", "unet_evals", "unet_backward_evals", "peak_memory_mb"}
+PAPER_COLUMNS = tuple(COLUMNS[key] for key in PAPER_TABLE)  # defined once in invbench/columns.py
+COST_KEYS = {key for key in PAPER_TABLE if COLUMNS[key].kind == "cost"}
 METHOD = ["inversion", "editor"]
 
 

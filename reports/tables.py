@@ -9,34 +9,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from invbench.columns import COLUMNS, MEAN_TABLE_COSTS, MEAN_TABLE_METRICS
 from invbench.results import RESULTS_FILE, scan_rows
 
 log = logging.getLogger(__name__)
 
 GROUP_COLUMNS = ["inversion", "editor", "model", "config_hash", "metrics_setup"]
-# PIE-Bench metrics in the papers' column order, with the papers' scale factors (pie-bench-protocol.md §2.6).
-PAPER_SCALES = {
-    "structure_distance": 1e3,
-    "psnr_unedit_part": 1,
-    "lpips_unedit_part": 1e3,
-    "mse_unedit_part": 1e4,
-    "ssim_unedit_part": 1e2,
-    "clip_similarity_target_image": 1,
-    "clip_similarity_target_image_edit_part": 1,
-    "reconstruction_psnr": 1,
-    "reconstruction_lpips": 1e3,
-    "reconstruction_ssim": 1e2,
-}
-COST_COLUMNS = [
-    "total_seconds",
-    "inversion_seconds",
-    "edit_seconds",
-    "inversion_unet_evals",
-    "edit_unet_evals",
-    "inversion_unet_backward_evals",
-    "edit_unet_backward_evals",
-    "peak_memory_mb",
-]
+# PIE-Bench metrics in the papers' column order at the papers' scale, then the costs (invbench/columns.py)
+PAPER_SCALES = {key: COLUMNS[key].scale for key in MEAN_TABLE_METRICS}
+COST_COLUMNS = list(MEAN_TABLE_COSTS)
 
 
 def scaled_name(column: str) -> str:

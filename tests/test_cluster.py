@@ -19,7 +19,7 @@ import pytest
 from conftest import REPO, run, script_env
 
 from invbench.results import read_rows
-from metrics.pie_bench import METRIC_COLUMNS
+from invbench.columns import METRIC_COLUMNS
 
 QUICK = ["model.resolution=64", "num_steps=5", "metrics.backbones=tiny"]
 # Slower samples for the interruption tests, so that a signal sent after the first row lands before the last one.

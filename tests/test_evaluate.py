@@ -17,7 +17,7 @@ from invbench.evaluation import evaluate_folder
 from invbench.images import fit_square
 from invbench.results import read_rows
 from invbench.runner import run_job
-from metrics.pie_bench import METRIC_COLUMNS
+from invbench.columns import METRIC_COLUMNS
 
 CATEGORIES = "dataset.categories=[1,9]"  # a masked edit and a whole-image style edit (nothing unedited)
 
