@@ -45,6 +45,7 @@ class Editor(ABC):
     """
 
     name: ClassVar[str]
+    families: ClassVar[frozenset[str]] = frozenset({"sd"})  # the model families it works on (MODEL_FAMILIES)
     uses: ClassVar[frozenset[str]] = frozenset(INVERSION_STATE)
     guidance_scale: float
 

@@ -42,6 +42,17 @@ def incompatibilities(inversion: Inversion, editor: Editor) -> list[str]:
     return problems
 
 
+def family_problems(family: str, model_name: str, *methods: Inversion | Editor) -> list[str]:
+    """Why a method cannot run on a model of `family`, one entry per method, each with its fix."""
+    return [
+        f"{'inversion' if isinstance(method, Inversion) else 'editor'}={method.name} works on the model families "
+        f"{sorted(method.families)}, but model={model_name} is of family '{family}': pick a model of those families "
+        "or a method that supports it (README, 'Methods')"
+        for method in methods
+        if family not in method.families
+    ]
+
+
 def check_pair(inversion: Inversion, editor: Editor) -> None:
     problems = incompatibilities(inversion, editor)
     if problems:

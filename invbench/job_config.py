@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from invbench.compatibility import check_pair
+from invbench.compatibility import check_pair, family_problems
+from invbench.errors import ConfigError
 from invbench.hyperparameters import Count, Range, Steps, at_least, between, check_fields
 
 # the top-level keys a job reads (conf/config.yaml), each checked by the dataclasses below
@@ -38,6 +39,7 @@ class RunSettings:
 
 @dataclass
 class ModelSettings:
+    family: Literal["sd", "sdxl", "sd3", "flux"]  # invbench.models.MODEL_FAMILIES
     resolution: Annotated[int, Range(low=8, multiple_of=8)]  # SD-family VAEs downsample by 8
     dtype: Literal["float32", "float16", "bfloat16", "float64"]
 
@@ -80,4 +82,7 @@ def check_job_config(config: Mapping[str, Any]) -> CheckedJob:
         logger=LOGGERS.build(config["logger"]),
     )
     check_pair(job.inversion, job.editor)
+    problems = family_problems(model["family"], model["name"], job.inversion, job.editor)
+    if problems:
+        raise ConfigError("\n".join(problems))
     return job

@@ -25,6 +25,16 @@ log = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
 
+# Model families a configuration may name (conf/model/*.yaml `family`); methods declare which they support (their
+# `families`), and a job pairing a method with a family it does not support is refused before any model loads.
+# Only "sd" has a loader today; the others name what the next backbones are.
+MODEL_FAMILIES = {
+    "sd": "Stable Diffusion 1.x/2.x: UNet2DConditionModel, one CLIP text encoder, KL-VAE, ε-prediction on DDIM",
+    "sdxl": "SDXL: UNet with two text encoders, pooled embeddings and time ids",
+    "sd3": "Stable Diffusion 3: MMDiT joint attention, CLIP + T5, flow matching",
+    "flux": "FLUX.1: MMDiT joint attention, CLIP + T5, flow matching with a guidance embedding",
+}
+
 # model.noise_parts with a step's embeddings bound: latents -> (ε_uncond or None at guidance 1, ε_cond)
 NoiseParts = Callable[..., tuple[torch.Tensor | None, torch.Tensor]]
 

@@ -133,6 +133,7 @@ class Inversion(ABC):
     name: ClassVar[str]
     produces: ClassVar[frozenset[str]] = frozenset()  # the INVERSION_STATE fields every result of this method fills
     guidance_key: ClassVar[str] = "guidance_scale"  # the hyperparameter `tuned_for_guidance` reports
+    families: ClassVar[frozenset[str]] = frozenset({"sd"})  # the model families it works on (MODEL_FAMILIES)
 
     def encode_source(self, model: DiffusionModel, image: np.ndarray) -> torch.Tensor:
         """The latent z_0 this method inverts, of the uint8 H×W×3 source image: the VAE posterior mean, unless the

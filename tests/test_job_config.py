@@ -107,6 +107,22 @@ def test_the_run_level_guidance_reaches_every_editor_and_every_guidance_tuned_in
     assert {"nti", "pti", "stylediffusion", "todinv", "directinversion", "proxedit_nti"} <= tuned
 
 
+def test_a_method_on_a_model_family_it_does_not_support_is_refused_before_the_model_loads():
+    from invbench.models import MODEL_FAMILIES
+
+    for name in ("tiny", "sd14", "sd15", "sd14_random"):
+        assert job(f"model={name}")["model"]["family"] == "sd"
+    check_job_config(job("inversion=nti", "editor=p2p"))  # the shipped models are SD-family: every method runs
+    with pytest.raises(ConfigError) as refused:
+        check_job_config(job("inversion=nti", "editor=p2p", "model.family=flux"))
+    message = str(refused.value)
+    assert "inversion=nti works on the model families ['sd'], but model=tiny is of family 'flux'" in message
+    assert "editor=p2p works on the model families ['sd']" in message
+    with pytest.raises(ConfigError, match="model.family"):
+        check_job_config(job("model.family=sd2000"))
+    assert set(MODEL_FAMILIES) == {"sd", "sdxl", "sd3", "flux"}
+
+
 def test_scaled_steps_follow_the_run_level_num_steps():
     assert job("inversion=edit_friendly")["inversion"]["skip"] == 12  # the reference: 12 of 50
     assert job("inversion=edit_friendly", "num_steps=10")["inversion"]["skip"] == 2
