@@ -96,7 +96,9 @@ class PromptToPromptControl(AttentionController):
         token_scale: torch.Tensor | None,
         local_blend: LocalBlend | None,
         uncond_self_replace_until: int = 0,
+        fused_outside_windows: bool = False,
     ):
+        self.fused_outside_windows = fused_outside_windows
         self.refine = refine  # (mapper, alphas) of refinement, or None for a word swap by `replace`
         self.replace = replace  # (77, 77) word-swap mapper: target token n reads Σ_w source_w · replace[w, n]
         self.cross_replace_until, self.self_replace_until = cross_replace_until, self_replace_until
@@ -106,7 +108,18 @@ class PromptToPromptControl(AttentionController):
         self.local_blend = local_blend
 
     def wants(self, site: AttentionSite) -> bool:
-        return site.is_cross or site.resolution <= self.self_replace_max_resolution
+        """Every cross layer and every self layer up to the resolution, at every step (the reference's store sees them
+        all); with `fused_outside_windows`, only where this step changes or records a map: elsewhere the layer runs
+        fused attention, equal to float rounding (≤1e-5 after 50 steps) and 1.3× faster on CPU, but a method with a
+        threshold (SPDInv's proximal guidance) may then flip an element that sits on it."""
+        if not self.fused_outside_windows:
+            return site.is_cross or site.resolution <= self.self_replace_max_resolution
+        if site.is_cross:
+            blending = self.local_blend is not None and self.local_blend.uses(site)
+            return self.step < self.cross_replace_until or blending
+        if site.resolution > self.self_replace_max_resolution:
+            return False
+        return self.step < max(self.self_replace_until, self.uncond_self_replace_until)
 
     def attention(self, site: AttentionSite, probs: torch.Tensor) -> torch.Tensor:
         cond = probs[-1]  # (branches, heads, queries, keys); branch 0 is the source
@@ -151,6 +164,7 @@ class PromptToPrompt(Editor):
     blend_start: Fraction
     blend_threshold: Fraction
     blend_map_divisor: Steps
+    attention_outside_windows: Literal["materialised", "fused"]
 
     def uncond_self_replace_until(self, num_steps: int) -> int:
         return 0  # P2P edits the conditional half only; P2Plus overrides this
@@ -211,6 +225,7 @@ class PromptToPrompt(Editor):
             token_scale=token_scale,
             local_blend=blend,
             uncond_self_replace_until=self.uncond_self_replace_until(num_steps),
+            fused_outside_windows=self.attention_outside_windows == "fused",
         )
         return control, info
 

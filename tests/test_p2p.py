@@ -305,3 +305,28 @@ def test_windows_are_sized_on_the_whole_grid(tiny_model, inverted, sample):
     assert (control.cross_replace_until, control.self_replace_until) == (20, 30)
     control, _ = editor("p2p").build_control(tiny_model, inverted, sample)  # no grid: the steps run (10)
     assert (control.cross_replace_until, control.self_replace_until) == (4, 6)
+
+
+def test_fused_attention_outside_the_windows_gives_the_same_edit_with_fewer_maps(tiny_model, inverted, sample):
+    """attention_outside_windows=fused: layers no window or blend reads run fused attention; the edit equals the
+    materialised run to float rounding, and maps are computed only in the windows and the blend's layers."""
+    counts = {}
+    results = {}
+    for mode in ("materialised", "fused"):
+        p2p = editor("p2p", attention_outside_windows=mode)
+        control, _ = p2p.build_control(tiny_model, inverted, sample)
+        seen = []
+        original = control.attention
+
+        def attention(site, probs, original=original, seen=seen):
+            seen.append((control.step, site))
+            return original(site, probs)
+
+        control.attention = attention
+        cond = tiny_model.encode_prompts([sample.source_prompt, sample.target_prompt])
+        results[mode] = denoise_branches(tiny_model, inverted, cond, p2p.guidance_scale, control)
+        counts[mode] = seen
+    torch.testing.assert_close(results["fused"], results["materialised"], rtol=0, atol=1e-4)
+    late = [(step, site) for step, site in counts["fused"] if step >= 6]  # after both windows (4 and 6 of 10)
+    assert late and all(site.is_cross and site.resolution == 2 for _, site in late)  # the blend's 16²-equivalent maps
+    assert len(counts["fused"]) < len(counts["materialised"])

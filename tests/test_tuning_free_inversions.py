@@ -32,6 +32,7 @@ P2P = {
     "blend_start": 0.2,
     "blend_threshold": 0.3,
     "blend_map_divisor": 4,
+    "attention_outside_windows": "materialised",
 }
 DIRECT_INVERSION = {
     "name": "directinversion",
