@@ -2,6 +2,8 @@
 
 import csv
 
+import pytest
+
 from conftest import run, script_env
 
 from invbench.results import read_rows
@@ -61,6 +63,7 @@ def test_multirun_sweep_then_aggregate(tmp_path):
     assert (tmp_path / "tables" / "mean_by_method.md").is_file()
 
 
+@pytest.mark.ci_only  # about 21 s on 2 cores; .ci/run runs it
 def test_editor_sweep_direct_p2p_p2plus(tmp_path):
     sweep, code, output = launch_sweep(
         tmp_path, "inversion=ddim", "editor=direct,p2p,p2plus", "dataset.categories=[1,6]", *QUICK
@@ -80,6 +83,7 @@ def test_editor_sweep_direct_p2p_p2plus(tmp_path):
     )
 
 
+@pytest.mark.ci_only  # about 20 s on 2 cores; .ci/run runs it
 def test_headline_sweep_accepts_the_ntI_spelling(tmp_path):
     sweep, code, output = launch_sweep(
         tmp_path, "inversion=ntI,todinv", "editor=p2p", "dataset.categories=[1]", *QUICK
@@ -90,6 +94,7 @@ def test_headline_sweep_accepts_the_ntI_spelling(tmp_path):
     assert row["status"] == "ok" and row["inversion"] == "nti" and row["inversion_info"]["optimisation_steps"] >= 5
 
 
+@pytest.mark.ci_only  # about 27 s on 2 cores; .ci/run runs it
 def test_submitit_local_sweep_runs_jobs_in_parallel_subprocesses(tmp_path):
     sweep, code, output = launch_sweep(tmp_path, "hydra/launcher=submitit_local", "dataset.categories=[1],[6]", *QUICK)
     assert code == 0, output

@@ -49,3 +49,39 @@ def apply_patches(work: Path, patches: Iterable[tuple[str, str, str, int, str]])
         if text.count(old) != count:
             raise SystemExit(f"patch {why.split(':')[0]} expects {old[:60]!r} {count} times in {name}")
         path.write_text(text.replace(old, new), encoding="utf-8")
+
+
+def prepare_reference(
+    doc: str,
+    repository: str,
+    default_work: str,
+    commit: str,
+    paths: tuple[str, ...],
+    packages: tuple[str, ...],
+    patches: Iterable[tuple[str, str, str, int, str]],
+    with_p2p_path: bool = False,
+):
+    """What every oracle script does first: parse its command line (a checkout or git dir of `repository`, and
+    --work), copy the reference's `paths` at `commit` into the work folder (after PnPInversion's P2P path, patched by
+    patch_reference.py, when `with_p2p_path`), add empty __init__.py files to `packages`, apply `patches` and put
+    the copy and this repository first on sys.path. Returns the parsed arguments."""
+    import argparse
+    import subprocess
+    import sys
+
+    from patch_reference import extract
+
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("source", type=Path, help=f"a clone (or git dir) of github.com/{repository}")
+    parser.add_argument("--work", type=Path, default=Path(default_work))
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    if with_p2p_path:
+        script = Path(__file__).with_name("patch_reference.py")
+        subprocess.run([sys.executable, str(script), str(args.source), str(args.work)], check=True)
+    extract(args.source, commit, args.work, paths)
+    for package in packages:
+        (args.work / package / "__init__.py").touch()
+    apply_patches(args.work, patches)
+    sys.path[:0] = [str(args.work), str(REPO)]
+    return args

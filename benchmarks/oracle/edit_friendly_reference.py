@@ -16,7 +16,6 @@ end, in tests/golden/oracle/edit_friendly/<case>.pt. About 30 s on 2 cores.
 
 from __future__ import annotations
 
-import argparse
 import random
 import sys
 import types
@@ -80,21 +79,14 @@ PATCHES = [
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("source", type=Path, help="a clone (or git dir) of github.com/cure-lab/PnPInversion")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/ef-ref"))
-    args = parser.parse_args()
     sys.path.insert(0, str(HERE))
-    from common import apply_patches, conf, tiny_model, tiny_pipeline
-    from patch_reference import extract
+    from common import conf, prepare_reference, tiny_model, tiny_pipeline
 
-    args.work.mkdir(parents=True, exist_ok=True)
-    extract(args.source, REFERENCE_COMMIT, args.work, ("models/edit_friendly_ddm", "utils", "models/p2p"))
-    extract(args.source, REFERENCE_COMMIT, args.work, ("run_editing_edit_friendly_p2p.py",))
-    for package in ("models", "models/edit_friendly_ddm", "models/p2p", "utils"):
-        (args.work / package / "__init__.py").touch()
-    apply_patches(args.work, PATCHES)
-    sys.path[:0] = [str(args.work), str(REPO)]
+    prepare_reference(
+        __doc__, "cure-lab/PnPInversion", "/tmp/ef-ref", REFERENCE_COMMIT,
+        ("models/edit_friendly_ddm", "utils", "models/p2p", "run_editing_edit_friendly_p2p.py"),
+        ("models", "models/edit_friendly_ddm", "models/p2p", "utils"), PATCHES,
+    )  # fmt: skip
     sys.modules["cv2"] = types.ModuleType("cv2")  # ptp_utils.py draws captions with it, never on this path
 
     import diffusers

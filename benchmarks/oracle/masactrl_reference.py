@@ -17,9 +17,7 @@ minute on 2 cores.
 
 from __future__ import annotations
 
-import argparse
 import random
-import subprocess
 import sys
 import types
 from pathlib import Path
@@ -73,19 +71,13 @@ PATCHES = [
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("source", type=Path, help="a clone (or git dir) of github.com/cure-lab/PnPInversion")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/masactrl-ref"))
-    args = parser.parse_args()
     sys.path.insert(0, str(HERE))
-    from common import apply_patches, conf, tiny_model, tiny_pipeline
-    from patch_reference import extract
+    from common import conf, prepare_reference, tiny_model, tiny_pipeline
 
-    subprocess.run([sys.executable, str(HERE / "patch_reference.py"), str(args.source), str(args.work)], check=True)
-    extract(args.source, REFERENCE_COMMIT, args.work, ("models/masactrl", "run_editing_masactrl.py"))
-    (args.work / "models" / "masactrl" / "__init__.py").touch()
-    apply_patches(args.work, PATCHES)
-    sys.path[:0] = [str(args.work), str(REPO)]
+    prepare_reference(
+        __doc__, "cure-lab/PnPInversion", "/tmp/masactrl-ref", REFERENCE_COMMIT,
+        ("models/masactrl", "run_editing_masactrl.py"), ("models/masactrl",), PATCHES, with_p2p_path=True,
+    )  # fmt: skip
     sys.modules["cv2"] = types.ModuleType("cv2")  # imported by masactrl_utils.py, never used on this path
 
     import run_editing_masactrl as reference

@@ -19,9 +19,7 @@ About a minute on 2 cores.
 
 from __future__ import annotations
 
-import argparse
 import random
-import subprocess
 import sys
 import types
 from pathlib import Path
@@ -117,19 +115,13 @@ PATCHES = [
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("source", type=Path, help="a clone (or git dir) of github.com/cure-lab/PnPInversion")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/p2pzero-ref"))
-    args = parser.parse_args()
     sys.path.insert(0, str(HERE))
-    from common import apply_patches, conf, tiny_model, tiny_pipeline
-    from patch_reference import extract
+    from common import conf, prepare_reference, tiny_model, tiny_pipeline
 
-    subprocess.run([sys.executable, str(HERE / "patch_reference.py"), str(args.source), str(args.work)], check=True)
-    extract(args.source, REFERENCE_COMMIT, args.work, ("models/pix2pix_zero", "run_editing_pix2pix_zero.py"))
-    (args.work / "models" / "pix2pix_zero" / "__init__.py").touch()
-    apply_patches(args.work, PATCHES)
-    sys.path[:0] = [str(args.work), str(REPO)]
+    prepare_reference(
+        __doc__, "cure-lab/PnPInversion", "/tmp/p2pzero-ref", REFERENCE_COMMIT,
+        ("models/pix2pix_zero", "run_editing_pix2pix_zero.py"), ("models/pix2pix_zero",), PATCHES, with_p2p_path=True,
+    )  # fmt: skip
 
     caption = [""]  # the stub captioner's answer: the current sample's source prompt
 

@@ -15,7 +15,6 @@ tests/golden/oracle/spdinv/<case>.pt. About a minute on 2 cores.
 
 from __future__ import annotations
 
-import argparse
 import random
 import sys
 import types
@@ -85,20 +84,13 @@ PATCHES = [
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("source", type=Path, help="a clone (or git dir) of github.com/leeruibin/SPDInv")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/spdinv-ref"))
-    args = parser.parse_args()
     sys.path.insert(0, str(HERE))
-    from common import apply_patches, conf, tiny_model, tiny_pipeline
-    from patch_reference import extract
+    from common import conf, prepare_reference, tiny_model, tiny_pipeline
 
-    args.work.mkdir(parents=True, exist_ok=True)
-    extract(args.source, REFERENCE_COMMIT, args.work, ("P2P", "utils", "run_SPDInv_P2P.py"))
-    for package in ("P2P", "utils"):
-        (args.work / package / "__init__.py").touch()
-    apply_patches(args.work, PATCHES)
-    sys.path[:0] = [str(args.work), str(REPO)]
+    args = prepare_reference(
+        __doc__, "leeruibin/SPDInv", "/tmp/spdinv-ref", REFERENCE_COMMIT,
+        ("P2P", "utils", "run_SPDInv_P2P.py"), ("P2P", "utils"), PATCHES,
+    )  # fmt: skip
     sys.modules["cv2"] = types.ModuleType("cv2")  # ptp_utils.py draws captions with it, never on this path
 
     import run_SPDInv_P2P as reference
