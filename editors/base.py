@@ -102,7 +102,7 @@ def denoise_branches(
             controller = state if controller is None else ControllerGroup(state, controller)
     if controller is not None:
         controller.num_branches = branches
-    control = nullcontext() if controller is None else attention_control(model.unet, controller, latents.shape[-1])
+    control = nullcontext() if controller is None else attention_control(model.denoiser, controller, latents.shape[-1])
     with control:
         for i, t in enumerate(timesteps):
             step_cond = cond if inversion.cond_embeddings is None else _step_cond(inversion, i, cond)

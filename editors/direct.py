@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from editors.base import EDITORS, Editor, EditResult, denoise_branches
 from invbench.hyperparameters import Guidance
-from invbench.models import DiffusionModel
+from invbench.models import EPSILON_UNETS, DiffusionModel
 from inversions.base import InversionResult
 from pie_bench import Sample
 
@@ -22,6 +22,7 @@ from pie_bench import Sample
 @EDITORS.register("direct")
 @dataclass
 class DirectEditor(Editor):
+    families = EPSILON_UNETS
     guidance_scale: Guidance
 
     def edit(self, model: DiffusionModel, inversion: InversionResult, sample: Sample) -> EditResult:

@@ -27,7 +27,7 @@ import torch
 from editors.attention import AttentionController, AttentionSite, attention_sites, copy_source_rows, forward_order
 from editors.base import EDITORS, Editor, EditResult, denoise_branches
 from invbench.hyperparameters import Count, Guidance
-from invbench.models import DiffusionModel
+from invbench.models import EPSILON_UNETS, DiffusionModel
 from inversions.base import InversionResult
 from pie_bench import Sample
 
@@ -52,6 +52,7 @@ class MutualSelfAttention(AttentionController):
 @EDITORS.register("masactrl")
 @dataclass
 class MasaCtrl(Editor):
+    families = EPSILON_UNETS
     guidance_scale: Guidance
     start_step: Count
     start_layer: Count
@@ -62,7 +63,9 @@ class MasaCtrl(Editor):
 
     def edit(self, model: DiffusionModel, inversion: InversionResult, sample: Sample) -> EditResult:
         blocks = [
-            s for s in forward_order(attention_sites(model.unet, inversion.noise_latent.shape[-1])) if not s.is_cross
+            s
+            for s in forward_order(attention_sites(model.denoiser, inversion.noise_latent.shape[-1]))
+            if not s.is_cross
         ]
         layers = {site.name for site in blocks[self.start_layer :]}
         if not layers:

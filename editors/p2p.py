@@ -46,7 +46,7 @@ from editors.prompt_tokens import (
 )
 from invbench.errors import InvbenchError
 from invbench.hyperparameters import Fraction, Guidance, NonNegative, Steps
-from invbench.models import DiffusionModel
+from invbench.models import EPSILON_UNETS, DiffusionModel
 from inversions.base import InversionResult
 from pie_bench import Sample
 
@@ -154,6 +154,7 @@ class PromptToPromptControl(AttentionController):
 @EDITORS.register("p2p")
 @dataclass
 class PromptToPrompt(Editor):
+    families = EPSILON_UNETS
     guidance_scale: Guidance
     controller: Literal["refine", "replace", "auto", "word_count", "characters"]
     cross_replace_steps: Fraction

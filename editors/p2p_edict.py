@@ -30,7 +30,7 @@ import torch
 from editors.attention import AttentionController, AttentionSite
 from editors.base import EDITORS, Editor, EditResult, denoise_branches
 from invbench.hyperparameters import Guidance
-from invbench.models import DiffusionModel
+from invbench.models import EPSILON_UNETS, DiffusionModel
 from inversions.base import InversionResult, NoiseParts
 from pie_bench import Sample
 
@@ -83,6 +83,7 @@ class BaseAttentionOnTarget(AttentionController):
 @EDITORS.register("p2p_edict")
 @dataclass
 class EDICTPromptToPrompt(Editor):
+    families = EPSILON_UNETS
     guidance_scale: Guidance
 
     def edit(self, model: DiffusionModel, inversion: InversionResult, sample: Sample) -> EditResult:

@@ -35,7 +35,7 @@ import torch
 from editors.attention import AttentionController, AttentionSite
 from editors.base import EDITORS, Editor, EditResult, denoise_branches
 from invbench.hyperparameters import Guidance, NonNegative
-from invbench.models import DiffusionModel
+from invbench.models import EPSILON_UNETS, DiffusionModel
 from inversions.base import InversionResult, NoiseParts
 from pie_bench import Sample
 
@@ -99,6 +99,7 @@ class CrossAttentionGuidance(AttentionController):
 @EDITORS.register("pix2pix_zero")
 @dataclass
 class Pix2PixZero(Editor):
+    families = EPSILON_UNETS
     guidance_scale: Guidance
     cross_attention_guidance: NonNegative
     guided_copies: Literal["per_half", "shared"]

@@ -41,7 +41,7 @@ from editors.attention import AttentionController, AttentionSite
 from editors.base import EDITORS, Editor, EditResult, denoise_branches
 from invbench.errors import ConfigError
 from invbench.hyperparameters import Fraction, Guidance
-from invbench.models import DiffusionModel
+from invbench.models import EPSILON_UNETS, DiffusionModel
 from inversions.base import InversionResult
 from pie_bench import Sample
 
@@ -119,6 +119,7 @@ class FeatureInjection(AttentionController):
 @EDITORS.register("pnp")
 @dataclass
 class PlugAndPlay(Editor):
+    families = EPSILON_UNETS
     guidance_scale: Guidance
     source_guidance_scale: Guidance | None
     feature_prompt: str
@@ -135,7 +136,7 @@ class PlugAndPlay(Editor):
         return self.guidance_scale if state else 1.0  # state is tuned for (or its sampler needs) the guidance
 
     def edit(self, model: DiffusionModel, inversion: InversionResult, sample: Sample) -> EditResult:
-        conv2 = dict(model.unet.named_modules()).get(f"{self.feature_block}.conv2")
+        conv2 = dict(model.denoiser.named_modules()).get(f"{self.feature_block}.conv2")
         if conv2 is None:
             raise ConfigError(
                 f"editor.feature_block='{self.feature_block}' is not a ResNet block of this UNet (conf/editor/pnp.yaml):"

@@ -7,18 +7,17 @@ how to provide it; nothing falls back to another model.
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from invbench.backbones import Backbone, backbone_class
 from invbench.ddim import DDIMSchedule
-from invbench.errors import ConfigError, ModelNotAvailableError
+from invbench.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +26,17 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 # Model families a configuration may name (conf/model/*.yaml `family`); methods declare which they support (their
 # `families`), and a job pairing a method with a family it does not support is refused before any model loads.
-# Only "sd" has a loader today; the others name what the next backbones are.
+# Each family with a backbone in invbench/backbones/ can be loaded; the others name what the next backbones are.
 MODEL_FAMILIES = {
     "sd": "Stable Diffusion 1.x/2.x: UNet2DConditionModel, one CLIP text encoder, KL-VAE, ε-prediction on DDIM",
     "sdxl": "SDXL: UNet with two text encoders, pooled embeddings and time ids",
     "sd3": "Stable Diffusion 3: MMDiT joint attention, CLIP + T5, flow matching",
     "flux": "FLUX.1: MMDiT joint attention, CLIP + T5, flow matching with a guidance embedding",
 }
+
+# The families whose denoiser is an ε-predicting UNet with self- and cross-attention over prompt tokens, on SD's
+# noise schedule: a method that only encodes prompts, evaluates ε and edits UNet attention works on all of them.
+EPSILON_UNETS = frozenset({"sd", "sdxl"})
 
 # model.noise_parts with a step's embeddings bound: latents -> (ε_uncond or None at guidance 1, ε_cond)
 NoiseParts = Callable[..., tuple[torch.Tensor | None, torch.Tensor]]
@@ -50,30 +53,38 @@ def classifier_free(
 
 @dataclass
 class DiffusionModel:
-    """A latent text-to-image diffusion model (SD v1.x architecture) and the operations methods need."""
+    """A latent text-to-image diffusion model of any family and the operations methods need. The family's
+    `backbone` (invbench/backbones/) encodes prompts and evaluates the denoiser; everything here is shared."""
 
     name: str
     weights: str  # where the weights came from, recorded in every result row
-    unet: Any
-    vae: Any
-    text_encoder: Any
-    tokenizer: Any
+    backbone: Backbone
     scheduler_config: dict[str, Any]
     resolution: int
     device: torch.device
     dtype: torch.dtype
 
-    @torch.no_grad()
+    @property
+    def family(self) -> str:
+        return self.backbone.family
+
+    @property
+    def denoiser(self) -> torch.nn.Module:
+        """The network methods evaluate (a UNet or a transformer): cost meters and attention controllers hook it."""
+        return self.backbone.denoiser
+
+    @property
+    def vae(self) -> torch.nn.Module:
+        return self.backbone.vae
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.backbone.tokenizer
+
     def encode_prompts(self, prompts: Sequence[str]) -> torch.Tensor:
-        """Per-token text embeddings, (len(prompts), 77, D), as SD v1.x conditions on them."""
-        tokens = self.tokenizer(
-            list(prompts),
-            padding="max_length",
-            max_length=self.tokenizer.model_max_length,
-            truncation=True,
-            return_tensors="pt",
-        )
-        return self.text_encoder(tokens.input_ids.to(self.device))[0].to(self.dtype)
+        """The conditioning of each prompt, (len(prompts), L, D) in the family's layout (SD 1.x: the 77 token
+        embeddings); methods treat it as one tensor per prompt (invbench/backbones/base.py)."""
+        return self.backbone.encode_prompts(prompts, self.device, self.dtype)
 
     @torch.no_grad()
     def encode_image(self, image: np.ndarray, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -99,7 +110,7 @@ class DiffusionModel:
 
     def predict_noise(self, latents: torch.Tensor, t: int, embeddings: torch.Tensor) -> torch.Tensor:
         """eps(z_t, t, c). Not wrapped in no_grad: optimisation-based inversions differentiate through it."""
-        return self.unet(latents, t, encoder_hidden_states=embeddings).sample
+        return self.backbone.predict_noise(latents, t, embeddings)
 
     def schedule(self, num_steps: int, **changes: Any) -> DDIMSchedule:
         """The model's sampling schedule on `num_steps` steps (the SD family's: deterministic DDIM on its
@@ -146,84 +157,25 @@ class DiffusionModel:
             torch.cuda.synchronize(self.device)
 
 
-ModelLoader = Callable[[Mapping[str, Any], torch.dtype], tuple[dict[str, Any], str]]
-
-
-def _load_random_init(config: Mapping[str, Any], dtype: torch.dtype) -> tuple[dict[str, Any], str]:
-    """Built in float32; load_model casts to `dtype` (checkpoints, unlike this, are read in `dtype` directly)."""
-    from invbench.random_sd import build_random_components
-
-    log.warning(
-        "MODEL: '%s', a Stable-Diffusion-architecture model with RANDOM weights (seed %s), built from its config. "
-        "Its images are noise: use it to check plumbing, cost and metric code, not editing quality. For real "
-        "numbers use model=sd14 or model=sd15 (weights from the local Hugging Face cache or model.path).",
-        config["name"],
-        config["seed"],
-    )
-    return build_random_components(config), f"random-init {config['name']} (seed {config['seed']})"
-
-
-def _load_stable_diffusion(config: Mapping[str, Any], dtype: torch.dtype) -> tuple[dict[str, Any], str]:
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import CLIPTextModel, CLIPTokenizer
-
-    source = config.get("path") or config["repo_id"]
-    if config.get("path") and not Path(config["path"]).is_dir():
-        raise ModelNotAvailableError(
-            f"model.path={config['path']} is not a folder. Point model.path at a Stable Diffusion checkpoint folder "
-            "in diffusers layout (unet/, vae/, text_encoder/, tokenizer/), or unset it to use the Hugging Face cache."
-        )
-    options = {"local_files_only": True, "revision": config.get("revision")}
-    # diffusers warns on every load unless low-memory loading is asked for only where accelerate provides it
-    low_memory = importlib.util.find_spec("accelerate") is not None
-    weights = {**options, "torch_dtype": dtype, "low_cpu_mem_usage": low_memory}
-    try:
-        components = {
-            "unet": UNet2DConditionModel.from_pretrained(source, subfolder="unet", **weights),
-            "vae": AutoencoderKL.from_pretrained(source, subfolder="vae", **weights),
-            "text_encoder": CLIPTextModel.from_pretrained(source, subfolder="text_encoder", **weights),
-            "tokenizer": CLIPTokenizer.from_pretrained(source, subfolder="tokenizer", **options),
-        }
-    except OSError as error:
-        from huggingface_hub.constants import HF_HUB_CACHE
-
-        raise ModelNotAvailableError(
-            f"model '{config['name']}' ({source}) is not available on this machine: {str(error).splitlines()[0]}\n"
-            "invbench never downloads weights during a run. Provide them in one of these ways:\n"
-            f"  1. on a machine with network: `hf download {config['repo_id']}` (fills the cache {HF_HUB_CACHE}; "
-            "copy it to the cluster and set HF_HOME there), then rerun;\n"
-            f"  2. pass a local diffusers-layout folder: model.path=/path/to/{config['repo_id'].split('/')[-1]};\n"
-            "  3. or run the embedded tiny model (random weights, plumbing only): model=tiny."
-        ) from None
-    return components, f"{source}" + (f"@{config['revision']}" if config.get("revision") else "")
-
-
-MODEL_LOADERS: dict[str, ModelLoader] = {"random_init": _load_random_init, "stable_diffusion": _load_stable_diffusion}
-
-
 def load_model(
     model_config: Mapping[str, Any], scheduler_config: Mapping[str, Any], device: torch.device
 ) -> DiffusionModel:
-    """Build the model described by a plain-dict `conf/model/*.yaml` node."""
-    kind = model_config["kind"]
-    if kind not in MODEL_LOADERS:
-        raise ConfigError(
-            f"conf/model/{model_config['name']}.yaml: kind '{kind}' is not one of {sorted(MODEL_LOADERS)}"
-        )
+    """Build the model described by a plain-dict `conf/model/*.yaml` node, with its family's backbone."""
+    backbone_type = backbone_class(model_config)
     if model_config["dtype"] not in DTYPES:
         raise ConfigError(f"model.dtype='{model_config['dtype']}' is not one of {sorted(DTYPES)}")
     dtype = DTYPES[model_config["dtype"]]
-    components, weights = MODEL_LOADERS[kind](model_config, dtype)
-    for name in ("unet", "vae", "text_encoder"):
-        module = components[name].to(device).eval().requires_grad_(False)
+    backbone, weights = backbone_type.load(model_config, dtype)
+    for module in backbone.modules().values():
+        module.to(device).eval().requires_grad_(False)
         if module.dtype != dtype:
             module.to(dtype)
     return DiffusionModel(
         name=model_config["name"],
         weights=weights,
+        backbone=backbone,
         scheduler_config=dict(scheduler_config),
         resolution=model_config["resolution"],
         device=device,
         dtype=dtype,
-        **components,
     )

@@ -132,7 +132,7 @@ def _run_job(cfg: DictConfig, output_dir: Path, launcher_cpus: int | None, job_n
             "metrics_setup": metrics.setup,
             "metrics_config_hash": metrics_digest,
         }
-        meter = CostMeter(model.unet, device)
+        meter = CostMeter(model.denoiser, device)
         logger.start(config, output_dir, group=output_dir.parent.name if job_num is not None else output_dir.name)
         try:
             for position, entry in enumerate(todo, 1):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from invbench.hyperparameters import Guidance, Steps
-from invbench.models import DiffusionModel
+from invbench.models import EPSILON_UNETS, DiffusionModel
 from inversions.base import INVERSIONS, Inversion, InversionResult
 from pie_bench import Sample
 
@@ -23,6 +23,7 @@ from pie_bench import Sample
 @INVERSIONS.register("ddim")
 @dataclass
 class DDIMInversion(Inversion):
+    families = EPSILON_UNETS
     num_steps: Steps
     guidance_scale: Guidance
 

@@ -24,7 +24,7 @@ from typing import Literal
 import torch
 
 from invbench.hyperparameters import Guidance, NonNegative, Steps
-from invbench.models import DiffusionModel
+from invbench.models import EPSILON_UNETS, DiffusionModel
 from inversions.base import INVERSIONS, Inversion, InversionResult
 from inversions.ddim import DDIMInversion
 from pie_bench import Sample
@@ -33,6 +33,7 @@ from pie_bench import Sample
 @INVERSIONS.register("directinversion")
 @dataclass
 class DirectInversion(Inversion):
+    families = EPSILON_UNETS
     num_steps: Steps
     inversion_guidance_scale: Guidance
     edit_guidance_scale: Guidance

@@ -31,7 +31,7 @@ import torch
 from invbench.ddim import DDIMSchedule
 from invbench.errors import ConfigError
 from invbench.hyperparameters import Guidance, Range, Steps
-from invbench.models import DiffusionModel, classifier_free
+from invbench.models import EPSILON_UNETS, DiffusionModel, classifier_free
 from inversions.base import INVERSIONS, Inversion, InversionResult, NoiseParts, Sampler
 from pie_bench import Sample
 
@@ -83,6 +83,7 @@ class CoupledSampler(Sampler):
 @INVERSIONS.register("edict")
 @dataclass
 class EDICTInversion(Inversion):
+    families = EPSILON_UNETS
     produces = frozenset({"sampler"})
 
     num_steps: Steps

@@ -29,7 +29,7 @@ import torch
 from invbench.ddim import DDIMSchedule
 from invbench.errors import ConfigError
 from invbench.hyperparameters import Count, Guidance, Positive, Steps
-from invbench.models import DiffusionModel, classifier_free
+from invbench.models import EPSILON_UNETS, DiffusionModel, classifier_free
 from inversions.base import INVERSIONS, Inversion, InversionResult, NoiseParts, Sampler
 from pie_bench import Sample
 
@@ -64,6 +64,7 @@ class StoredNoiseSampler(Sampler):
 @INVERSIONS.register("edit_friendly")
 @dataclass
 class EditFriendlyInversion(Inversion):
+    families = EPSILON_UNETS
     produces = frozenset({"sampler"})
 
     num_steps: Steps

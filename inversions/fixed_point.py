@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from invbench.hyperparameters import Count, Positive, Steps
-from invbench.models import DiffusionModel
+from invbench.models import EPSILON_UNETS, DiffusionModel
 from inversions.base import INVERSIONS, Inversion, InversionResult
 from pie_bench import Sample
 
@@ -60,6 +60,7 @@ def _converged(residual: torch.Tensor, latent: torch.Tensor, tolerance: float | 
 @INVERSIONS.register("fpi")
 @dataclass
 class FixedPointInversion(Inversion):
+    families = EPSILON_UNETS
     num_steps: Steps
     iterations: Count
     tolerance: Positive | None
@@ -79,6 +80,7 @@ class FixedPointInversion(Inversion):
 @INVERSIONS.register("aidi")
 @dataclass
 class AcceleratedIterativeInversion(Inversion):
+    families = EPSILON_UNETS
     num_steps: Steps
     iterations: Count
     memory: Steps

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from invbench.hyperparameters import Steps
-from invbench.models import DiffusionModel
+from invbench.models import EPSILON_UNETS, DiffusionModel
 from inversions.base import INVERSIONS, Inversion, InversionResult
 from inversions.ddim import DDIMInversion
 from pie_bench import Sample
@@ -25,6 +25,7 @@ from pie_bench import Sample
 @INVERSIONS.register("npi")
 @dataclass
 class NegativePromptInversion(Inversion):
+    families = EPSILON_UNETS
     produces = frozenset({"uncond_embeddings"})
 
     num_steps: Steps

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from invbench.models import DiffusionModel
+from invbench.models import EPSILON_UNETS, DiffusionModel
 from inversions.base import INVERSIONS, Inversion, InversionResult
 from pie_bench import Sample
 
@@ -20,5 +20,7 @@ from pie_bench import Sample
 @INVERSIONS.register("none")
 @dataclass
 class NoInversion(Inversion):
+    families = EPSILON_UNETS
+
     def invert(self, model: DiffusionModel, image_latent: torch.Tensor, sample: Sample) -> InversionResult:
         return InversionResult(schedule=model.schedule(0), latents=[image_latent])

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from invbench.hyperparameters import Count, Guidance, NonNegative, Positive, Steps
-from invbench.models import DiffusionModel
+from invbench.models import EPSILON_UNETS, DiffusionModel
 from inversions.base import INVERSIONS, Inversion, InversionResult, guided_step_error, optimise
 from inversions.ddim import DDIMInversion
 from pie_bench import Sample
@@ -27,6 +27,7 @@ from pie_bench import Sample
 @INVERSIONS.register("nti")
 @dataclass
 class NullTextInversion(Inversion):
+    families = EPSILON_UNETS
     produces = frozenset({"uncond_embeddings"})
 
     num_steps: Steps

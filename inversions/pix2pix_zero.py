@@ -36,7 +36,7 @@ import torch
 from invbench.ddim import DDIMSchedule
 from invbench.errors import ConfigError
 from invbench.hyperparameters import Count, NonNegative, Steps
-from invbench.models import DiffusionModel
+from invbench.models import EPSILON_UNETS, DiffusionModel
 from inversions.base import INVERSIONS, Inversion, InversionResult
 from inversions.noise_regularisation import autocorrelation_loss, gradient, kl_to_standard_normal
 from pie_bench import Sample
@@ -45,6 +45,7 @@ from pie_bench import Sample
 @INVERSIONS.register("pix2pix_zero")
 @dataclass
 class Pix2PixZeroInversion(Inversion):
+    families = EPSILON_UNETS
     produces = frozenset({"uncond_embeddings"})
 
     num_steps: Steps

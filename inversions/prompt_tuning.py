@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from invbench.hyperparameters import Count, Fraction, Guidance, Positive, Steps
-from invbench.models import DiffusionModel
+from invbench.models import EPSILON_UNETS, DiffusionModel
 from inversions.base import INVERSIONS, Inversion, InversionResult
 from pie_bench import Sample
 
@@ -24,6 +24,7 @@ from pie_bench import Sample
 @INVERSIONS.register("pti")
 @dataclass
 class PromptTuningInversion(Inversion):
+    families = EPSILON_UNETS
     produces = frozenset({"cond_embeddings"})
 
     num_steps: Steps

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from invbench.ddim import DDIMSchedule
 from invbench.errors import ConfigError
 from invbench.hyperparameters import Count, NonNegative, Range
-from invbench.models import DiffusionModel
+from invbench.models import EPSILON_UNETS, DiffusionModel
 from inversions.base import INVERSIONS, Inversion, InversionResult, NoiseParts, Sampler
 from pie_bench import Sample
 
@@ -110,6 +110,7 @@ class ProximalSampler(Sampler):
 @INVERSIONS.register("proxedit")
 @dataclass
 class ProxEdit(Inversion):
+    families = EPSILON_UNETS
     base: dict[str, Any]
     prox: Literal["l0", "l1"]
     operators: Literal["reference", "paper"]

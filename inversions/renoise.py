@@ -36,7 +36,7 @@ import torch
 
 from invbench.errors import ConfigError
 from invbench.hyperparameters import Count, NonNegative, Steps
-from invbench.models import DiffusionModel
+from invbench.models import EPSILON_UNETS, DiffusionModel
 from inversions.base import INVERSIONS, Inversion, InversionResult
 from inversions.noise_regularisation import autocorrelation_loss, gradient, patch_kl
 from pie_bench import Sample
@@ -47,6 +47,7 @@ KL_GRADIENT_CLIP = 100.0  # the reference clips the KL gradient elementwise to Â
 @INVERSIONS.register("renoise")
 @dataclass
 class ReNoiseInversion(Inversion):
+    families = EPSILON_UNETS
     num_steps: Steps
     renoise_steps: Count
     first_steps_below: Count  # timesteps below this use the first-steps cap and averaging range

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from invbench.hyperparameters import Count, NonNegative, Positive, Range, Steps
-from invbench.models import DiffusionModel
+from invbench.models import EPSILON_UNETS, DiffusionModel
 from inversions.base import INVERSIONS, Inversion, InversionResult, optimise
 from inversions.proxedit import ProximalSampler, ProximalSettings
 from pie_bench import Sample
@@ -36,6 +36,7 @@ from pie_bench import Sample
 @INVERSIONS.register("spdinv")
 @dataclass
 class SourcePromptDisentangledInversion(Inversion):
+    families = EPSILON_UNETS
     num_steps: Steps
     inner_steps: Count
     learning_rate: Positive

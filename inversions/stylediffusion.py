@@ -97,7 +97,7 @@ class StyleDiffusion(Inversion):
         control = ControllerGroup(maps, values)
         control.num_branches = 1
         trajectory, reference_maps = [image_latent], []
-        with attention_control(model.unet, control, side), torch.no_grad():
+        with attention_control(model.denoiser, control, side), torch.no_grad():
             for t in reversed(schedule.timesteps):
                 maps.maps = []
                 trajectory.append(
@@ -107,7 +107,7 @@ class StyleDiffusion(Inversion):
         reference_maps.append(reference_maps[-1])  # as the reference: the last latent reuses the last maps
         network, modulation, iterations = None, [], []
         latent = trajectory[-1]
-        with attention_control(model.unet, control, side):
+        with attention_control(model.denoiser, control, side):
             for i, t in enumerate(schedule.timesteps):
                 network = _mapping_network(tokens.shape[1], self.seed) if network is None else copy.deepcopy(network)
                 network.to(tokens.device).train()

@@ -59,13 +59,13 @@ class TaskOrientedInversion(Inversion):
         schedule = model.schedule(self.num_steps)
         uncond, source = model.encode_prompts(["", sample.source_prompt]).chunk(2)
         side = image_latent.shape[-1]
-        present = {site.resolution for site in attention_sites(model.unet, side) if site.is_cross}
+        present = {site.resolution for site in attention_sites(model.denoiser, side) if site.is_cross}
         tuned_levels = self.tuned_levels(sample, present, side)
         current = {resolution: source for resolution in sorted(present)}
         per_step: list[dict[int, torch.Tensor]] = [{}] * self.num_steps
         trajectory, iterations = [image_latent], [0] * self.num_steps
         levels = LevelConditioning()
-        with attention_control(model.unet, levels, side):
+        with attention_control(model.denoiser, levels, side):
             for k, t in enumerate(reversed(schedule.timesteps)):
                 i = self.num_steps - 1 - k  # denoising index of this timestep
                 previous = trajectory[-1]

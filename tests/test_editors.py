@@ -24,7 +24,7 @@ def test_target_prompt_changes_the_edit_but_not_the_reconstruction(tiny_model, s
 
 
 def test_unet_evaluations_match_the_algorithm(tiny_model, sample, source_latent):
-    meter = CostMeter(tiny_model.unet, tiny_model.device)
+    meter = CostMeter(tiny_model.denoiser, tiny_model.device)
     try:
         with meter.phase("inversion"):
             inversion = invert(tiny_model, source_latent, sample, steps=7)

@@ -112,12 +112,19 @@ def test_a_method_on_a_model_family_it_does_not_support_is_refused_before_the_mo
 
     for name in ("tiny", "sd14", "sd15", "sd14_random"):
         assert job(f"model={name}")["model"]["family"] == "sd"
-    check_job_config(job("inversion=nti", "editor=p2p"))  # the shipped models are SD-family: every method runs
+    for name in ("sdxl", "sdxl_tiny"):
+        assert job(f"model={name}")["model"]["family"] == "sdxl"
+    check_job_config(job("inversion=nti", "editor=p2p"))  # every method runs on SD
+    check_job_config(job("model=sdxl_tiny", "inversion=nti", "editor=p2p"))
+    with pytest.raises(
+        ConfigError, match=r"inversion=todinv works on the model families \['sd'\], but model=sdxl_tiny"
+    ):
+        check_job_config(job("model=sdxl_tiny", "inversion=todinv", "editor=p2p"))
     with pytest.raises(ConfigError) as refused:
         check_job_config(job("inversion=nti", "editor=p2p", "model.family=flux"))
     message = str(refused.value)
-    assert "inversion=nti works on the model families ['sd'], but model=tiny is of family 'flux'" in message
-    assert "editor=p2p works on the model families ['sd']" in message
+    assert "inversion=nti works on the model families ['sd', 'sdxl'], but model=tiny is of family 'flux'" in message
+    assert "editor=p2p works on the model families ['sd', 'sdxl']" in message
     with pytest.raises(ConfigError, match="model.family"):
         check_job_config(job("model.family=sd2000"))
     assert set(MODEL_FAMILIES) == {"sd", "sdxl", "sd3", "flux"}

@@ -69,7 +69,7 @@ def test_blocks_and_steps_outside_the_window_are_untouched(tiny_model, sample, s
     )
     late = masactrl(start_layer=100).edit(tiny_model, inverted, sample)
     assert late.info["controlled_layers"] == 0 and torch.allclose(late.edited, direct.edited, atol=1e-6)
-    blocks = [s for s in forward_order(attention_sites(tiny_model.unet, 8)) if not s.is_cross]
+    blocks = [s for s in forward_order(attention_sites(tiny_model.denoiser, 8)) if not s.is_cross]
     assert [s.place for s in blocks] == ["down", "down", "mid", "up", "up", "up", "up"]
 
 

@@ -30,8 +30,8 @@ def test_tokenizer_matches_openai_clip_ids(tiny_model):
 
 def test_tiny_model_is_deterministic_and_tame(tiny_model, sample):
     again = load_model(conf_file("model/tiny.yaml") | {"resolution": 64}, SCHEDULER, CPU)
-    for name in ("unet", "vae", "text_encoder"):
-        assert weights_digest(getattr(again, name)) == weights_digest(getattr(tiny_model, name))
+    for name, module in again.backbone.modules().items():
+        assert weights_digest(module) == weights_digest(tiny_model.backbone.modules()[name])
     latent = tiny_model.encode_image(fit_square(sample.read_image(), 64))
     assert latent.shape == (1, 4, 8, 8)
     assert 0.5 < float(latent.std()) < 2.0  # tame VAE scaling: unit-variance latents, as SD's 0.18215 gives
@@ -62,12 +62,14 @@ def test_model_path_that_is_not_a_folder(tmp_path):
 
 def test_stable_diffusion_loader_reads_a_local_diffusers_folder(tmp_path, tiny_model, sample):
     """The real-checkpoint code path, exercised with the tiny weights saved in diffusers layout."""
-    for name in ("unet", "vae", "text_encoder", "tokenizer"):
-        getattr(tiny_model, name).save_pretrained(tmp_path / name)
+    parts = tiny_model.backbone
+    for name, part in (("unet", parts.denoiser), ("vae", parts.vae), ("text_encoder", parts.text_encoder)):
+        part.save_pretrained(tmp_path / name)
+    parts.tokenizer.save_pretrained(tmp_path / "tokenizer")
     loaded = load_model(conf_file("model/sd14.yaml") | {"path": str(tmp_path), "resolution": 64}, SCHEDULER, CPU)
     assert loaded.name == "sd14" and loaded.weights == str(tmp_path)
-    for name in ("unet", "vae", "text_encoder"):
-        assert weights_digest(getattr(loaded, name)) == weights_digest(getattr(tiny_model, name))
+    for name, module in loaded.backbone.modules().items():
+        assert weights_digest(module) == weights_digest(tiny_model.backbone.modules()[name])
     latent = loaded.encode_image(fit_square(sample.read_image(), 64))
     ddim = INVERSIONS.build({"name": "ddim", "num_steps": 5, "guidance_scale": 1.0})
     assert torch.equal(
@@ -100,7 +102,7 @@ def test_registry_lookup_and_hyperparameter_checks():
 def test_warm_up_runs_the_job_shapes(tiny_model):
     from metrics import CostMeter
 
-    meter = CostMeter(tiny_model.unet, tiny_model.device)
+    meter = CostMeter(tiny_model.denoiser, tiny_model.device)
     with meter.phase("warm_up"):
         tiny_model.warm_up()
     meter.close()

@@ -209,7 +209,7 @@ def test_backward_passes_are_counted_once_per_optimisation_step(
     the backward evaluations equal the steps the method reports."""
     from metrics import CostMeter
 
-    meter = CostMeter(tiny_model.unet, torch.device("cpu"))
+    meter = CostMeter(tiny_model.denoiser, torch.device("cpu"))
     meter.start_sample()
     try:
         with meter.phase("inversion"):

@@ -52,12 +52,12 @@ def spy(control):
 def test_sites_map_module_names_to_resolution_levels(tiny_model):
     levels = {
         (s.name.split(".transformer_blocks")[0], s.is_cross): s.resolution
-        for s in attention_sites(tiny_model.unet, 64)
+        for s in attention_sites(tiny_model.denoiser, 64)
     }
     assert levels[("down_blocks.1.attentions.0", True)] == 32 and levels[("down_blocks.2.attentions.0", False)] == 16
     assert levels[("mid_block.attentions.0", True)] == 8
     assert levels[("up_blocks.1.attentions.1", True)] == 16 and levels[("up_blocks.2.attentions.0", True)] == 32
-    assert {s.place for s in attention_sites(tiny_model.unet, 64)} == {"down", "mid", "up"}
+    assert {s.place for s in attention_sites(tiny_model.denoiser, 64)} == {"down", "mid", "up"}
 
 
 def test_cross_attention_maps_are_recorded_per_step_layer_and_branch(tiny_model, inverted):
@@ -67,7 +67,7 @@ def test_cross_attention_maps_are_recorded_per_step_layer_and_branch(tiny_model,
     plain = denoise_branches(tiny_model, inverted, cond, 7.5)
     torch.testing.assert_close(controlled, plain, rtol=1e-4, atol=1e-5)  # recording changes nothing
     assert sorted(store.maps) == list(range(STEPS))
-    cross_sites = [s for s in attention_sites(tiny_model.unet, 8) if s.is_cross]
+    cross_sites = [s for s in attention_sites(tiny_model.denoiser, 8) if s.is_cross]
     for site in cross_sites:
         maps = store.maps[3][site]
         assert maps.shape == (2, 2, site.resolution**2, 77)  # (uncond/cond, branches, queries, tokens)
@@ -98,7 +98,7 @@ def test_replace_with_full_window_gives_the_target_the_source_cross_attention(ti
         control,
     )
     cross = [(key, maps) for key, maps in seen.items() if key[1].is_cross]
-    assert len(cross) == STEPS * sum(s.is_cross for s in attention_sites(tiny_model.unet, 8))
+    assert len(cross) == STEPS * sum(s.is_cross for s in attention_sites(tiny_model.denoiser, 8))
     for _, maps in cross:
         assert torch.equal(maps[-1, 1], maps[-1, 0])  # conditional half: target reads the source's maps
     # the unconditional half is untouched: there the branches' maps differ as their latents do

@@ -71,7 +71,7 @@ def test_identical_prompts_keep_the_source_and_edict_costs_three_branches(tiny_m
     same = dataclasses.replace(sample, target_prompt=sample.source_prompt)
     kept = editor.edit(tiny_model, inverted, same)
     assert torch.allclose(kept.edited, kept.reconstruction, atol=1e-6)
-    meter = CostMeter(tiny_model.unet, torch.device("cpu"))
+    meter = CostMeter(tiny_model.denoiser, torch.device("cpu"))
     with meter.phase("edit"):
         edited = editor.edit(tiny_model, inverted, sample)
     meter.close()
@@ -94,7 +94,7 @@ def test_the_controller_changes_the_target_prediction(tiny_model, sample, source
     plain_uncond, plain_cond = parts(torch.cat([latents[:1], latents[2:], latents[2:]]))
     control = BaseAttentionOnTarget(*token_alignment(tiny_model.tokenizer, sample.source_prompt, sample.target_prompt))
     control.num_branches = 3
-    with attention_control(tiny_model.unet, control, latents.shape[-1]), torch.no_grad():
+    with attention_control(tiny_model.denoiser, control, latents.shape[-1]), torch.no_grad():
         noise_uncond, noise_cond = control.step_noise_parts(parts)(latents)
     # the unconditional half and the source are untouched; the base row is the source prompt at the target latent
     assert torch.allclose(noise_uncond, plain_uncond, atol=1e-6)

@@ -57,7 +57,7 @@ def test_a_guidance_step_moves_the_target_toward_the_source_maps(per_half, tiny_
         value, guidance.loss = float(guidance.loss), None
         return value
 
-    with attention_control(tiny_model.unet, guidance, latents.shape[-1]), torch.no_grad():
+    with attention_control(tiny_model.denoiser, guidance, latents.shape[-1]), torch.no_grad():
         before = distance(parts, latents)
         guided = guidance.before_step(0, latents, parts)
         step_parts = guidance.step_noise_parts(parts)
@@ -78,7 +78,7 @@ def test_a_guidance_step_moves_the_target_toward_the_source_maps(per_half, tiny_
 def test_source_branch_is_kept_and_guidance_changes_the_target(tiny_model, sample, source_latent):
     inverted = invert(tiny_model, source_latent, sample)
     direct = EDITORS.build({"name": "direct", "guidance_scale": 7.5}).edit(tiny_model, inverted, sample)
-    meter = CostMeter(tiny_model.unet, torch.device("cpu"))
+    meter = CostMeter(tiny_model.denoiser, torch.device("cpu"))
     with meter.phase("edit"):
         edited = pix2pix_zero().edit(tiny_model, inverted, sample)
     meter.close()

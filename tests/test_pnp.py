@@ -72,7 +72,7 @@ def test_the_reference_shifts_features_for_a_reconstruction_and_not_for_directin
 def test_feature_injection_replaces_the_residual_branch_and_keeps_the_skip_connection(tiny_model):
     """up_blocks.1.resnets.1 computes (shortcut(x) + residual(x)) / s; the target's row must become
     (shortcut(x_target) + residual(x_feature)) / s, not the feature row's whole output (the skip included)."""
-    block = tiny_model.unet.up_blocks[1].resnets[1]
+    block = tiny_model.denoiser.up_blocks[1].resnets[1]
     generator = torch.Generator().manual_seed(0)
     rows = torch.randn(2, block.conv1.in_channels, 8, 8, generator=generator)
     embedding = torch.randn(2, block.time_emb_proj.in_features, generator=generator)

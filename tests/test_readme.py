@@ -21,3 +21,54 @@ def test_readme_has_two_one_line_setup_commands():
 def test_ci_runs_the_readme_test_command():
     ci_lines = (REPO / ".ci" / "run").read_text().splitlines()
     assert setup_commands()[1] in ci_lines
+
+
+def table_rows(first_cells: tuple[str, ...]) -> list[list[str]]:
+    """The README's table rows whose first cell is one of `first_cells`, split into cells."""
+    rows = []
+    for line in (REPO / "README.md").read_text().splitlines():
+        cells = [cell.strip() for cell in line.strip("|").split(" | ")]
+        if line.startswith("|") and cells[0] in first_cells:
+            rows.append(cells)
+    return rows
+
+
+def names(cell: str) -> list[str]:
+    return re.findall(r"`([^`]+)`", cell)
+
+
+def test_methods_table_lists_each_methods_families_as_the_code_declares_them():
+    import yaml
+    from editors import EDITORS
+    from inversions import INVERSIONS
+
+    from invbench.models import MODEL_FAMILIES
+
+    rows = table_rows(("inversion", "editor"))
+    seen = set()
+    for axis, name_cell, family_cell, *_ in rows:
+        registry = INVERSIONS if axis == "inversion" else EDITORS
+        for name in names(name_cell):
+            config = REPO / "conf" / axis / f"{name}.yaml"
+            if not config.is_file():
+                continue  # a spelling (ntI)
+            seen.add((axis, name))
+            node = yaml.safe_load(config.read_text())
+            while "name" not in node:  # a variant composed from its base
+                base = next(item for item in node["defaults"] if item != "_self_")
+                node = yaml.safe_load((REPO / "conf" / axis / f"{base}.yaml").read_text())
+            families = registry.get(node["name"]).families
+            assert sorted(names(family_cell)) == sorted(families), (axis, name)
+            assert families <= set(MODEL_FAMILIES)
+    assert {name for axis, name in seen if axis == "inversion"} >= set(INVERSIONS.names()) - {"ntI"}
+    assert {name for axis, name in seen if axis == "editor"} >= set(EDITORS.names())
+
+
+def test_models_table_gives_each_models_family():
+    import yaml
+
+    rows = table_rows(tuple(f"`model={path.stem}`" for path in (REPO / "conf" / "model").glob("*.yaml")))
+    assert len(rows) >= 5
+    for model_cell, family_cell, *_ in rows:
+        config = yaml.safe_load((REPO / "conf" / "model" / f"{names(model_cell)[0][6:]}.yaml").read_text())
+        assert names(family_cell) == [config["family"]]

@@ -391,7 +391,7 @@ def test_edit_friendly_ddpm_on_the_reference_grid_zeroes_its_last_noise_map(tiny
 def test_unet_evaluations_match_each_algorithm(
     tiny_model, sample, source_latent, config, inversion_evals, edit_evals, editor
 ):
-    meter = CostMeter(tiny_model.unet, tiny_model.device)
+    meter = CostMeter(tiny_model.denoiser, tiny_model.device)
     try:
         with meter.phase("inversion"):
             inverted = INVERSIONS.build(config).invert(tiny_model, source_latent, sample)

@@ -31,9 +31,9 @@ def tiny_pipeline(tiny, scheduler, pipeline_class=None):
         from diffusers import StableDiffusionPipeline as pipeline_class
     return pipeline_class(
         vae=tiny.vae,
-        text_encoder=tiny.text_encoder,
+        text_encoder=tiny.backbone.text_encoder,
         tokenizer=tiny.tokenizer,
-        unet=tiny.unet,
+        unet=tiny.denoiser,
         scheduler=scheduler,
         safety_checker=None,
         feature_extractor=None,

@@ -144,8 +144,8 @@ def main() -> None:
         built.vae, built.tokenizer, built.text_encoder, built.unet = (
             tiny.vae,
             tiny.tokenizer,
-            tiny.text_encoder,
-            tiny.unet,
+            tiny.backbone.text_encoder,
+            tiny.denoiser,
         )
         built.scheduler = DDIMScheduler(**scheduler_config)
         return built

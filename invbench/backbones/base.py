@@ -1,0 +1,77 @@
+"""The backbone contract (see invbench/backbones/__init__.py)."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar
+
+import torch
+
+from invbench.errors import ConfigError
+
+
+class Backbone(ABC):
+    """A model family's components and the operations that depend on them.
+
+    Conditioning: `encode_prompts` returns one tensor (N, L, D) per batch of prompts, laid out by the backbone
+    (SD: the text encoder's L = 77 token embeddings; SDXL: both encoders' tokens plus a row carrying the pooled
+    embedding). Methods treat it as an opaque per-prompt tensor: they concatenate rows per branch, expand, interpolate
+    and optimise it, and every such operation applies to all of it; only `predict_noise` reads the layout.
+    """
+
+    family: ClassVar[str]
+    kinds: ClassVar[tuple[str, ...]]  # the `kind` values of conf/model/*.yaml this family loads
+
+    denoiser: torch.nn.Module  # the network whose evaluations are counted (CostMeter) and whose attention is edited
+    vae: torch.nn.Module
+    tokenizer: Any  # the (first) CLIP tokenizer: token positions of prompts, for token-level editors
+
+    @classmethod
+    @abstractmethod
+    def load(cls, config: Mapping[str, Any], dtype: torch.dtype) -> tuple[Backbone, str]:
+        """The backbone described by a conf/model/*.yaml node of one of `kinds`, and where its weights came from.
+        Pretrained weights are read in `dtype` from local files only; random ones are built in float32."""
+
+    @abstractmethod
+    def modules(self) -> dict[str, torch.nn.Module]:
+        """Every network, by name (moved to the job's device and dtype, frozen)."""
+
+    @abstractmethod
+    def encode_prompts(self, prompts: Sequence[str], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """The conditioning of each prompt, (len(prompts), L, D)."""
+
+    @abstractmethod
+    def predict_noise(self, latents: torch.Tensor, t: int, conditioning: torch.Tensor) -> torch.Tensor:
+        """The denoiser's ε(z_t, t, c) for a batch; differentiable (optimisation-based inversions need gradients)."""
+
+
+BACKBONES: dict[str, type[Backbone]] = {}
+
+
+def register(family: str) -> Callable[[type[Backbone]], type[Backbone]]:
+    def add(cls: type[Backbone]) -> type[Backbone]:
+        if family in BACKBONES:
+            raise ValueError(f"model family '{family}' has two backbones")
+        BACKBONES[family] = cls
+        cls.family = family
+        return cls
+
+    return add
+
+
+def backbone_class(config: Mapping[str, Any]) -> type[Backbone]:
+    """The backbone of a conf/model/*.yaml node, with a message naming the file and field when there is none."""
+    where = f"conf/model/{config['name']}.yaml"
+    family = config.get("family", "sd")
+    if family not in BACKBONES:
+        raise ConfigError(
+            f"{where}: family '{family}' has no backbone in this version (available: {sorted(BACKBONES)}); "
+            "set family to one of them"
+        )
+    cls = BACKBONES[family]
+    if config["kind"] not in cls.kinds:
+        raise ConfigError(
+            f"{where}: kind '{config['kind']}' is not one of {sorted(cls.kinds)} (the kinds family '{family}' loads)"
+        )
+    return cls
