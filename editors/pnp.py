@@ -147,7 +147,7 @@ class PlugAndPlay(Editor):
         denoise_branches(model, inversion, source_cond, self.source_guidance(inversion.state()), source)
         num_steps = len(inversion.schedule.timesteps)
         trajectory = source.latents + [source.final]  # s_0 (the inverted noise) .. s_N (the reconstruction)
-        shifted = self.feature_latents == "reference" and inversion.latent_offsets is None
+        shifted = self.feature_latents == "reference" and "after_step" not in inversion.state()
         features = trajectory[1:] if shifted else trajectory[:-1]
         controller = FeatureInjection(
             features,

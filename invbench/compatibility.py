@@ -1,9 +1,9 @@
 """Which inversion × editor pairs can run: checked from the configuration alone, before any job starts.
 
-An inversion declares the per-step state its results carry (`Inversion.state`, names from
-`inversions.base.INVERSION_STATE`), the guidance scale that state is computed for, and whether its sampler needs the
-unconditional half of classifier-free guidance; an editor declares the state it can use (`Editor.uses`). A pair is
-refused when the editor would drop part of the state, guide at another scale than the state was computed for (the
+An inversion declares the step hooks its results override (`Inversion.state`, names from `inversions.base.HOOKS`),
+the guidance scale that state is computed for, and whether its reverse step needs the unconditional half of
+classifier-free guidance; an editor declares the hooks it honours (`Editor.uses`). A pair is refused when the
+editor would drop part of the state, guide at another scale than the state was computed for (the
 source would no longer be reconstructed, so the row would measure a broken inversion), or guide at 1 where the
 sampler needs the unconditional prediction. `launch.py` checks every job of a sweep before launching any
 (hydra_plugins/invbench_sweeper) and each job checks its own pair again.
@@ -14,14 +14,14 @@ from __future__ import annotations
 from editors import Editor
 from invbench.errors import ConfigError
 from inversions import Inversion
-from inversions.base import INVERSION_STATE
+from inversions.base import HOOKS
 
 
 def incompatibilities(inversion: Inversion, editor: Editor) -> list[str]:
     """Why `editor` cannot edit what `inversion` produces, one reason per entry, each with its fix; [] if it can."""
     pair = f"inversion={inversion.name} with editor={editor.name}"
     problems = [
-        f"{pair}: the editor cannot use the inversion's {INVERSION_STATE[name]} ({name}); pair it with an "
+        f"{pair}: the editor cannot use the inversion's {HOOKS[name]} ({name}); pair it with an "
         "editor that uses it (README, 'Which pairs run')"
         for name in sorted(inversion.state() - editor.uses)
     ]

@@ -1,20 +1,23 @@
 """The inversion contract: what every inversion method produces, and therefore what every editor may consume.
 
-An inversion maps the VAE latent z_0 of a source image to a starting noise latent z_T plus whatever per-step state its
-method defines so that denoising with the source prompt comes back to the image. Editors run one *source branch*
-(source prompt; its output is the reconstruction) and one or more *target branches* (target prompt) from z_T over the
-same timesteps. The per-step state below is how methods steer those branches; a field left as None means "the plain
-DDIM behaviour", so an editor that honours every field works with every inversion.
+An inversion maps the VAE latent z_0 of a source image to a starting noise latent z_T, so that denoising with the
+source prompt comes back to the image. Editors run one *source branch* (source prompt; its output is the
+reconstruction) and one or more *target branches* (target prompt) from z_T over the same timesteps, in the fixed loop
+`editors.base.denoise_branches`. What a method changes in that loop it writes, in its own file, as `StepHooks`: the
+conditioning of the branches at each step, attention controllers of its own, the reverse step itself, and
+corrections after each step. The defaults are plain classifier-free-guided DDIM, so a method overrides only what it
+needs, and an editor built on the loop works with every inversion.
 
-Per-step fields are indexed by the denoising step i = 0 .. num_steps-1, i.e. by timestep `schedule.timesteps[i]`.
-Which of them a method fills is declared on the method (`Inversion.state`), so a pairing with an editor that cannot
-use that state is refused before any job starts (invbench/compatibility.py).
+Which hooks a method's results override is its *state*, declared on the method (`Inversion.state`, checked against
+real results by the tests), so that a pairing with an editor that cannot honour them is refused before any job
+starts (invbench/compatibility.py). Per-step hooks are indexed by the denoising step i = 0 .. num_steps-1, i.e. by
+timestep `schedule.timesteps[i]`.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -22,21 +25,102 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from editors.attention import AttentionController
 from invbench.ddim import DDIMSchedule
-from invbench.models import DiffusionModel, NoiseParts
+from invbench.models import DiffusionModel, NoiseParts, classifier_free
 from invbench.registry import Registry
 from pie_bench import Sample
 
-# The fields of InversionResult that carry per-step state, with how they are named in messages.
-INVERSION_STATE: dict[str, str] = {
-    "uncond_embeddings": "per-step unconditional embeddings",
-    "cond_embeddings": "per-step conditional embeddings",
-    "level_embeddings": "per-layer (per-resolution) embeddings",
-    "value_modulation": "per-step cross-attention value modulation",
-    "latent_offsets": "per-step latent offsets of the source branch",
-    "target_latent_offsets": "per-step latent offsets of the target branches",
-    "sampler": "its own reverse sampler",
+# The hooks a method may override, with how they are named in messages: its state.
+HOOKS: dict[str, str] = {
+    "conditioning": "per-step conditioning of the branches",
+    "controllers": "attention controllers",
+    "step": "its own reverse step",
+    "after_step": "corrections after each step",
 }
+
+
+class StepHooks:
+    """What an inversion changes in the editor's denoising loop. Subclasses (one per method, in the method's file)
+    override what they need; the defaults are plain classifier-free-guided DDIM. The loop, at each step i:
+    `conditioning` -> the editor's controllers' `begin_step` / `before_step` -> `step` -> `after_step` -> the
+    controllers' `end_step`; the hooks' own `controllers` see every attention call, before the editor's."""
+
+    def conditioning(self, i: int, cond: torch.Tensor, uncond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The conditional and unconditional conditioning of every branch at step i, given the editor's prompts
+        `cond` (B, L, D; branch 0 the source) and the empty prompt's `uncond` (B, L, D)."""
+        return cond, uncond
+
+    def controllers(self, cond: torch.Tensor) -> list[AttentionController]:
+        """Attention controllers of the method for a loop over the branches of `cond` (applied before the
+        editor's; they get `begin_step` every step)."""
+        return []
+
+    def step(
+        self,
+        schedule: DDIMSchedule,
+        i: int,
+        t: int,
+        latents: torch.Tensor,
+        noise_parts: NoiseParts,
+        guidance_scale: float,
+    ) -> torch.Tensor:
+        """Denoising step i (timestep t): the latents after it. `noise_parts(latents)` evaluates the denoiser with
+        the step's conditioning under the controllers -> (ε_uncond or None at guidance 1, ε_cond)."""
+        return schedule.step(classifier_free(*noise_parts(latents), guidance_scale), t, latents)
+
+    def after_step(self, i: int, latents: torch.Tensor) -> torch.Tensor:
+        """The latents after step i, corrected (may change them in place)."""
+        return latents
+
+    def state(self) -> frozenset[str]:
+        """The hooks this object overrides (HOOKS names)."""
+        return frozenset(name for name in HOOKS if getattr(type(self), name) is not getattr(StepHooks, name))
+
+
+class CombinedHooks(StepHooks):
+    """Several methods' hooks in one loop (e.g. ProxEdit's proximal step on NTI's nulls): conditioning and
+    corrections applied in order, controllers concatenated, the step of the one part that overrides it."""
+
+    def __init__(self, *parts: StepHooks):
+        steppers = [part for part in parts if "step" in part.state()]
+        if len(steppers) > 1:
+            raise ValueError("at most one of the combined hooks may override the reverse step")
+        self.parts, self.stepper = parts, (steppers[0] if steppers else StepHooks())
+
+    def conditioning(self, i, cond, uncond):
+        for part in self.parts:
+            cond, uncond = part.conditioning(i, cond, uncond)
+        return cond, uncond
+
+    def controllers(self, cond):
+        return [controller for part in self.parts for controller in part.controllers(cond)]
+
+    def step(self, schedule, i, t, latents, noise_parts, guidance_scale):
+        return self.stepper.step(schedule, i, t, latents, noise_parts, guidance_scale)
+
+    def after_step(self, i, latents):
+        for part in self.parts:
+            latents = part.after_step(i, latents)
+        return latents
+
+    def state(self) -> frozenset[str]:
+        return frozenset().union(*(part.state() for part in self.parts))
+
+
+@dataclass
+class UnconditionalEmbeddings(StepHooks):
+    """Per-step unconditional embeddings (1, L, D) for classifier-free guidance: null-text-style methods (NTI) and
+    those editing with the source prompt as the unconditional embedding (NPI, SPDInv, pix2pix-zero's caption), in
+    every branch or (`branches="source"`) the source branch only, the targets keeping ""."""
+
+    embeddings: Sequence[torch.Tensor]
+    branches: str = "all"
+
+    def conditioning(self, i, cond, uncond):
+        if self.branches == "source":
+            return cond, torch.cat([self.embeddings[i], uncond[1:]])
+        return cond, self.embeddings[i].expand(cond.shape[0], -1, -1)
 
 
 @dataclass
@@ -49,20 +133,8 @@ class InversionResult:
     latent of the source; latents[k] (k >= 1) sits at noise level schedule.timesteps[num_steps - k], so denoising
     step i starts from latents[num_steps - i] and ideally lands on latents[num_steps - i - 1]."""
 
-    uncond_embeddings: list[torch.Tensor] | None = None
-    """Per-step unconditional embeddings (1, 77, D) used by classifier-free guidance in every branch
-    (null-text-style methods). None: the embedding of the empty prompt ""."""
-
-    uncond_branches: str = "all"
-    """Which branches use `uncond_embeddings`: "all", or "source" (target branches keep "")."""
-
-    cond_embeddings: list[torch.Tensor] | None = None
-    """Per-step conditional embeddings (1, 77, D) that replace the source prompt's embedding in the source branch
-    (prompt-tuning methods). None: the source prompt's embedding."""
-
-    target_cond_weight: float | None = None
-    """With `cond_embeddings`: target branches condition on w · c_target + (1 − w) · cond_embeddings[i] (PTI's
-    condition interpolation, w = η). None: target branches condition on the target prompt alone."""
+    hooks: StepHooks = field(default_factory=StepHooks)
+    """What the method changes in the editor's denoising loop (plain guided DDIM by default)."""
 
     grid_steps: int | None = None
     """The length of the timestep grid `schedule`'s steps were taken from, where a method runs only its last part
@@ -74,32 +146,6 @@ class InversionResult:
     method tunes its source-branch embedding from the target prompt (PTI). Token-level editors (P2P) align the
     branches' tokens and find the blended words by it."""
 
-    level_embeddings: list[dict[int, torch.Tensor]] | None = None
-    """Per-step, per-resolution conditional embeddings {query resolution: (1, 77, D)} (TODInv's P* space): the
-    source branch's cross-attention layers at that resolution read them instead of the source prompt, and target
-    branches read c_target + (embedding − c_source) there (TODInv Eq. 10). Resolutions not listed keep the prompts.
-    Resolutions are those of `editors.attention.attention_sites` (64, 32, 16, 8 for SD at 512²)."""
-
-    value_modulation: list[tuple[torch.Tensor, torch.Tensor]] | None = None
-    """Per-step (scale, shift), each (1, 77, D): cross-attention *values* of the conditional half read
-    c ⊙ scale + shift instead of the prompt embedding c, keys keep c (StyleDiffusion) — in the source branch at every
-    step, in target branches for the steps before `value_target_until`."""
-
-    value_target_until: int = 0
-
-    latent_offsets: list[torch.Tensor] | None = None
-    """Per-step corrections (1, 4, h, w) added to the source branch right after denoising step i
-    (DirectInversion-style methods). None: no correction."""
-
-    target_latent_offsets: list[torch.Tensor] | None = None
-    """Per-step corrections (1, 4, h, w) added to every target branch right after denoising step i (DirectInversion's
-    add-target / add-source ablations). None: no correction."""
-
-    sampler: Sampler | None = None
-    """How one denoising step moves the branches, for methods whose reverse process is not guided DDIM (proximal
-    guidance, EDICT's coupled latents, edit-friendly DDPM's stored noise). None: DDIM with classifier-free
-    guidance."""
-
     info: dict[str, Any] = field(default_factory=dict)
     """Method-specific numbers for the result row, e.g. optimisation steps actually taken."""
 
@@ -108,22 +154,8 @@ class InversionResult:
         return self.latents[-1]
 
     def state(self) -> frozenset[str]:
-        """The INVERSION_STATE fields this result fills."""
-        return frozenset(name for name in INVERSION_STATE if getattr(self, name) is not None)
-
-
-
-
-class Sampler(ABC):
-    """A method-specific reverse step. `noise_parts(latents)` evaluates the UNet on `latents` (B, 4, h, w) with the
-    step's embeddings and returns (ε_uncond, ε_cond) per branch; ε_uncond is None at guidance 1, where only the
-    conditional half is evaluated. Called under the editor's attention controller, once per step."""
-
-    @abstractmethod
-    def step(
-        self, i: int, t: int, latents: torch.Tensor, noise_parts: NoiseParts, guidance_scale: float
-    ) -> torch.Tensor:
-        """Denoising step i (timestep t): the latents after it."""
+        """The hooks (HOOKS names) this result's method overrides."""
+        return self.hooks.state()
 
 
 class Inversion(ABC):
@@ -131,7 +163,7 @@ class Inversion(ABC):
     (all set from conf/inversion/<name>.yaml) and are registered in `INVERSIONS`."""
 
     name: ClassVar[str]
-    produces: ClassVar[frozenset[str]] = frozenset()  # the INVERSION_STATE fields every result of this method fills
+    produces: ClassVar[frozenset[str]] = frozenset()  # the hooks (HOOKS names) every result of this method overrides
     guidance_key: ClassVar[str] = "guidance_scale"  # the hyperparameter `tuned_for_guidance` reports
     families: ClassVar[frozenset[str]] = frozenset({"sd"})  # the model families it works on (MODEL_FAMILIES)
 
@@ -145,7 +177,7 @@ class Inversion(ABC):
         """Invert `image_latent` (1, 4, h, w) of `sample`'s source image; may use its prompts and edit class."""
 
     def state(self) -> frozenset[str]:
-        """The INVERSION_STATE fields this configuration's results fill, known from the hyperparameters alone
+        """The hooks (HOOKS names) this configuration's results override, known from the hyperparameters alone
         (tests check it against real results): what an editor must be able to use."""
         return self.produces
 
@@ -156,7 +188,7 @@ class Inversion(ABC):
         return None
 
     def needs_unconditional_half(self) -> bool:
-        """Whether the method's sampler needs the unconditional prediction, i.e. editor guidance above 1."""
+        """Whether the method's reverse step needs the unconditional prediction, i.e. editor guidance above 1."""
         return False
 
 

@@ -25,25 +25,37 @@ import torch
 
 from invbench.hyperparameters import Guidance, NonNegative, Steps
 from invbench.models import EPSILON_UNETS, DiffusionModel
-from inversions.base import INVERSIONS, Inversion, InversionResult
+from inversions.base import INVERSIONS, Inversion, InversionResult, StepHooks
 from inversions.ddim import DDIMInversion
 from pie_bench import Sample
+
+
+@dataclass
+class LatentOffsets(StepHooks):
+    """After denoising step i, the source branch moves by `source[i]` back onto the inversion trajectory, and every
+    target branch by `targets[i]` where the ablation adds them there (None: targets keep their latents)."""
+
+    source: list[torch.Tensor]
+    targets: list[torch.Tensor] | None
+
+    def after_step(self, i, latents):
+        latents[:1] += self.source[i]
+        if self.targets is not None:
+            latents[1:] += self.targets[i]
+        return latents
 
 
 @INVERSIONS.register("directinversion")
 @dataclass
 class DirectInversion(Inversion):
     families = EPSILON_UNETS
+    produces = frozenset({"after_step"})
     num_steps: Steps
     inversion_guidance_scale: Guidance
     edit_guidance_scale: Guidance
     offset_scale: NonNegative
     offset_interval: Steps
     offset_branches: Literal["source", "source_and_target", "source_to_all"]
-
-    def state(self) -> frozenset[str]:
-        targets = self.offset_branches != "source"
-        return frozenset({"latent_offsets", "target_latent_offsets"} if targets else {"latent_offsets"})
 
     guidance_key = "edit_guidance_scale"
 
@@ -68,10 +80,8 @@ class DirectInversion(Inversion):
             offset = trajectory[self.num_steps - i - 1] - landed
             keep = self.offset_scale if i % self.offset_interval == 0 else 0.0
             offsets.append(keep * offset)
-        pivot.latent_offsets = [offset[:1] for offset in offsets]
-        if self.offset_branches == "source_and_target":
-            pivot.target_latent_offsets = [offset[1:] for offset in offsets]
-        elif self.offset_branches == "source_to_all":
-            pivot.target_latent_offsets = pivot.latent_offsets
+        source = [offset[:1] for offset in offsets]
+        targets = {"source": None, "source_and_target": [offset[1:] for offset in offsets], "source_to_all": source}
+        pivot.hooks = LatentOffsets(source, targets[self.offset_branches])
         pivot.info = {"offset_guidance_scale": self.edit_guidance_scale}
         return pivot

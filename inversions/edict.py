@@ -28,11 +28,10 @@ from typing import Annotated, Literal
 import numpy as np
 import torch
 
-from invbench.ddim import DDIMSchedule
 from invbench.errors import ConfigError
 from invbench.hyperparameters import Guidance, Range, Steps
 from invbench.models import EPSILON_UNETS, DiffusionModel, classifier_free
-from inversions.base import INVERSIONS, Inversion, InversionResult, NoiseParts, Sampler
+from inversions.base import INVERSIONS, Inversion, InversionResult, StepHooks
 from pie_bench import Sample
 
 
@@ -47,8 +46,9 @@ def _mix_inverse(x: torch.Tensor, y: torch.Tensor, p: float) -> tuple[torch.Tens
 
 
 @dataclass
-class CoupledSampler(Sampler):
-    schedule: DDIMSchedule
+class CoupledSampler(StepHooks):
+    """EDICT's reverse process: the coupled latents x, y take alternating guided DDIM steps and are mixed."""
+
     start_y: torch.Tensor
     mix: Annotated[float, Range(low=0, high=1, low_open=True, high_open=True)]
     guidance_scale: Guidance
@@ -57,7 +57,7 @@ class CoupledSampler(Sampler):
     _y: torch.Tensor | None = field(default=None, init=False)
     _returned: torch.Tensor | None = field(default=None, init=False)
 
-    def step(self, i: int, t: int, latents: torch.Tensor, noise_parts: NoiseParts, guidance_scale: float):
+    def step(self, schedule, i, t, latents, noise_parts, guidance_scale):
         if i == 0:
             self._x, self._y = latents.double(), self.start_y.double().expand_as(latents).clone()
         elif not torch.equal(latents, self._returned):  # an attention controller changed the latents (local blend)
@@ -70,11 +70,11 @@ class CoupledSampler(Sampler):
             return classifier_free(uncond, cond, self.guidance_scale).double()
 
         if i % 2 == 0:  # leapfrog: the latent updated first alternates
-            x = self.schedule.step(noise(self._y), t, self._x)
-            y = self.schedule.step(noise(x), t, self._y)
+            x = schedule.step(noise(self._y), t, self._x)
+            y = schedule.step(noise(x), t, self._y)
         else:
-            y = self.schedule.step(noise(self._x), t, self._y)
-            x = self.schedule.step(noise(y), t, self._x)
+            y = schedule.step(noise(self._x), t, self._y)
+            x = schedule.step(noise(y), t, self._x)
         self._x, self._y = _mix_forward(x, y, self.mix)
         self._returned = self._x.to(self.model_dtype)
         return self._returned
@@ -84,7 +84,7 @@ class CoupledSampler(Sampler):
 @dataclass
 class EDICTInversion(Inversion):
     families = EPSILON_UNETS
-    produces = frozenset({"sampler"})
+    produces = frozenset({"step"})
 
     num_steps: Steps
     strength: Annotated[float, Range(low=0, high=1, low_open=True)]
@@ -125,7 +125,7 @@ class EDICTInversion(Inversion):
         return InversionResult(
             schedule=schedule,
             latents=trajectory,  # float64: the sampler starts from x_T at full precision
-            sampler=CoupledSampler(schedule, y, self.mix, self.guidance_scale, model.dtype),
+            hooks=CoupledSampler(y, self.mix, self.guidance_scale, model.dtype),
             grid_steps=self.num_steps,
             info={"edict_steps": used},
         )

@@ -30,7 +30,7 @@ from invbench.ddim import DDIMSchedule
 from invbench.errors import ConfigError
 from invbench.hyperparameters import Count, Guidance, Positive, Steps
 from invbench.models import EPSILON_UNETS, DiffusionModel, classifier_free
-from inversions.base import INVERSIONS, Inversion, InversionResult, NoiseParts, Sampler
+from inversions.base import INVERSIONS, Inversion, InversionResult, StepHooks
 from pie_bench import Sample
 
 
@@ -47,17 +47,18 @@ def _posterior(schedule: DDIMSchedule, t: int, latent: torch.Tensor, noise: torc
 
 
 @dataclass
-class StoredNoiseSampler(Sampler):
-    schedule: DDIMSchedule
+class StoredNoiseSampler(StepHooks):
+    """Edit-friendly DDPM's reverse process: a stochastic DDPM step whose noise is the stored map of the step."""
+
     noise_maps: list[torch.Tensor]  # z_t per editing step
     eta: Positive
     source_guidance_scale: Guidance
 
-    def step(self, i: int, t: int, latents: torch.Tensor, noise_parts: NoiseParts, guidance_scale: float):
+    def step(self, schedule, i, t, latents, noise_parts, guidance_scale):
         uncond, cond = noise_parts(latents)
         noise = classifier_free(uncond, cond, guidance_scale)
         noise[:1] = classifier_free(None if uncond is None else uncond[:1], cond[:1], self.source_guidance_scale)
-        mean, sigma = _posterior(self.schedule, t, latents, noise, self.eta)
+        mean, sigma = _posterior(schedule, t, latents, noise, self.eta)
         return mean + sigma * self.noise_maps[i]
 
 
@@ -65,7 +66,7 @@ class StoredNoiseSampler(Sampler):
 @dataclass
 class EditFriendlyInversion(Inversion):
     families = EPSILON_UNETS
-    produces = frozenset({"sampler"})
+    produces = frozenset({"step"})
 
     num_steps: Steps
     eta: Positive
@@ -109,7 +110,7 @@ class EditFriendlyInversion(Inversion):
         return InversionResult(
             schedule=edit_schedule,
             latents=trajectory,
-            sampler=StoredNoiseSampler(edit_schedule, noise_maps[self.skip :], self.eta, self.source_guidance_scale),
+            hooks=StoredNoiseSampler(noise_maps[self.skip :], self.eta, self.source_guidance_scale),
             grid_steps=self.num_steps,
             info={"skipped_steps": self.skip},
         )

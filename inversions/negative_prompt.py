@@ -17,7 +17,7 @@ import torch
 
 from invbench.hyperparameters import Steps
 from invbench.models import EPSILON_UNETS, DiffusionModel
-from inversions.base import INVERSIONS, Inversion, InversionResult
+from inversions.base import INVERSIONS, Inversion, InversionResult, UnconditionalEmbeddings
 from inversions.ddim import DDIMInversion
 from pie_bench import Sample
 
@@ -26,7 +26,7 @@ from pie_bench import Sample
 @dataclass
 class NegativePromptInversion(Inversion):
     families = EPSILON_UNETS
-    produces = frozenset({"uncond_embeddings"})
+    produces = frozenset({"conditioning"})
 
     num_steps: Steps
 
@@ -34,5 +34,5 @@ class NegativePromptInversion(Inversion):
     def invert(self, model: DiffusionModel, image_latent: torch.Tensor, sample: Sample) -> InversionResult:
         pivot = DDIMInversion(self.num_steps, 1.0).invert(model, image_latent, sample)
         source = model.encode_prompts([sample.source_prompt])
-        pivot.uncond_embeddings = [source] * self.num_steps
+        pivot.hooks = UnconditionalEmbeddings([source] * self.num_steps)
         return pivot

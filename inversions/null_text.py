@@ -19,7 +19,14 @@ import torch
 
 from invbench.hyperparameters import Count, Guidance, NonNegative, Positive, Steps
 from invbench.models import EPSILON_UNETS, DiffusionModel
-from inversions.base import INVERSIONS, Inversion, InversionResult, guided_step_error, optimise
+from inversions.base import (
+    INVERSIONS,
+    Inversion,
+    InversionResult,
+    UnconditionalEmbeddings,
+    guided_step_error,
+    optimise,
+)
 from inversions.ddim import DDIMInversion
 from pie_bench import Sample
 
@@ -28,7 +35,7 @@ from pie_bench import Sample
 @dataclass
 class NullTextInversion(Inversion):
     families = EPSILON_UNETS
-    produces = frozenset({"uncond_embeddings"})
+    produces = frozenset({"conditioning"})
 
     num_steps: Steps
     guidance_scale: Guidance
@@ -75,7 +82,6 @@ class NullTextInversion(Inversion):
         return InversionResult(
             schedule=schedule,
             latents=trajectory,
-            uncond_embeddings=optimised,
-            uncond_branches="source" if self.single_branch else "all",
+            hooks=UnconditionalEmbeddings(optimised, "source" if self.single_branch else "all"),
             info={"optimisation_steps": sum(iterations), "optimisation_steps_per_timestep": iterations},
         )

@@ -37,7 +37,7 @@ from invbench.ddim import DDIMSchedule
 from invbench.errors import ConfigError
 from invbench.hyperparameters import Count, NonNegative, Steps
 from invbench.models import EPSILON_UNETS, DiffusionModel
-from inversions.base import INVERSIONS, Inversion, InversionResult
+from inversions.base import INVERSIONS, Inversion, InversionResult, UnconditionalEmbeddings
 from inversions.noise_regularisation import autocorrelation_loss, gradient, kl_to_standard_normal
 from pie_bench import Sample
 
@@ -46,7 +46,7 @@ from pie_bench import Sample
 @dataclass
 class Pix2PixZeroInversion(Inversion):
     families = EPSILON_UNETS
-    produces = frozenset({"uncond_embeddings"})
+    produces = frozenset({"conditioning"})
 
     num_steps: Steps
     lambda_ac: NonNegative
@@ -80,7 +80,9 @@ class Pix2PixZeroInversion(Inversion):
         for t in reversed(schedule.timesteps):
             noise = self.regularise(model.predict_noise(latents[-1], t, source))
             latents.append(inverse_step(noise, t, latents[-1]))
-        return InversionResult(schedule=schedule, latents=latents, uncond_embeddings=[source] * self.num_steps)
+        return InversionResult(
+            schedule=schedule, latents=latents, hooks=UnconditionalEmbeddings([source] * self.num_steps)
+        )
 
 
 def _reference_inverse_step(schedule: DDIMSchedule):

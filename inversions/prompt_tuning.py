@@ -17,15 +17,28 @@ import torch
 
 from invbench.hyperparameters import Count, Fraction, Guidance, Positive, Steps
 from invbench.models import EPSILON_UNETS, DiffusionModel
-from inversions.base import INVERSIONS, Inversion, InversionResult
+from inversions.base import INVERSIONS, Inversion, InversionResult, StepHooks
 from pie_bench import Sample
+
+
+@dataclass
+class TunedPrompt(StepHooks):
+    """Editing with PTI's tuned embedding: the source branch conditions on c*_i, the target branches on
+    η · c_target + (1 − η) · c*_i (the paper's condition interpolation)."""
+
+    embeddings: list[torch.Tensor]
+    eta: float
+
+    def conditioning(self, i, cond, uncond):
+        tuned = self.embeddings[i]
+        return torch.cat([tuned, self.eta * cond[1:] + (1 - self.eta) * tuned]), uncond
 
 
 @INVERSIONS.register("pti")
 @dataclass
 class PromptTuningInversion(Inversion):
     families = EPSILON_UNETS
-    produces = frozenset({"cond_embeddings"})
+    produces = frozenset({"conditioning"})
 
     num_steps: Steps
     guidance_scale: Guidance
@@ -64,8 +77,7 @@ class PromptTuningInversion(Inversion):
         return InversionResult(
             schedule=schedule,
             latents=trajectory,
-            cond_embeddings=tuned,
-            target_cond_weight=self.eta,
+            hooks=TunedPrompt(tuned, self.eta),
             source_tokens="target",  # c_t starts from the target prompt's embedding: its tokens are the target's
             info={"optimisation_steps": self.iterations * self.num_steps},
         )

@@ -30,11 +30,10 @@ from typing import Annotated, Any, Literal
 import torch
 import torch.nn.functional as F
 
-from invbench.ddim import DDIMSchedule
 from invbench.errors import ConfigError
 from invbench.hyperparameters import Count, NonNegative, Range
 from invbench.models import EPSILON_UNETS, DiffusionModel
-from inversions.base import INVERSIONS, Inversion, InversionResult, NoiseParts, Sampler
+from inversions.base import INVERSIONS, CombinedHooks, Inversion, InversionResult, StepHooks
 from pie_bench import Sample
 
 
@@ -74,12 +73,13 @@ class ProximalSettings:
 
 
 @dataclass
-class ProximalSampler(Sampler):
-    schedule: DDIMSchedule
+class ProximalSampler(StepHooks):
+    """The proximal-guidance step (below), pulled toward the source and the trajectory as `settings` say."""
+
     trajectory: list[torch.Tensor]
     settings: ProximalSettings
 
-    def step(self, i: int, t: int, latents: torch.Tensor, noise_parts: NoiseParts, guidance_scale: float):
+    def step(self, schedule, i, t, latents, noise_parts, guidance_scale):
         noise_uncond, noise_cond = noise_parts(latents)
         if noise_uncond is None:  # guidance 1: the proximal step still needs the unconditional prediction
             raise ConfigError("proxedit needs classifier-free guidance; set the editor's guidance_scale above 1")
@@ -89,7 +89,7 @@ class ProximalSampler(Sampler):
         )
         noise = noise_uncond + guidance_scale * guidance
         if t >= settings.recon_t or not (settings.reconstruction_guidance or settings.inversion_guidance):
-            return self.schedule.step(noise, t, latents)
+            return schedule.step(noise, t, latents)
         # the elements the proximal step edits: where it kept δ (paper), where what it kept exceeds τ (reference)
         edited = (guidance.abs() > threshold if settings.operators == "reference" else guidance != 0).float()
         if settings.dilate_mask > 0:
@@ -101,7 +101,7 @@ class ProximalSampler(Sampler):
         def pull_x0(x0: torch.Tensor) -> torch.Tensor:
             return x0 - settings.recon_lr * (x0 - source) * keep_source
 
-        stepped = self.schedule.step(noise, t, latents, pull_x0 if settings.reconstruction_guidance else None)
+        stepped = schedule.step(noise, t, latents, pull_x0 if settings.reconstruction_guidance else None)
         if settings.inversion_guidance:
             stepped = stepped - settings.recon_lr * (stepped - on_trajectory) * keep_source
         return stepped
@@ -128,7 +128,7 @@ class ProxEdit(Inversion):
         self._base = INVERSIONS.build(self.base, key="inversion.base")
 
     def state(self) -> frozenset[str]:
-        return self._base.state() | {"sampler"}
+        return self._base.state() | {"step"}
 
     guidance_key = "base.guidance_scale"
 
@@ -141,6 +141,6 @@ class ProxEdit(Inversion):
     def invert(self, model: DiffusionModel, image_latent: torch.Tensor, sample: Sample) -> InversionResult:
         inverted = self._base.invert(model, image_latent, sample)
         settings = ProximalSettings(**{name: getattr(self, name) for name in ProximalSettings.__dataclass_fields__})
-        inverted.sampler = ProximalSampler(inverted.schedule, inverted.latents, settings)
+        inverted.hooks = CombinedHooks(inverted.hooks, ProximalSampler(inverted.latents, settings))
         inverted.info = {**inverted.info, "base": self.base["name"]}
         return inverted

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from invbench.hyperparameters import Count, NonNegative, Positive, Range, Steps
 from invbench.models import EPSILON_UNETS, DiffusionModel
-from inversions.base import INVERSIONS, Inversion, InversionResult, optimise
+from inversions.base import INVERSIONS, CombinedHooks, Inversion, InversionResult, UnconditionalEmbeddings, optimise
 from inversions.proxedit import ProximalSampler, ProximalSettings
 from pie_bench import Sample
 
@@ -48,8 +48,8 @@ class SourcePromptDisentangledInversion(Inversion):
     recon_lr: NonNegative
 
     def state(self) -> frozenset[str]:
-        state = {"uncond_embeddings"} if self.source_as_uncond else set()
-        return frozenset(state | ({"sampler"} if self.proximal_guidance else set()))
+        state = {"conditioning"} if self.source_as_uncond else set()
+        return frozenset(state | ({"step"} if self.proximal_guidance else set()))
 
     def needs_unconditional_half(self) -> bool:
         return self.proximal_guidance  # the proximal step thresholds ε_c − ε_u
@@ -71,7 +71,7 @@ class SourcePromptDisentangledInversion(Inversion):
             )
             trajectory.append(latent.detach())
             rounds.append(taken)
-        sampler = None
+        hooks = [UnconditionalEmbeddings([source] * self.num_steps)] if self.source_as_uncond else []
         if self.proximal_guidance:
             settings = ProximalSettings(
                 prox="l0",
@@ -84,11 +84,10 @@ class SourcePromptDisentangledInversion(Inversion):
                 reconstruction_guidance=False,
                 inversion_guidance=True,
             )
-            sampler = ProximalSampler(schedule, trajectory, settings)
+            hooks.append(ProximalSampler(trajectory, settings))
         return InversionResult(
             schedule=schedule,
             latents=trajectory,
-            sampler=sampler,
-            uncond_embeddings=[source] * self.num_steps if self.source_as_uncond else None,
+            hooks=CombinedHooks(*hooks),
             info={"optimisation_steps": sum(rounds), "optimisation_steps_per_timestep": rounds[::-1]},
         )

@@ -33,7 +33,14 @@ from editors.attention import AttentionController, AttentionSite, ControllerGrou
 from invbench.errors import InvbenchError
 from invbench.hyperparameters import Count, Fraction, Guidance, NonNegative, Positive, Steps
 from invbench.models import DiffusionModel
-from inversions.base import INVERSIONS, Inversion, InversionResult, guided_step_error, optimise
+from inversions.base import (
+    INVERSIONS,
+    Inversion,
+    InversionResult,
+    StepHooks,
+    guided_step_error,
+    optimise,
+)
 from metrics.backbone import resolve_backbone, seeded
 from pie_bench import Sample
 
@@ -68,10 +75,33 @@ def _mapping_network(image_tokens: int, seed: int) -> torch.nn.Module:
         )
 
 
+class ValueMapping(StepHooks):
+    """Editing with StyleDiffusion's mapped value input: at step i the cross-attention values of the conditional half
+    read c ⊙ scale_i + shift_i (keys keep c), in the source branch at every step and in the target branches for
+    the steps before `target_until` (τ_v)."""
+
+    def __init__(self, modulation: list[tuple[torch.Tensor, torch.Tensor]], target_until: int):
+        self.modulation, self.target_until = modulation, target_until  # step -> (scale, shift), each (1, 77, D)
+
+    def controllers(self, cond: torch.Tensor) -> list[ValueModulation]:
+        return [_StepValues(self.modulation, self.target_until)]
+
+
+class _StepValues(ValueModulation):
+    def __init__(self, modulation: list[tuple[torch.Tensor, torch.Tensor]], target_until: int):
+        super().__init__()
+        self.modulation, self.target_until = modulation, target_until
+
+    def begin_step(self, step: int) -> None:
+        super().begin_step(step)
+        self.scale, self.shift = self.modulation[step]
+        self.targets = step < self.target_until
+
+
 @INVERSIONS.register("stylediffusion")
 @dataclass
 class StyleDiffusion(Inversion):
-    produces = frozenset({"value_modulation"})
+    produces = frozenset({"controllers"})
 
     num_steps: Steps
     guidance_scale: Guidance
@@ -143,8 +173,7 @@ class StyleDiffusion(Inversion):
         return InversionResult(
             schedule=schedule,
             latents=trajectory,
-            value_modulation=modulation,
-            value_target_until=int(self.target_value_steps * self.num_steps),
+            hooks=ValueMapping(modulation, int(self.target_value_steps * self.num_steps)),
             info={"optimisation_steps": sum(iterations), "optimisation_steps_per_timestep": iterations},
         )
 

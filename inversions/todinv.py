@@ -8,7 +8,7 @@ index). Only the embeddings *unrelated* to the sample's edit class are optimised
 structure levels (latent side / 4 and / 8: 16 and 8 for SD), structure edits tune the appearance levels (side / 1
 and / 2: 64 and 32), global edits tune all; the others stay bit-identical to the source prompt's embedding. Each
 timestep starts from the previous one's result. Editing reads the per-level embeddings in the source branch and
-c_target + (c_level − c_source) in the target branches (Eq. 10; InversionResult.level_embeddings).
+c_target + (c_level − c_source) in the target branches (Eq. 10; `LevelPrompts`, its step hooks).
 UNet evaluations per step: 1 (inversion) + 1 (unconditional, reused) + one per iteration (with backward).
 """
 
@@ -23,14 +23,47 @@ from editors.attention import LevelConditioning, attention_control, attention_si
 from invbench.errors import InvbenchError
 from invbench.hyperparameters import Count, Guidance, NonNegative, Positive, Steps, at_least
 from invbench.models import DiffusionModel
-from inversions.base import INVERSIONS, Inversion, InversionResult, guided_step_error, optimise
+from inversions.base import (
+    INVERSIONS,
+    Inversion,
+    InversionResult,
+    StepHooks,
+    guided_step_error,
+    optimise,
+)
 from pie_bench import Sample
+
+
+class LevelPrompts(StepHooks):
+    """Editing in TODInv's P* space: at step i, cross-attention layers at a tuned resolution read the tuned
+    embedding in the source branch and c_target + (embedding − c_source) in the target branches (Eq. 10); other
+    resolutions keep the prompts."""
+
+    def __init__(self, per_step: list[dict[int, torch.Tensor]]):
+        self.per_step = per_step  # step -> {query resolution: (1, 77, D)}
+
+    def controllers(self, cond: torch.Tensor) -> list[LevelConditioning]:
+        return [_StepLevels(self.per_step, cond)]
+
+
+class _StepLevels(LevelConditioning):
+    def __init__(self, per_step: list[dict[int, torch.Tensor]], cond: torch.Tensor):
+        super().__init__()
+        self.per_step, self.cond = per_step, cond
+
+    def begin_step(self, step: int) -> None:
+        super().begin_step(step)
+        cond = self.cond
+        self.embeddings = {
+            resolution: torch.cat([tuned, cond[1:] + (tuned - cond[:1])])
+            for resolution, tuned in self.per_step[step].items()
+        }
 
 
 @INVERSIONS.register("todinv")
 @dataclass
 class TaskOrientedInversion(Inversion):
-    produces = frozenset({"level_embeddings"})
+    produces = frozenset({"controllers"})
 
     num_steps: Steps
     guidance_scale: Guidance
@@ -96,7 +129,7 @@ class TaskOrientedInversion(Inversion):
         return InversionResult(
             schedule=schedule,
             latents=trajectory,
-            level_embeddings=per_step,
+            hooks=LevelPrompts(per_step),
             info={
                 "optimisation_steps": sum(iterations),
                 "optimisation_steps_per_timestep": iterations,

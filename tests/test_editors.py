@@ -7,6 +7,9 @@ from conftest import relative_error
 
 from editors import EDITORS, denoise_branches
 from inversions import INVERSIONS
+from inversions.base import UnconditionalEmbeddings
+from inversions.direct_inversion import LatentOffsets
+from inversions.prompt_tuning import TunedPrompt
 from metrics import CostMeter
 
 
@@ -42,10 +45,12 @@ def test_per_step_uncond_embeddings_are_used(tiny_model, sample, source_latent):
     cond = tiny_model.encode_prompts([sample.source_prompt])
     plain = denoise_branches(tiny_model, inversion, cond, 7.5)
     empty = tiny_model.encode_prompts([""])
-    explicit = dataclasses.replace(inversion, uncond_embeddings=[empty] * 10)
+    explicit = dataclasses.replace(inversion, hooks=UnconditionalEmbeddings([empty] * 10))
     # "" spelled out is the same computation as the default: bit-identical (same inputs, same kernels)
     assert torch.equal(denoise_branches(tiny_model, explicit, cond, 7.5), plain)
-    other = dataclasses.replace(inversion, uncond_embeddings=[tiny_model.encode_prompts(["a photo"])] * 10)
+    other = dataclasses.replace(
+        inversion, hooks=UnconditionalEmbeddings([tiny_model.encode_prompts(["a photo"])] * 10)
+    )
     assert relative_error(denoise_branches(tiny_model, other, cond, 7.5), plain) > 1e-3
 
 
@@ -55,7 +60,9 @@ def test_per_step_cond_embeddings_replace_the_source_prompt_in_the_source_branch
     inversion = invert(tiny_model, source_latent, sample)
     cond = tiny_model.encode_prompts([sample.source_prompt, sample.target_prompt])
     tuned = tiny_model.encode_prompts(["a photo"])
-    with_tuned = denoise_branches(tiny_model, dataclasses.replace(inversion, cond_embeddings=[tuned] * 10), cond, 7.5)
+    # PTI's hooks at η = 1: the targets keep their prompt (1·c + 0·c* is c exactly)
+    tuned_hooks = TunedPrompt([tuned] * 10, eta=1.0)
+    with_tuned = denoise_branches(tiny_model, dataclasses.replace(inversion, hooks=tuned_hooks), cond, 7.5)
     as_prompt = denoise_branches(tiny_model, inversion, torch.cat([tuned, cond[1:]]), 7.5)
     # Both pairs are the same computation on the same inputs and shapes (only other rows of the batch differ in
     # the second), so they agree bit for bit on any CPU.
@@ -76,7 +83,9 @@ def test_latent_offsets_put_the_source_branch_back_on_the_trajectory(tiny_model,
         with torch.no_grad():
             noise = tiny_model.guided_noise(start, t, cond[:1], uncond, 7.5)
         offsets.append(latents[steps - i - 1] - schedule.step(noise, t, start))
-    corrected = denoise_branches(tiny_model, dataclasses.replace(inversion, latent_offsets=offsets), cond, 7.5)
+    corrected = denoise_branches(
+        tiny_model, dataclasses.replace(inversion, hooks=LatentOffsets(offsets, targets=None)), cond, 7.5
+    )
     assert relative_error(corrected[:1], source_latent) < 1e-5
     uncorrected = denoise_branches(tiny_model, inversion, cond, 7.5)
     assert relative_error(uncorrected[:1], source_latent) > 0.05

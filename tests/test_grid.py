@@ -73,11 +73,21 @@ def test_declared_state_is_what_the_results_carry(name, tiny_model, sample, sour
     assert inversion.invert(tiny_model, source_latent, sample).state() == inversion.state()
 
 
-def test_directinversion_declares_target_offsets_only_when_it_adds_them():
-    assert build("inversion", "directinversion").state() == {"latent_offsets"}
-    for branches in ("source_and_target", "source_to_all"):
-        built = build("inversion", "directinversion", offset_branches=branches)
-        assert built.state() == {"latent_offsets", "target_latent_offsets"}
+def test_state_is_the_hooks_a_method_overrides():
+    from inversions.base import CombinedHooks, StepHooks, UnconditionalEmbeddings
+
+    assert build("inversion", "ddim").state() == frozenset()
+    assert build("inversion", "directinversion").state() == {"after_step"}
+    assert build("inversion", "spdinv").state() == {"conditioning", "step"}
+    assert build("inversion", "spdinv_plain").state() == {"conditioning"}
+    assert build("inversion", "todinv").state() == {"controllers"}
+
+    class Correction(StepHooks):
+        def after_step(self, i, latents):
+            return latents
+
+    assert Correction().state() == {"after_step"}
+    assert CombinedHooks(UnconditionalEmbeddings([]), Correction()).state() == {"conditioning", "after_step"}
 
 
 def test_every_shipped_pair_is_compatible():
@@ -89,11 +99,11 @@ def test_every_shipped_pair_is_compatible():
 def test_an_editor_that_cannot_use_a_state_is_refused_with_the_state_named():
     @dataclasses.dataclass
     class OffsetBlindEditor(DirectEditor):
-        uses = frozenset({"uncond_embeddings"})
+        uses = frozenset({"conditioning"})
 
     blind = OffsetBlindEditor(guidance_scale=7.5)
     check_pair(build("inversion", "nti"), blind)
-    with pytest.raises(ConfigError, match=r"cannot use the inversion's per-step latent offsets of the source branch"):
+    with pytest.raises(ConfigError, match=r"cannot use the inversion's corrections after each step \(after_step\)"):
         check_pair(build("inversion", "directinversion"), blind)
 
 

@@ -11,6 +11,9 @@ from conftest import conf_file, relative_error
 
 from editors import EDITORS, denoise_branches
 from inversions import INVERSIONS
+from inversions.base import StepHooks
+from inversions.stylediffusion import ValueMapping
+from inversions.todinv import LevelPrompts
 
 STEPS = 10
 
@@ -42,7 +45,7 @@ def test_null_text_inversion_lowers_the_reconstruction_error(tiny_model, sample,
     assert inversion.info["optimisation_steps"] == sum(inversion.info["optimisation_steps_per_timestep"])
     assert all(1 <= n <= 10 for n in inversion.info["optimisation_steps_per_timestep"])
     # no autograd graph survives the inversion: nothing it returns needs or holds gradients
-    for tensor in [*inversion.uncond_embeddings, *inversion.latents]:
+    for tensor in [*inversion.hooks.embeddings, *inversion.latents]:
         assert tensor.grad_fn is None and not tensor.requires_grad
 
 
@@ -53,10 +56,11 @@ def test_null_text_early_stop_cuts_iterations(tiny_model, sample, source_latent)
 
 def test_null_text_single_branch_keeps_the_empty_null_in_the_target(tiny_model, sample, source_latent):
     inversion = build("nti", single_branch=True, inner_steps=2).invert(tiny_model, source_latent, sample)
-    assert inversion.uncond_branches == "source"
-    both = source_branch(tiny_model, dataclasses.replace(inversion, uncond_branches="all"), sample)
+    assert inversion.hooks.branches == "source"
+    all_branches = dataclasses.replace(inversion.hooks, branches="all")
+    both = source_branch(tiny_model, dataclasses.replace(inversion, hooks=all_branches), sample)
     single = source_branch(tiny_model, inversion, sample)
-    plain = source_branch(tiny_model, dataclasses.replace(inversion, uncond_embeddings=None), sample)
+    plain = source_branch(tiny_model, dataclasses.replace(inversion, hooks=StepHooks()), sample)
     torch.testing.assert_close(single[:1], both[:1], rtol=0, atol=1e-6)  # source branch: optimised nulls
     torch.testing.assert_close(single[1:], plain[1:], rtol=0, atol=1e-6)  # target branch: ""
 
@@ -83,7 +87,8 @@ def test_prompt_tuning_eta_zero_reconstructs_and_eta_one_is_ddim_edit(tiny_model
     ddim_edit = direct.edit(
         tiny_model, build("ddim", guidance_scale=0.0).invert(tiny_model, source_latent, sample), sample
     )
-    full = direct.edit(tiny_model, dataclasses.replace(inversion, target_cond_weight=1.0), sample)
+    at_one = dataclasses.replace(inversion.hooks, eta=1.0)
+    full = direct.edit(tiny_model, dataclasses.replace(inversion, hooks=at_one), sample)
     torch.testing.assert_close(full.edited, ddim_edit.edited, rtol=1e-4, atol=1e-5)  # η = 1: DDIM-Edit
 
 
@@ -106,7 +111,7 @@ def test_todinv_leaves_the_levels_of_the_edit_bit_identical(tiny_model, sample, 
         task = dataclasses.replace(sample, edit_class=edit_class)
         inversion = build("todinv", learning_rate=1e-2, inner_steps=3).invert(tiny_model, source_latent, task)
         assert inversion.info["tuned_levels"] == tuned
-        for step in inversion.level_embeddings:
+        for step in inversion.hooks.per_step:
             assert sorted(step) == [1, 2, 4]
             assert all(torch.equal(step[level], source) for level in frozen)  # never touched: the source itself
             assert all(relative_error(step[level], source) > 1e-4 for level in tuned)  # moved by the optimiser
@@ -116,10 +121,9 @@ def test_todinv_target_reads_the_target_prompt_plus_the_tuned_offset(tiny_model,
     """Eq. 10: with every level's offset zero, the edit is plain DDIM-Edit from the same noise."""
     inversion = build("todinv", inner_steps=2).invert(tiny_model, source_latent, sample)
     source = tiny_model.encode_prompts([sample.source_prompt])
-    untouched = dataclasses.replace(
-        inversion, level_embeddings=[{level: source for level in step} for step in inversion.level_embeddings]
-    )
-    plain = dataclasses.replace(inversion, level_embeddings=None)
+    zero_offsets = LevelPrompts([{level: source for level in step} for step in inversion.hooks.per_step])
+    untouched = dataclasses.replace(inversion, hooks=zero_offsets)
+    plain = dataclasses.replace(inversion, hooks=StepHooks())
     cond = tiny_model.encode_prompts([sample.source_prompt, sample.target_prompt])
     torch.testing.assert_close(
         denoise_branches(tiny_model, untouched, cond, 7.5), denoise_branches(tiny_model, plain, cond, 7.5)
@@ -136,11 +140,11 @@ def test_stylediffusion_lowers_the_reconstruction_error(tiny_model, sample, sour
     inversion = build("stylediffusion", inner_steps=5).invert(tiny_model, source_latent, sample)
     error = relative_error(source_branch(tiny_model, inversion, sample)[:1], source_latent)
     assert error < 0.5 * ddim_error  # measured with 10 inner steps: 0.24 -> 0.07
-    assert inversion.info["optimisation_steps_per_timestep"][0] <= 5 and inversion.value_target_until == STEPS // 2
-    assert len(inversion.value_modulation) == STEPS and inversion.value_modulation[0][0].shape == (1, 77, 32)
+    assert inversion.info["optimisation_steps_per_timestep"][0] <= 5 and inversion.hooks.target_until == STEPS // 2
+    assert len(inversion.hooks.modulation) == STEPS and inversion.hooks.modulation[0][0].shape == (1, 77, 32)
     without = build("stylediffusion", inner_steps=5, attention_loss=False).invert(tiny_model, source_latent, sample)
     # the map loss acts: the first step's scale moves by far more than rounding
-    assert relative_error(without.value_modulation[0][0], inversion.value_modulation[0][0]) > 1e-4
+    assert relative_error(without.hooks.modulation[0][0], inversion.hooks.modulation[0][0]) > 1e-4
 
 
 def test_value_modulation_changes_values_not_keys(tiny_model, sample, source_latent):
@@ -152,10 +156,11 @@ def test_value_modulation_changes_values_not_keys(tiny_model, sample, source_lat
     cond = tiny_model.encode_prompts([sample.source_prompt, sample.target_prompt])
     plain = denoise_branches(tiny_model, inversion, cond, 7.5)
     identity = [(torch.ones(1, 77, 32), torch.zeros(1, 77, 32))] * STEPS
-    same = dataclasses.replace(inversion, value_modulation=identity, value_target_until=STEPS)
+    same = dataclasses.replace(inversion, hooks=ValueMapping(identity, target_until=STEPS))
     torch.testing.assert_close(denoise_branches(tiny_model, same, cond, 7.5), plain, rtol=1e-4, atol=1e-5)
     shifted = [(torch.ones(1, 77, 32), torch.full((1, 77, 32), 0.5))] * STEPS
-    source_only = denoise_branches(tiny_model, dataclasses.replace(inversion, value_modulation=shifted), cond, 7.5)
+    shifting = dataclasses.replace(inversion, hooks=ValueMapping(shifted, target_until=0))
+    source_only = denoise_branches(tiny_model, shifting, cond, 7.5)
     assert relative_error(source_only[:1], plain[:1]) > 1e-3
     torch.testing.assert_close(source_only[1:], plain[1:], rtol=1e-4, atol=1e-5)  # window 0: targets untouched
 
@@ -184,7 +189,8 @@ def test_spdinv_lowers_the_reconstruction_error_and_the_fixed_point_residual(
     residual, ddim_residual = (fixed_point_residual(tiny_model, inv, source) for inv in (inversion, ddim))
     assert residual < 0.75 * ddim_residual  # measured: 0.0059 -> 0.0031
     assert 1 <= inversion.info["optimisation_steps"] <= 25 * STEPS
-    assert all(torch.equal(u, source) for u in inversion.uncond_embeddings)  # the reference's NPI-style editing
+    nulls, _ = inversion.hooks.parts  # the reference's NPI-style editing: the source prompt as the null
+    assert all(torch.equal(u, source) for u in nulls.embeddings)
 
 
 def test_spdinv_edits_with_proximal_and_inversion_guidance_as_its_official_code(tiny_model, sample, source_latent):
@@ -192,11 +198,11 @@ def test_spdinv_edits_with_proximal_and_inversion_guidance_as_its_official_code(
     trajectory. With the source prompt as the null, the source branch's δ is 0, so nothing of it counts as edited:
     below t = 400 it is put on the trajectory, and it ends on z*_0; plain guided DDIM (spdinv_plain) does not."""
     official = build("spdinv", inner_steps=3).invert(tiny_model, source_latent, sample)
-    assert official.sampler is not None and official.sampler.settings.quantile == 0.7
+    assert official.state() == {"conditioning", "step"} and official.hooks.stepper.settings.quantile == 0.7
     result = source_branch(tiny_model, official, sample)
     torch.testing.assert_close(result[:1], official.latents[0], rtol=0, atol=1e-6)
     plain = build("spdinv", inner_steps=3, proximal_guidance=False).invert(tiny_model, source_latent, sample)
-    assert plain.sampler is None
+    assert plain.state() == {"conditioning"}
     assert relative_error(source_branch(tiny_model, plain, sample)[:1], official.latents[0]) > 1e-3
     assert relative_error(result[1:], result[:1]) > 1e-3  # the target is edited
 

@@ -49,7 +49,7 @@ def test_without_regularisation_it_is_ddim_inversion_with_the_source_prompt_as_n
     )
     # switched off, it runs DDIM inversion's own computation: bit-identical on any CPU (same inputs, same kernels)
     assert all(torch.equal(a, b) for a, b in zip(plain.latents, ddim.latents))
-    assert torch.equal(plain.uncond_embeddings[0], tiny_model.encode_prompts([sample.source_prompt]))
+    assert torch.equal(plain.hooks.embeddings[0], tiny_model.encode_prompts([sample.source_prompt]))
     # The tiny model's ε has variance ~1e-3 (its output is tamed ×0.1), where the reference's KL step of 20,
     # calibrated for SD's unit-variance ε, overshoots to NaN; a step of 1 whitens it without diverging.
     regularised = inversion(lambda_kl=1.0).invert(tiny_model, source_latent, sample)

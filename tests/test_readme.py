@@ -72,3 +72,42 @@ def test_models_table_gives_each_models_family():
     for model_cell, family_cell, *_ in rows:
         config = yaml.safe_load((REPO / "conf" / "model" / f"{names(model_cell)[0][6:]}.yaml").read_text())
         assert names(family_cell) == [config["family"]]
+
+
+def worked_example() -> dict[str, str]:
+    """The README's worked example: {path: contents} of each code block whose first line names its file."""
+    section = (REPO / "README.md").read_text().split("### Worked example: adding an inversion", 1)[1]
+    section = section.split("\n## ", 1)[0].split("\n### ", 1)[0]
+    files = {}
+    for block in re.findall(r"```(?:python|yaml)\n(.+?)\n```", section, flags=re.S):
+        first, _, body = block.partition("\n")
+        files[first.lstrip("# ").strip()] = body + "\n"
+    return files
+
+
+def test_the_worked_example_adds_an_inversion_with_exactly_its_file_and_its_yaml(tmp_path):
+    import shutil
+
+    from conftest import FAST, run
+
+    from invbench.results import read_rows
+
+    files = worked_example()
+    assert sorted(files) == ["conf/inversion/pinned_source.yaml", "inversions/pinned_source.py"]
+    copy = tmp_path / "repo"
+    shutil.copytree(REPO, copy, ignore=shutil.ignore_patterns(".git", ".venv", "golden", "outputs", "multirun"))
+    for path, text in files.items():
+        assert not (copy / path).exists()
+        (copy / path).write_text(text)
+    sweep = tmp_path / "sweep"
+    code, output = run(str(copy / "launch.py"), "-m", "inversion=pinned_source,none", "editor=p2p",
+                       "dataset.categories=[1]", *FAST, f"hydra.sweep.dir={sweep}", cwd=tmp_path)  # fmt: skip
+    assert code == 0, output
+    (pinned,) = read_rows(sweep / "0_pinned_source+p2p_cat1" / "results.jsonl")
+    (none,) = read_rows(sweep / "1_none+p2p_cat1" / "results.jsonl")
+    assert pinned["status"] == "ok" and pinned["inversion"] == "pinned_source" and pinned["editor"] == "p2p"
+    # pinned to the trajectory, the source branch lands on z_0 itself at guidance 7.5: its reconstruction is the
+    # VAE round trip of the source, the image inversion=none returns, byte for byte
+    reconstructions = [(sweep / folder / row["reconstruction_image"]).read_bytes() for folder, row in
+                       (("0_pinned_source+p2p_cat1", pinned), ("1_none+p2p_cat1", none))]  # fmt: skip
+    assert reconstructions[0] == reconstructions[1]

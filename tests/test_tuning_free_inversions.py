@@ -15,6 +15,7 @@ from editors.attention import AttentionController
 from invbench.errors import ConfigError
 from invbench.images import fit_square
 from inversions import INVERSIONS, fixed_point_residual
+from inversions.base import StepHooks
 from inversions.noise_regularisation import autocorrelation_loss, patch_kl
 from inversions.proxedit import proximal
 from metrics import CostMeter
@@ -74,7 +75,7 @@ def ddim(model, latent, sample, guidance=1.0):
 def test_npi_source_branch_is_ddim_at_guidance_1(tiny_model, sample, source_latent):
     npi = INVERSIONS.build({"name": "npi", "num_steps": STEPS}).invert(tiny_model, source_latent, sample)
     # the same text-encoder call on the same input: identical on any CPU (deterministic, same kernels)
-    assert all(torch.equal(u, tiny_model.encode_prompts([sample.source_prompt])) for u in npi.uncond_embeddings)
+    assert all(torch.equal(u, tiny_model.encode_prompts([sample.source_prompt])) for u in npi.hooks.embeddings)
     guided = edit(tiny_model, npi, sample)
     plain = edit(tiny_model, ddim(tiny_model, source_latent, sample), sample, {"name": "direct", "guidance_scale": 1})
     # ε(c_src) + 7.5 · (ε(c_src) − ε(c_src)) = ε(c_src): the reconstruction of DDIM at guidance 1
@@ -90,7 +91,7 @@ def test_directinversion_source_branch_retraces_the_inversion_at_guidance_7_5(
     result = edit(tiny_model, inverted, sample, editor)
     assert relative_error(result.reconstruction, inverted.latents[0]) < 1e-5
     # without the offsets the same inversion drifts at guidance 7.5
-    plain = edit(tiny_model, dataclasses.replace(inverted, latent_offsets=None), sample, editor)
+    plain = edit(tiny_model, dataclasses.replace(inverted, hooks=StepHooks()), sample, editor)
     assert relative_error(plain.reconstruction, inverted.latents[0]) > 1e-2
 
 
@@ -121,19 +122,19 @@ def test_directinversion_ablations(tiny_model, sample, source_latent):
     build = lambda **changes: INVERSIONS.build(DIRECT_INVERSION | changes)  # noqa: E731
     full = build().invert(tiny_model, source_latent, sample)
     half = build(offset_scale=0.5).invert(tiny_model, source_latent, sample)
-    assert all(torch.allclose(h, 0.5 * f) for h, f in zip(half.latent_offsets, full.latent_offsets))
+    assert all(torch.allclose(h, 0.5 * f) for h, f in zip(half.hooks.source, full.hooks.source))
     assert relative_error(edit(tiny_model, half, sample).reconstruction, full.latents[0]) > 1e-3
     every_third = build(offset_interval=3).invert(tiny_model, source_latent, sample)
-    for i, (kept, offset) in enumerate(zip(every_third.latent_offsets, full.latent_offsets)):
+    for i, (kept, offset) in enumerate(zip(every_third.hooks.source, full.hooks.source)):
         if i % 3 == 0:  # kept: the full run's offset (the same computation; not compared with 0, since the last
             # step's offset, from t = 0 to the final ᾱ = ᾱ_0, is an identity whose offset is rounding noise)
             torch.testing.assert_close(kept, offset, rtol=0, atol=1e-6)
         else:  # dropped: multiplied by 0.0, which is exactly zero in IEEE arithmetic on every CPU
             assert torch.count_nonzero(kept) == 0, f"step {i}"
     # the kept offsets are the ones that matter: the largest is far above rounding
-    assert max(float(o.abs().max()) for o in every_third.latent_offsets) > 1e-3
+    assert max(float(o.abs().max()) for o in every_third.hooks.source) > 1e-3
     to_all = build(offset_branches="source_to_all").invert(tiny_model, source_latent, sample)
-    assert to_all.target_latent_offsets is to_all.latent_offsets
+    assert to_all.hooks.targets is to_all.hooks.source
     # add-target: each branch gets the offset of its own prompt, so with identical prompts both retrace z*
     same = dataclasses.replace(sample, target_prompt=sample.source_prompt)
     both = build(offset_branches="source_and_target").invert(tiny_model, source_latent, same)
@@ -317,12 +318,12 @@ def test_edict_alternates_which_latent_it_updates_first_as_its_reference():
 
     schedule = DDIMSchedule(conf_file("scheduler/ddim.yaml"), 4)
     x0, y0 = torch.randn(2, 1, 4, 2, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    sampler = CoupledSampler(schedule, y0, 0.93, 1.0, torch.float64)
+    sampler = CoupledSampler(y0, 0.93, 1.0, torch.float64)
     epsilon = lambda z: 0.3 * z + 0.1  # noqa: E731  (deterministic, different for x and y)
     parts = lambda z: (None, epsilon(z))  # noqa: E731  (guidance 1: the conditional prediction only)
     x, y, returned = x0, y0, x0  # the sampler carries y itself; it is handed back its x
     for i, t in enumerate(schedule.timesteps[:2]):
-        returned = sampler.step(i, t, returned, parts, 1.0)
+        returned = sampler.step(schedule, i, t, returned, parts, 1.0)
         if i % 2 == 0:
             x = schedule.step(epsilon(y), t, x)
             y = schedule.step(epsilon(x), t, y)
@@ -347,10 +348,8 @@ def test_edit_friendly_ddpm_reconstructs_with_its_stored_noise(tiny_model, sampl
         assert relative_error(result.reconstruction, source_latent) < 1e-5
         assert relative_error(result.edited, result.reconstruction) > 1e-3
     # the stored noise is what makes it exact: fresh noise instead does not come back
-    fresh = dataclasses.replace(
-        inverted.sampler, noise_maps=[torch.randn_like(z) for z in inverted.sampler.noise_maps]
-    )
-    drifted = edit(tiny_model, dataclasses.replace(inverted, sampler=fresh), sample)
+    fresh = dataclasses.replace(inverted.hooks, noise_maps=[torch.randn_like(z) for z in inverted.hooks.noise_maps])
+    drifted = edit(tiny_model, dataclasses.replace(inverted, hooks=fresh), sample)
     assert relative_error(drifted.reconstruction, source_latent) > 1e-2
 
 
@@ -361,8 +360,8 @@ def test_edit_friendly_ddpm_on_the_reference_grid_zeroes_its_last_noise_map(tiny
     torch.manual_seed(0)
     inverted = reference.invert(tiny_model, source_latent, sample)
     assert inverted.schedule.timesteps[-1] == 1 and inverted.grid_steps == STEPS
-    assert torch.count_nonzero(inverted.sampler.noise_maps[-1]) == 0  # set to zero, as zs[0] = 0
-    assert all(torch.count_nonzero(z) > 0 for z in inverted.sampler.noise_maps[:-1])
+    assert torch.count_nonzero(inverted.hooks.noise_maps[-1]) == 0  # set to zero, as zs[0] = 0
+    assert all(torch.count_nonzero(z) > 0 for z in inverted.hooks.noise_maps[:-1])
     error = relative_error(edit(tiny_model, inverted, sample).reconstruction, source_latent)
     assert 1e-5 < error < 0.1  # the last step's noise is missing; every earlier step is retraced
 
