@@ -2,11 +2,14 @@
 per branch, through diffusers attention processors (no monkey-patching of attention classes, which is what breaks
 the reference P2P code on every diffusers upgrade; pie-bench-protocol.md §6).
 
-Layer map. `attention_sites` names every attention layer of a UNet: its processor key (the diffusers module path,
-e.g. `up_blocks.1.attentions.0.transformer_blocks.0.attn2`), where it sits (`down` / `mid` / `up`), whether it is
-cross-attention (`attn2`: queries from the image, keys from the prompt) or self-attention (`attn1`), and its
-resolution: the side of its query map. With SD v1.x's 64×64 latents, down_blocks.k runs at 64 / 2^k (64, 32, 16),
-the mid block at 8, and up_blocks.k at 8 · 2^k (16, 32, 64).
+Layer map. `attention_sites` names every attention layer of a denoiser: its processor key (the diffusers module
+path, e.g. `up_blocks.1.attentions.0.transformer_blocks.0.attn2`), where it sits (`down` / `mid` / `up` in a UNet,
+`blocks` in a transformer), its kind — cross-attention (`attn2` of a UNet: queries from the image, keys from the
+prompt), self-attention (`attn1`), or joint text+image attention (an MMDiT's: one sequence of image and text tokens,
+`text_position` saying which come first) — and its resolution: the side of its image-token grid. With SD v1.x's
+64×64 latents, down_blocks.k runs at 64 / 2^k (64, 32, 16), the mid block at 8, and up_blocks.k at 8 · 2^k.
+At a joint site a controller reads P2P-style image→text maps and MasaCtrl/PnP-style image→image maps with
+`image_to_text` and `image_to_image`.
 
 Batch layout. Editors denoise B branches in one UNet call; branch 0 is the source branch. With classifier-free
 guidance the batch is [unconditional × B, conditional × B] (see `DiffusionModel.guided_noise`), at guidance 1 only
@@ -34,17 +37,69 @@ from invbench.models import NoiseParts
 PLACES = ("down", "mid", "up")  # the order the blocks run in
 
 
+SITE_KINDS = ("self", "cross", "joint")
+
+
 @dataclass(frozen=True)
 class AttentionSite:
     name: str  # processor key without the trailing ".processor"
-    place: str  # down | mid | up
+    place: str  # down | mid | up (UNet blocks) | blocks (a transformer's)
     is_cross: bool
-    resolution: int  # side of the query map (e.g. 64, 32, 16, 8 for SD at 512²)
+    resolution: int  # side of the image-token grid its queries come from (64, 32, 16, 8 for SD's UNet at 512²)
+    kind: str = ""  # self | cross | joint; "" -> cross or self from is_cross
+    text_position: str = ""  # joint: where the text tokens sit in the joint sequence, "first" or "last"
+
+    def __post_init__(self) -> None:
+        if not self.kind:
+            object.__setattr__(self, "kind", "cross" if self.is_cross else "self")
+        if self.kind not in SITE_KINDS or (self.kind == "joint") != bool(self.text_position):
+            raise ValueError(f"attention site {self.name}: kind {self.kind!r}, text_position {self.text_position!r}")
+
+    @property
+    def image_tokens(self) -> int:
+        return self.resolution * self.resolution
+
+    def image_rows(self, tokens: int) -> slice:
+        """Where the image tokens are in a sequence of `tokens` (all of it but at a joint site)."""
+        if self.kind != "joint":
+            return slice(0, tokens)
+        return (
+            slice(tokens - self.image_tokens, tokens) if self.text_position == "first" else slice(0, self.image_tokens)
+        )
+
+    def text_rows(self, tokens: int) -> slice:
+        """Where the text tokens are in the keys of a joint site's `tokens`-long sequence."""
+        if self.kind != "joint":
+            raise ValueError(f"{self.name} is {self.kind} attention: its keys are not split into text and image")
+        text = tokens - self.image_tokens
+        return slice(0, text) if self.text_position == "first" else slice(self.image_tokens, tokens)
 
 
-def attention_sites(unet: torch.nn.Module, latent_side: int) -> list[AttentionSite]:
-    """Every attention layer of `unet` with its place and query resolution, in the UNet's module order (down, up,
-    mid); `forward_order` sorts them as they run."""
+def image_to_text(site: AttentionSite, probs: torch.Tensor) -> torch.Tensor:
+    """(…, queries, keys) maps -> how image tokens attend to text tokens (P2P's cross-attention maps): the maps
+    themselves at a cross-attention site, the image-query × text-key block at a joint one."""
+    if site.kind == "cross":
+        return probs
+    return probs[..., site.image_rows(probs.shape[-2]), site.text_rows(probs.shape[-1])]
+
+
+def image_to_image(site: AttentionSite, probs: torch.Tensor) -> torch.Tensor:
+    """(…, queries, keys) maps -> how image tokens attend to image tokens (MasaCtrl's and PnP's self-attention):
+    the maps themselves at a self-attention site, the image × image block at a joint one."""
+    if site.kind == "cross":
+        raise ValueError(f"{site.name} is cross-attention: its keys are text tokens")
+    rows = site.image_rows(probs.shape[-1])
+    return probs[..., site.image_rows(probs.shape[-2]), rows]
+
+
+def attention_sites(denoiser: torch.nn.Module, latent_side: int) -> list[AttentionSite]:
+    """Every attention layer of `denoiser` with its place, kind and image-token grid, in module order;
+    `forward_order` sorts a UNet's as they run. UNets (SD, SDXL): `attn1` self-, `attn2` cross-attention. MMDiT
+    transformers (SD3, FLUX): joint text+image attention in `transformer_blocks.N.attn` (SD3 puts the text tokens
+    last, FLUX first) and FLUX's single-stream blocks; SD3.5's image-only `attn2` is self-attention."""
+    if not hasattr(denoiser, "down_blocks"):
+        return _transformer_sites(denoiser, latent_side)
+    unet = denoiser
     num_down, num_up = len(unet.down_blocks), len(unet.up_blocks)
     sites = []
     for key in unet.attn_processors:
@@ -62,9 +117,24 @@ def attention_sites(unet: torch.nn.Module, latent_side: int) -> list[AttentionSi
     return sites
 
 
+def _transformer_sites(transformer: torch.nn.Module, latent_side: int) -> list[AttentionSite]:
+    grid = latent_side // transformer.config.patch_size
+    text_position = "first" if "Flux" in type(transformer).__name__ else "last"
+    sites = []
+    for key in transformer.attn_processors:
+        name = key.removesuffix(".processor")
+        if name.split(".")[0] not in ("transformer_blocks", "single_transformer_blocks"):
+            raise ValueError(f"attention layer '{name}' is outside the transformer blocks of an MMDiT")
+        if name.endswith(".attn2"):
+            sites.append(AttentionSite(name, "blocks", is_cross=False, resolution=grid))
+        else:
+            sites.append(AttentionSite(name, "blocks", False, grid, kind="joint", text_position=text_position))
+    return sites
+
+
 def forward_order(sites: list[AttentionSite]) -> list[AttentionSite]:
     """The sites in the order the UNet calls them: down blocks, mid block, up blocks."""
-    return sorted(sites, key=lambda site: PLACES.index(site.place))  # stable: module order within a place
+    return sorted(sites, key=lambda site: PLACES.index(site.place) if site.place in PLACES else 0)  # stable
 
 
 def copy_source_rows(rows: torch.Tensor, branches: int) -> torch.Tensor:
@@ -270,15 +340,66 @@ class _ControlledProcessor:
         return out / attn.rescale_output_factor
 
 
+class _ControlledJointProcessor:
+    """SD3's joint attention (diffusers' JointAttnProcessor2_0: image and text tokens projected separately, attended
+    as one sequence, image first) with the maps over the whole sequence passed through a controller, which reads
+    its image→text and image→image blocks with `image_to_text` / `image_to_image`."""
+
+    def __init__(self, site: AttentionSite, controller: AttentionController):
+        self.site, self.controller = site, controller
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, *args, **kwargs):
+        batch, image_tokens = hidden_states.shape[0], hidden_states.shape[1]
+
+        def heads(x: torch.Tensor) -> torch.Tensor:  # (batch, tokens, heads · d) -> (batch, heads, tokens, d)
+            return x.view(batch, -1, attn.heads, x.shape[-1] // attn.heads).transpose(1, 2)
+
+        query, key, value = (heads(f(hidden_states)) for f in (attn.to_q, attn.to_k, attn.to_v))
+        query = query if attn.norm_q is None else attn.norm_q(query)
+        key = key if attn.norm_k is None else attn.norm_k(key)
+        if encoder_hidden_states is not None:
+            projections = (attn.add_q_proj, attn.add_k_proj, attn.add_v_proj)
+            text_query, text_key, text_value = (heads(f(encoder_hidden_states)) for f in projections)
+            text_query = text_query if attn.norm_added_q is None else attn.norm_added_q(text_query)
+            text_key = text_key if attn.norm_added_k is None else attn.norm_added_k(text_key)
+            query, key = torch.cat([query, text_query], dim=2), torch.cat([key, text_key], dim=2)
+            value = torch.cat([value, text_value], dim=2)
+        if self.controller.wants(self.site):
+            probs = (query @ key.transpose(-1, -2) * query.shape[-1] ** -0.5).softmax(dim=-1)
+            branches = self.controller.num_branches
+            grouped = probs.view(batch // branches, branches, *probs.shape[1:])
+            out = self.controller.attention(self.site, grouped).reshape(probs.shape).to(value.dtype) @ value
+        else:
+            out = F.scaled_dot_product_attention(query, key, value)
+        out = out.transpose(1, 2).reshape(batch, -1, attn.heads * query.shape[-1]).to(query.dtype)
+        out, text_out = out[:, :image_tokens], out[:, image_tokens:]
+        out = attn.to_out[1](attn.to_out[0](out))
+        if encoder_hidden_states is None:
+            return out
+        return out, (text_out if attn.context_pre_only else attn.to_add_out(text_out))
+
+
+def _controlled(site: AttentionSite, controller: AttentionController):
+    if site.kind != "joint":
+        return _ControlledProcessor(site, controller)
+    if site.text_position == "last":
+        return _ControlledJointProcessor(site, controller)
+    raise ConfigError(
+        f"{site.name}: attention control of FLUX's joint attention (text tokens first) is not implemented yet; "
+        "run this method on an SD, SDXL or SD3 model"
+    )
+
+
 @contextmanager
 def attention_control(
-    unet: torch.nn.Module, controller: AttentionController, latent_side: int
+    denoiser: torch.nn.Module, controller: AttentionController, latent_side: int
 ) -> Iterator[list[AttentionSite]]:
-    """Route every attention layer of `unet` through `controller` inside the block; restores the processors after."""
-    original = unet.attn_processors
-    sites = attention_sites(unet, latent_side)
-    unet.set_attn_processor({f"{site.name}.processor": _ControlledProcessor(site, controller) for site in sites})
+    """Route every attention layer of `denoiser` through `controller` inside the block; restores the processors
+    after."""
+    original = denoiser.attn_processors
+    sites = attention_sites(denoiser, latent_side)
+    denoiser.set_attn_processor({f"{site.name}.processor": _controlled(site, controller) for site in sites})
     try:
         yield sites
     finally:
-        unet.set_attn_processor(original)
+        denoiser.set_attn_processor(original)
