@@ -93,14 +93,21 @@ class DiffusionModel:
         pixels = torch.tensor(image).permute(2, 0, 1)[None].to(self.device, self.dtype) / 127.5 - 1
         posterior = self.vae.encode(pixels).latent_dist
         latent = posterior.mean if generator is None else posterior.sample(generator)
-        return latent * self.vae.config.scaling_factor
+        shift = getattr(self.vae.config, "shift_factor", None)  # SD3/FLUX VAEs centre their latents; SD's do not
+        return (
+            latent * self.vae.config.scaling_factor
+            if shift is None
+            else (latent - shift) * self.vae.config.scaling_factor
+        )
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor, quantisation: str = "round") -> list[np.ndarray]:
         """Latents (B, 4, h, w) -> B uint8 H×W×3 images. `quantisation`: "round" to the nearest level, or
         "truncate" toward zero as the PIE-Bench reference does (`(image * 255).astype(np.uint8)` in its
         latent2image), which leaves about half the pixels one level lower."""
-        pixels = self.vae.decode(latents.to(self.dtype) / self.vae.config.scaling_factor).sample
+        latents = latents.to(self.dtype) / self.vae.config.scaling_factor
+        shift = getattr(self.vae.config, "shift_factor", None)
+        pixels = self.vae.decode(latents if shift is None else latents + shift).sample
         pixels = (pixels.float() / 2 + 0.5).clamp(0, 1) * 255
         if quantisation == "round":
             pixels = pixels.round()
@@ -113,10 +120,10 @@ class DiffusionModel:
         return self.backbone.predict_noise(latents, t, embeddings)
 
     def schedule(self, num_steps: int, **changes: Any) -> DDIMSchedule:
-        """The model's sampling schedule on `num_steps` steps (the SD family's: deterministic DDIM on its
-        scheduler's grid), with `changes` to the scheduler config (e.g. a reference's steps_offset). Methods ask for it
-        here and never build their own."""
-        return DDIMSchedule({**self.scheduler_config, **changes}, num_steps)
+        """The model's sampling schedule on `num_steps` steps, as its family's backbone defines it (SD, SDXL:
+        deterministic DDIM on the scheduler's grid), with `changes` to the scheduler config (e.g. a reference's
+        steps_offset). Methods ask for it here and never build their own."""
+        return self.backbone.schedule({**self.scheduler_config, **changes}, num_steps)
 
     def noise_parts(
         self,

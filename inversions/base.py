@@ -19,17 +19,19 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from editors.attention import AttentionController
 from invbench.ddim import DDIMSchedule
 from invbench.models import DiffusionModel, NoiseParts, classifier_free
 from invbench.registry import Registry
 from pie_bench import Sample
+
+if TYPE_CHECKING:  # editors/ imports this module: a runtime import would be circular
+    from editors.attention import AttentionController
 
 # The hooks a method may override, with how they are named in messages: its state.
 HOOKS: dict[str, str] = {

@@ -51,3 +51,13 @@ def test_the_check_reads_every_kind_of_import(tmp_path):
         "def f():\n    import inversions.ddim\n    from . import sibling\n"
     )
     assert reaches(imported(module), UPPER_PACKAGES) == ["editors.p2p", "inversions.ddim"]
+
+
+def test_every_package_imports_first_in_a_fresh_interpreter():
+    """No import cycle hides behind the order a test session happens to import things in."""
+    import subprocess
+    import sys
+
+    for package in ("inversions", "editors", "metrics", "invbench.models", "invbench.runner", "pie_bench"):
+        done = subprocess.run([sys.executable, "-c", f"import {package}"], cwd=REPO, capture_output=True, text=True)
+        assert done.returncode == 0, (package, done.stderr[-2000:])

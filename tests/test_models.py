@@ -124,3 +124,19 @@ def test_decoding_rounds_or_truncates_as_the_reference(tiny_model, source_latent
     assert 0.3 < (rounded != truncated).mean() < 0.7  # about half of the pixels (48% in the oracle run)
     with pytest.raises(ValueError, match="quantisation='nearest'"):
         tiny_model.decode_latents(source_latent, "nearest")
+
+
+def test_a_vae_with_a_shift_factor_centres_its_latents(tiny_model, sample):
+    """SD3's and FLUX's VAEs store latents as (z − shift) · scale; SD's have no shift (None) and are untouched."""
+    image = fit_square(sample.read_image(), 64)
+    assert tiny_model.vae.config.shift_factor is None
+    plain = tiny_model.encode_image(image)
+    tiny_model.vae.register_to_config(shift_factor=0.5)
+    try:
+        shifted = tiny_model.encode_image(image)
+        decoded = tiny_model.decode_latents(shifted)[0]
+    finally:
+        tiny_model.vae.register_to_config(shift_factor=None)
+    torch.testing.assert_close(shifted, plain - 0.5 * tiny_model.vae.config.scaling_factor, rtol=0, atol=1e-5)
+    difference = decoded.astype(int) - tiny_model.decode_latents(plain)[0].astype(int)
+    assert abs(difference).max() <= 1  # the same image, up to rounding at a quantisation level

@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from invbench.ddim import DDIMSchedule
 from invbench.errors import ConfigError
 
 
@@ -40,6 +41,10 @@ class Backbone(ABC):
     @abstractmethod
     def encode_prompts(self, prompts: Sequence[str], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         """The conditioning of each prompt, (len(prompts), L, D)."""
+
+    def schedule(self, scheduler_config: Mapping[str, Any], num_steps: int) -> DDIMSchedule:
+        """The family's sampling schedule on `num_steps` steps. Default: deterministic DDIM (ε-prediction)."""
+        return DDIMSchedule(scheduler_config, num_steps)
 
     @abstractmethod
     def predict_noise(self, latents: torch.Tensor, t: int, conditioning: torch.Tensor) -> torch.Tensor:
