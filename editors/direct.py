@@ -22,7 +22,7 @@ from pie_bench import Sample
 @EDITORS.register("direct")
 @dataclass
 class DirectEditor(Editor):
-    families = EPSILON_UNETS
+    families = EPSILON_UNETS | {"sd3"}  # the plain guided step of the model's own schedule: Euler on SD3
     guidance_scale: Guidance
 
     def edit(self, model: DiffusionModel, inversion: InversionResult, sample: Sample) -> EditResult:

@@ -36,13 +36,13 @@ def random_vae(config: Mapping[str, Any]):
     from diffusers import AutoencoderKL
 
     torch.manual_seed(config["seed"])
+    architecture = {"latent_channels": 4, **_plain(config["vae"])}  # SD3/FLUX configs set 16 and a shift_factor
     return AutoencoderKL(
         in_channels=3,
         out_channels=3,
-        latent_channels=4,
         sample_size=config["resolution"],
         scaling_factor=config["tame"]["vae_scaling_factor"],
-        **_plain(config["vae"]),
+        **architecture,
     )
 
 

@@ -114,3 +114,20 @@ def read_pixels(path: Path) -> np.ndarray:
 
     with Image.open(path) as image:
         return np.asarray(image).astype(np.int16)
+
+
+def method_configs(axis: str, family: str = "sd") -> list[str]:
+    """The conf/<axis>/*.yaml stems whose method works on model `family` (default: the tiny model's)."""
+    from editors import EDITORS
+    from inversions import INVERSIONS
+
+    registry = INVERSIONS if axis == "inversion" else EDITORS
+    names = []
+    for path in sorted((CONF / axis).glob("*.yaml")):
+        node = yaml.safe_load(path.read_text())
+        while "name" not in node:  # a variant composed from its base
+            base = next(item for item in node["defaults"] if item != "_self_")
+            node = yaml.safe_load((CONF / axis / f"{base}.yaml").read_text())
+        if family in registry.get(node["name"]).families:
+            names.append(path.stem)
+    return names

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import pytest
-from conftest import CONF, run
+from conftest import CONF, method_configs, run
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -15,8 +15,7 @@ from invbench.hyperparameters import Range, Steps, check_value
 from invbench.job_config import JOB_KEYS, check_job_config
 from inversions import INVERSIONS
 
-INVERSION_CONFIGS = sorted(path.stem for path in (CONF / "inversion").glob("*.yaml"))
-EDITOR_CONFIGS = sorted(path.stem for path in (CONF / "editor").glob("*.yaml"))
+INVERSION_CONFIGS, EDITOR_CONFIGS = method_configs("inversion"), method_configs("editor")  # on the tiny (sd) model
 EXPERIMENTS = [None] + sorted(path.stem for path in (CONF / "experiment").glob("*.yaml"))
 
 
