@@ -1,4 +1,5 @@
-"""Diffusion models: the wrapper every method talks to, and the loaders behind `conf/model/*.yaml`.
+"""Diffusion models: the wrapper every method talks to, and `load_model`, which builds a `conf/model/*.yaml` with its
+family's backbone (invbench/backbones/).
 
 Loaders never download: real checkpoints come from `model.path` (a local folder in diffusers layout) or from the
 local Hugging Face cache, with `local_files_only=True`. A missing checkpoint is a `ModelNotAvailableError` that says
@@ -7,7 +8,6 @@ how to provide it; nothing falls back to another model.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,8 +18,6 @@ import torch
 from invbench.backbones import Backbone, backbone_class
 from invbench.ddim import DDIMSchedule
 from invbench.errors import ConfigError
-
-log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 

@@ -131,3 +131,13 @@ def method_configs(axis: str, family: str = "sd") -> list[str]:
         if family in registry.get(node["name"]).families:
             names.append(path.stem)
     return names
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    """SHA-256 of a module's state dict: equal exactly when two models hold the same weights."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode() + tensor.numpy().tobytes())
+    return digest.hexdigest()

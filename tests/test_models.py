@@ -1,10 +1,8 @@
 """Model loading: the offline tokenizer, the deterministic tiny model, real checkpoints from local folders only."""
 
-import hashlib
-
 import pytest
 import torch
-from conftest import conf_file
+from conftest import conf_file, weights_digest
 
 from invbench.errors import ConfigError, ModelNotAvailableError
 from invbench.images import fit_square
@@ -14,13 +12,6 @@ from inversions import INVERSIONS
 
 CPU = torch.device("cpu")
 SCHEDULER = conf_file("scheduler/ddim.yaml")
-
-
-def weights_digest(module: torch.nn.Module) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        digest.update(name.encode() + tensor.numpy().tobytes())
-    return digest.hexdigest()
 
 
 def test_tokenizer_matches_openai_clip_ids(tiny_model):

@@ -1,11 +1,9 @@
 """The SDXL backbone (invbench/backbones/sdxl.py) on the embedded sdxl_tiny: its conditioning layout, its loaders,
 the DDIM invariants, every method that declares the family, and launch.py end to end."""
 
-import hashlib
-
 import pytest
 import torch
-from conftest import FAST, conf_file, relative_error, run
+from conftest import FAST, conf_file, relative_error, run, weights_digest
 from omegaconf import OmegaConf
 
 from editors import EDITORS
@@ -27,13 +25,6 @@ def sdxl_tiny():
 @pytest.fixture(scope="module")
 def sdxl_latent(sdxl_tiny, sample):
     return sdxl_tiny.encode_image(fit_square(sample.read_image(), 64))
-
-
-def digest(module: torch.nn.Module) -> str:
-    state = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        state.update(name.encode() + tensor.numpy().tobytes())
-    return state.hexdigest()
 
 
 def test_conditioning_is_both_encoders_tokens_then_the_pooled_row(sdxl_tiny):
@@ -66,7 +57,7 @@ def test_the_denoiser_reads_tokens_pooled_embedding_and_time_ids(sdxl_tiny, sdxl
 def test_sdxl_tiny_is_deterministic_and_the_pretrained_loader_reads_its_folder(sdxl_tiny, tmp_path, sdxl_latent):
     again = load_model(conf_file("model/sdxl_tiny.yaml") | {"resolution": 64}, SCHEDULER, CPU)
     for name, module in again.backbone.modules().items():
-        assert digest(module) == digest(sdxl_tiny.backbone.modules()[name])
+        assert weights_digest(module) == weights_digest(sdxl_tiny.backbone.modules()[name])
     parts = sdxl_tiny.backbone
     for name, part in (
         ("unet", parts.denoiser),

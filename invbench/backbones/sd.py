@@ -8,7 +8,6 @@ downloaded) and `random_init` (the architecture in the config with random weight
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,8 +15,6 @@ import torch
 
 from invbench.backbones.base import Backbone, register
 from invbench.backbones.weights import pretrained_parts, random_model_warning
-
-log = logging.getLogger(__name__)
 
 
 @register("sd")
