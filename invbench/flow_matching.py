@@ -11,19 +11,29 @@ flow inversion makes, as DDIM inversion's).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 
 
 class FlowMatchSchedule:
-    def __init__(self, scheduler_config: Mapping[str, Any], num_steps: int, mu: float | None = None):
+    def __init__(
+        self,
+        scheduler_config: Mapping[str, Any],
+        num_steps: int,
+        mu: float | None = None,
+        sigmas: Sequence[float] | None = None,
+    ):
         from diffusers import FlowMatchEulerDiscreteScheduler
 
         scheduler = FlowMatchEulerDiscreteScheduler(**dict(scheduler_config))
-        # `mu`: the resolution-dependent shift of FLUX-style configs (use_dynamic_shifting)
-        scheduler.set_timesteps(max(num_steps, 1), **({} if mu is None else {"mu": mu}))
+        # `mu`: the resolution-dependent shift of FLUX-style configs (use_dynamic_shifting); `sigmas`: the grid before
+        # shifting, where a pipeline passes its own (FLUX: linspace(1, 1/N, N), BFL's get_schedule without its 0)
+        options = {} if mu is None else {"mu": mu}
+        if sigmas is not None and num_steps > 0:
+            options["sigmas"] = list(sigmas)
+        scheduler.set_timesteps(max(num_steps, 1), **options)
         self.num_steps = num_steps
         self.num_train_timesteps: int = scheduler.config.num_train_timesteps
         self.timesteps: list[float] = [float(t) for t in scheduler.timesteps][:num_steps]  # descending: noisiest first
@@ -36,6 +46,10 @@ class FlowMatchSchedule:
     def next_sigma(self, t: float) -> torch.Tensor:
         """σ after the step from t (the final σ after the last)."""
         return self._sigmas[self._index[t] + 1]
+
+    def timestep_at(self, sigma: float | torch.Tensor) -> float:
+        """The model's timestep input at noise level σ (diffusers' convention: σ · num_train_timesteps)."""
+        return float(sigma) * self.num_train_timesteps
 
     def step(self, velocity: torch.Tensor, t: float, latent: torch.Tensor) -> torch.Tensor:
         """x_σ(t) -> x_σ' (the next, less noisy level)."""

@@ -29,12 +29,15 @@ MODEL_FAMILIES = {
     "sd": "Stable Diffusion 1.x/2.x: UNet2DConditionModel, one CLIP text encoder, KL-VAE, ε-prediction on DDIM",
     "sdxl": "SDXL: UNet with two text encoders, pooled embeddings and time ids",
     "sd3": "Stable Diffusion 3: MMDiT joint attention, CLIP + T5, flow matching",
-    "flux": "FLUX.1: MMDiT joint attention, CLIP + T5, flow matching with a guidance embedding",
+    "flux": "FLUX.1: MMDiT joint attention (text first), T5 + CLIP pooled, flow matching, embedded guidance (dev)",
 }
 
 # The families whose denoiser is an ε-predicting UNet with self- and cross-attention over prompt tokens, on SD's
 # noise schedule: a method that only encodes prompts, evaluates ε and edits UNet attention works on all of them.
 EPSILON_UNETS = frozenset({"sd", "sdxl"})
+
+# The rectified-flow transformers (velocity prediction on a flow-matching sigma grid): flow methods work on both.
+FLOW_TRANSFORMERS = frozenset({"sd3", "flux"})
 
 # model.noise_parts with a step's embeddings bound: latents -> (ε_uncond or None at guidance 1, ε_cond)
 NoiseParts = Callable[..., tuple[torch.Tensor | None, torch.Tensor]]
@@ -113,9 +116,12 @@ class DiffusionModel:
             raise ValueError(f"quantisation={quantisation!r}: use 'round' or 'truncate'")
         return list(pixels.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy())  # to uint8 truncates toward zero
 
-    def predict_noise(self, latents: torch.Tensor, t: int, embeddings: torch.Tensor) -> torch.Tensor:
-        """eps(z_t, t, c). Not wrapped in no_grad: optimisation-based inversions differentiate through it."""
-        return self.backbone.predict_noise(latents, t, embeddings)
+    def predict_noise(
+        self, latents: torch.Tensor, t: int, embeddings: torch.Tensor, guidance: float | None = None
+    ) -> torch.Tensor:
+        """eps(z_t, t, c) (flow families: the velocity). Not wrapped in no_grad: optimisation-based inversions
+        differentiate through it. `guidance`: the embedded guidance of a guidance-distilled model (FLUX.1-dev)."""
+        return self.backbone.predict_noise(latents, t, embeddings, guidance)
 
     def schedule(self, num_steps: int, **changes: Any) -> DDIMSchedule:
         """The model's sampling schedule on `num_steps` steps, as its family's backbone defines it (SD, SDXL:
@@ -133,8 +139,11 @@ class DiffusionModel:
         cond_latents: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor | None, torch.Tensor]:
         """(eps_u, eps_c) for a batch of branches in one UNet call; at w = 1 only eps_c is evaluated (eps_u None).
-        `cond_latents`: where the conditional half is evaluated, if not at `latents` (pix2pix-zero's guided copies)."""
+        `cond_latents`: where the conditional half is evaluated, if not at `latents` (pix2pix-zero's guided copies).
+        On a guidance-distilled model (FLUX.1-dev) w is the transformer's guidance input: one evaluation, eps_u None."""
         cond_latents = latents if cond_latents is None else cond_latents
+        if self.backbone.guidance_embedded:
+            return None, self.predict_noise(cond_latents, t, cond, guidance=guidance_scale)
         if guidance_scale == 1:
             return None, self.predict_noise(cond_latents, t, cond)
         noise_uncond, noise_cond = self.predict_noise(

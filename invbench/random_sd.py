@@ -24,7 +24,7 @@ def random_unet(config: Mapping[str, Any], **architecture: Any):
 
     torch.manual_seed(config["seed"])
     unet = UNet2DConditionModel(
-        sample_size=latent_side(config), in_channels=4, out_channels=4, **architecture, **_plain(config["unet"])
+        sample_size=latent_side(config), in_channels=4, out_channels=4, **architecture, **plain_config(config["unet"])
     )
     with torch.no_grad():
         unet.conv_out.weight.mul_(config["tame"]["unet_output_scale"])
@@ -36,7 +36,7 @@ def random_vae(config: Mapping[str, Any]):
     from diffusers import AutoencoderKL
 
     torch.manual_seed(config["seed"])
-    architecture = {"latent_channels": 4, **_plain(config["vae"])}  # SD3/FLUX configs set 16 and a shift_factor
+    architecture = {"latent_channels": 4, **plain_config(config["vae"])}  # SD3/FLUX configs set 16 and a shift_factor
     return AutoencoderKL(
         in_channels=3,
         out_channels=3,
@@ -60,7 +60,7 @@ def random_clip_text_encoder(config: Mapping[str, Any], node: Mapping[str, Any],
             bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id,  # the pooled output looks this id up
             pad_token_id=tokenizer.pad_token_id,
-            **_plain(node),
+            **plain_config(node),
         )
     )
 
@@ -69,6 +69,6 @@ def latent_side(config: Mapping[str, Any]) -> int:
     return config["resolution"] // 2 ** (len(config["vae"]["block_out_channels"]) - 1)
 
 
-def _plain(node: Mapping[str, Any]) -> dict[str, Any]:
+def plain_config(node: Mapping[str, Any]) -> dict[str, Any]:
     """YAML lists -> tuples, as diffusers configs expect."""
     return {key: tuple(value) if isinstance(value, list) else value for key, value in node.items()}

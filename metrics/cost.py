@@ -36,7 +36,8 @@ class CostMeter:
         ]
 
     def _count(self, module, args, kwargs) -> None:
-        sample = args[0] if args else kwargs["sample"]
+        # the latents: the first argument of a UNet (`sample`) or a transformer (`hidden_states`)
+        sample = args[0] if args else kwargs.get("sample", kwargs.get("hidden_states"))
         self._evaluations += sample.shape[0]
         self._calls += 1
 

@@ -46,9 +46,17 @@ class Backbone(ABC):
         """The family's sampling schedule on `num_steps` steps. Default: deterministic DDIM (ε-prediction)."""
         return DDIMSchedule(scheduler_config, num_steps)
 
+    # Whether guidance is an input of the denoiser (FLUX.1-dev's distilled guidance) rather than a combination of a
+    # conditional and an unconditional evaluation (classifier-free guidance)
+    guidance_embedded: bool = False
+
     @abstractmethod
-    def predict_noise(self, latents: torch.Tensor, t: int, conditioning: torch.Tensor) -> torch.Tensor:
-        """The denoiser's ε(z_t, t, c) for a batch; differentiable (optimisation-based inversions need gradients)."""
+    def predict_noise(
+        self, latents: torch.Tensor, t: float, conditioning: torch.Tensor, guidance: float | None = None
+    ) -> torch.Tensor:
+        """The denoiser's ε(z_t, t, c) (flow families: the velocity) for a batch; differentiable (optimisation-based
+        inversions need gradients). `guidance`: the embedded guidance where `guidance_embedded` (None: the model's
+        default), ignored elsewhere."""
 
 
 BACKBONES: dict[str, type[Backbone]] = {}

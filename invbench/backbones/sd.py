@@ -64,5 +64,5 @@ class StableDiffusion(Backbone):
         )
         return self.text_encoder(tokens.input_ids.to(device))[0].to(dtype)
 
-    def predict_noise(self, latents: torch.Tensor, t: int, conditioning: torch.Tensor) -> torch.Tensor:
+    def predict_noise(self, latents: torch.Tensor, t: int, conditioning: torch.Tensor, guidance=None) -> torch.Tensor:
         return self.denoiser(latents, t, encoder_hidden_states=conditioning).sample

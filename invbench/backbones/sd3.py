@@ -7,8 +7,9 @@ flow_matching.py), so methods written for ε on DDIM do not apply; methods decla
 Conditioning, (N, 77 + T + 1, D_T5), as the pipeline's `prompt_embeds` and `pooled_prompt_embeds`: rows 0..76 are
 both CLIP encoders' penultimate hidden states side by side, zero-padded to T5's width; the next T rows are T5's last
 hidden state; the last row carries both CLIP pooled projections (zero-padded). One tensor per prompt, as on SDXL.
-Kinds: `random_init` only in this version (`model=sd3_tiny`). Its "T5" reads token ids of the CLIP tokenizer (the T5
-sentencepiece model is not available offline); a pretrained SD3 will load its own T5 tokenizer.
+Kinds: `stable_diffusion_3` (model=sd3: a local diffusers-layout checkpoint or the HF cache, never downloaded; its T5
+tokenizer is the checkpoint's) and `random_init` (model=sd3_tiny, model=sd3_random). The random models' "T5" reads
+token ids of the CLIP tokenizer (no T5 sentencepiece model is available offline).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from invbench.backbones.base import Backbone, register
-from invbench.backbones.weights import random_model_warning
+from invbench.backbones.weights import pretrained_parts, random_model_warning
 from invbench.flow_matching import FlowMatchSchedule
 
 CLIP_TOKENS = 77
@@ -28,23 +29,26 @@ CLIP_TOKENS = 77
 
 @register("sd3")
 class StableDiffusion3(Backbone):
-    kinds = ("random_init",)
+    kinds = ("stable_diffusion_3", "random_init")
 
-    def __init__(self, denoiser, vae, encoders, tokenizer, t5_tokens: int, flow_config: Mapping[str, Any]):
-        self.denoiser, self.vae, self.tokenizer = denoiser, vae, tokenizer
+    def __init__(self, denoiser, vae, encoders, tokenizers, t5_tokens: int, flow_config: Mapping[str, Any]):
+        self.denoiser, self.vae = denoiser, vae
         self.text_encoder, self.text_encoder_2, self.text_encoder_3 = encoders
+        self.tokenizer, self.tokenizer_2, self.tokenizer_3 = tokenizers
         self.t5_tokens, self.flow_config = t5_tokens, dict(flow_config)
         self.pooled_size = sum(encoder.config.projection_dim for encoder in encoders[:2])
 
     @classmethod
     def load(cls, config: Mapping[str, Any], dtype: torch.dtype) -> tuple[Backbone, str]:
+        if config["kind"] == "stable_diffusion_3":
+            return cls._pretrained(config, dtype)
         from diffusers import SD3Transformer2DModel
         from transformers import T5Config, T5EncoderModel
 
-        from invbench.random_sd import _plain, latent_side, random_clip_text_encoder, random_vae
+        from invbench.random_sd import latent_side, plain_config, random_clip_text_encoder, random_vae
         from invbench.tokenizer import build_clip_tokenizer
 
-        weights = random_model_warning(config, "an SD3-architecture", "a pretrained SD3 (not in this version)")
+        weights = random_model_warning(config, "an SD3-architecture", "model=sd3")
         tokenizer = build_clip_tokenizer()
         first, second, t5 = config["text_encoder"], config["text_encoder_2"], config["text_encoder_3"]
         torch.manual_seed(config["seed"])
@@ -54,16 +58,39 @@ class StableDiffusion3(Backbone):
             out_channels=config["vae"]["latent_channels"],
             joint_attention_dim=t5["d_model"],
             pooled_projection_dim=first["projection_dim"] + second["projection_dim"],
-            **_plain(config["transformer"]),
+            **plain_config(config["transformer"]),
         )
         with torch.no_grad():  # tame, as model=tiny's UNet: a smooth velocity field
             transformer.proj_out.weight.mul_(config["tame"]["unet_output_scale"])
             transformer.proj_out.bias.mul_(config["tame"]["unet_output_scale"])
         encoders = [random_clip_text_encoder(config, node, tokenizer, projection=True) for node in (first, second)]
         torch.manual_seed(config["seed"])
-        encoders.append(T5EncoderModel(T5Config(vocab_size=len(tokenizer), **_plain(t5))))
+        encoders.append(T5EncoderModel(T5Config(vocab_size=len(tokenizer), **plain_config(t5))))
+        tokenizers = (tokenizer, tokenizer, tokenizer)
         flow = config["scheduler"]
-        return cls(transformer, random_vae(config), encoders, tokenizer, config["t5_tokens"], flow), weights
+        return cls(transformer, random_vae(config), encoders, tokenizers, config["t5_tokens"], flow), weights
+
+    @classmethod
+    def _pretrained(cls, config: Mapping[str, Any], dtype: torch.dtype) -> tuple[Backbone, str]:
+        from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
+        from transformers import AutoTokenizer, CLIPTextModelWithProjection, T5EncoderModel
+
+        classes = {
+            "transformer": SD3Transformer2DModel,
+            "vae": AutoencoderKL,
+            "text_encoder": CLIPTextModelWithProjection,
+            "text_encoder_2": CLIPTextModelWithProjection,
+            "text_encoder_3": T5EncoderModel,
+            "tokenizer": AutoTokenizer,
+            "tokenizer_2": AutoTokenizer,
+            "tokenizer_3": AutoTokenizer,
+            "scheduler": FlowMatchEulerDiscreteScheduler,
+        }
+        parts, weights = pretrained_parts(config, dtype, classes)
+        encoders = [parts[f"text_encoder{suffix}"] for suffix in ("", "_2", "_3")]
+        tokenizers = [parts[f"tokenizer{suffix}"] for suffix in ("", "_2", "_3")]
+        flow = dict(parts["scheduler"].config)
+        return cls(parts["transformer"], parts["vae"], encoders, tokenizers, config["t5_tokens"], flow), weights
 
     def modules(self) -> dict[str, torch.nn.Module]:
         return {
@@ -80,24 +107,26 @@ class StableDiffusion3(Backbone):
 
     @torch.no_grad()
     def encode_prompts(self, prompts: Sequence[str], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-        def ids(length: int) -> torch.Tensor:
-            tokens = self.tokenizer(
+        def ids(tokenizer, length: int) -> torch.Tensor:
+            tokens = tokenizer(
                 list(prompts), padding="max_length", max_length=length, truncation=True, return_tensors="pt"
             )
             return tokens.input_ids.to(device)
 
         clip_hidden, pooled = [], []
-        for encoder in (self.text_encoder, self.text_encoder_2):
-            output = encoder(ids(CLIP_TOKENS), output_hidden_states=True)
+        for tokenizer, encoder in ((self.tokenizer, self.text_encoder), (self.tokenizer_2, self.text_encoder_2)):
+            output = encoder(ids(tokenizer, CLIP_TOKENS), output_hidden_states=True)
             clip_hidden.append(output.hidden_states[-2])
             pooled.append(output.text_embeds)
-        t5 = self.text_encoder_3(ids(self.t5_tokens)).last_hidden_state
+        t5 = self.text_encoder_3(ids(self.tokenizer_3, self.t5_tokens)).last_hidden_state
         width = t5.shape[-1]
         clip = F.pad(torch.cat(clip_hidden, dim=-1), (0, width - sum(h.shape[-1] for h in clip_hidden)))
         pooled_row = F.pad(torch.cat(pooled, dim=-1), (0, width - self.pooled_size))[:, None]
         return torch.cat([clip, t5, pooled_row], dim=1).to(dtype)
 
-    def predict_noise(self, latents: torch.Tensor, t: float, conditioning: torch.Tensor) -> torch.Tensor:
+    def predict_noise(
+        self, latents: torch.Tensor, t: float, conditioning: torch.Tensor, guidance=None
+    ) -> torch.Tensor:
         """The velocity v(x_σ, t, c) (SD3 predicts velocity, not ε; the flow schedule's step expects it)."""
         timestep = torch.full((len(latents),), float(t), device=latents.device)
         pooled = conditioning[:, -1, : self.pooled_size]

@@ -96,7 +96,7 @@ class StableDiffusionXL(Backbone):
         pooled = F.pad(output.text_embeds, (0, tokens.shape[-1] - self.pooled_size))
         return torch.cat([tokens, pooled[:, None]], dim=1).to(dtype)
 
-    def predict_noise(self, latents: torch.Tensor, t: int, conditioning: torch.Tensor) -> torch.Tensor:
+    def predict_noise(self, latents: torch.Tensor, t: int, conditioning: torch.Tensor, guidance=None) -> torch.Tensor:
         time_ids = self.time_ids.to(latents.device, latents.dtype).expand(len(latents), -1)
         added = {"text_embeds": conditioning[:, TOKENS, : self.pooled_size], "time_ids": time_ids}
         return self.denoiser(

@@ -48,7 +48,7 @@ def pretrained_parts(
     weights = {**options, "torch_dtype": dtype, "low_cpu_mem_usage": low_memory}
     try:
         parts = {
-            name: cls.from_pretrained(source, subfolder=name, **(options if "tokenizer" in name else weights))
+            name: cls.from_pretrained(source, subfolder=name, **(weights if _is_network(cls) else options))
             for name, cls in classes.items()
         }
     except OSError as error:
@@ -63,3 +63,8 @@ def pretrained_parts(
             "  3. or run the embedded tiny model (random weights, plumbing only): model=tiny."
         ) from None
     return parts, f"{source}" + (f"@{config['revision']}" if config.get("revision") else "")
+
+
+def _is_network(cls: Any) -> bool:
+    """Networks load in the job's dtype; tokenizers and schedulers have none."""
+    return isinstance(cls, type) and issubclass(cls, torch.nn.Module)
