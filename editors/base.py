@@ -41,6 +41,7 @@ class Editor(ABC):
     name: ClassVar[str]
     families: ClassVar[frozenset[str]] = frozenset({"sd"})  # the model families it works on (MODEL_FAMILIES)
     uses: ClassVar[frozenset[str]] = frozenset(HOOKS)
+    inversion_free: ClassVar[bool] = False  # edits the source latent directly: pairs with inversion=none only
     guidance_scale: float
 
     @abstractmethod

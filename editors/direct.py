@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from editors.base import EDITORS, Editor, EditResult, denoise_branches
 from invbench.hyperparameters import Guidance
-from invbench.models import EPSILON_UNETS, DiffusionModel
+from invbench.models import EPSILON_UNETS, FLOW_TRANSFORMERS, DiffusionModel
 from inversions.base import InversionResult
 from pie_bench import Sample
 
@@ -22,7 +22,7 @@ from pie_bench import Sample
 @EDITORS.register("direct")
 @dataclass
 class DirectEditor(Editor):
-    families = EPSILON_UNETS | {"sd3"}  # the plain guided step of the model's own schedule: Euler on SD3
+    families = EPSILON_UNETS | FLOW_TRANSFORMERS  # the plain guided step of the model's own schedule: Euler on flows
     guidance_scale: Guidance
 
     def edit(self, model: DiffusionModel, inversion: InversionResult, sample: Sample) -> EditResult:

@@ -25,6 +25,11 @@ def incompatibilities(inversion: Inversion, editor: Editor) -> list[str]:
         "editor that uses it (README, 'Which pairs run')"
         for name in sorted(inversion.state() - editor.uses)
     ]
+    if editor.inversion_free and inversion.name != "none":
+        problems.append(
+            f"{pair}: the editor is inversion-free (it edits the source latent itself, and would ignore the "
+            "inversion while its row named it); pair it with inversion=none"
+        )
     tuned, guidance = inversion.tuned_for_guidance(), editor.source_guidance(inversion.state())
     key = "source_guidance_scale" if guidance != editor.guidance_scale else "guidance_scale"
     if tuned is not None and tuned != guidance:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from invbench.models import EPSILON_UNETS, DiffusionModel
+from invbench.models import EPSILON_UNETS, FLOW_TRANSFORMERS, DiffusionModel
 from inversions.base import INVERSIONS, Inversion, InversionResult
 from pie_bench import Sample
 
@@ -20,7 +20,7 @@ from pie_bench import Sample
 @INVERSIONS.register("none")
 @dataclass
 class NoInversion(Inversion):
-    families = EPSILON_UNETS
+    families = EPSILON_UNETS | FLOW_TRANSFORMERS
 
     def invert(self, model: DiffusionModel, image_latent: torch.Tensor, sample: Sample) -> InversionResult:
         return InversionResult(schedule=model.schedule(0), latents=[image_latent])

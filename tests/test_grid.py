@@ -21,6 +21,7 @@ from invbench.errors import ConfigError
 from inversions import INVERSIONS
 
 ALL_INVERSION_CONFIGS = sorted(path.stem for path in (CONF / "inversion").glob("*.yaml"))
+ALL_EDITOR_CONFIGS = sorted(path.stem for path in (CONF / "editor").glob("*.yaml"))
 # the grid runs on the tiny model: every configuration of a method that works on the SD family
 INVERSION_CONFIGS, EDITOR_CONFIGS = method_configs("inversion"), method_configs("editor")
 
@@ -65,7 +66,7 @@ def short_inversion(name: str):
 
 def test_every_method_has_a_config_and_every_editor_one_file():
     assert {composed("inversion", name)["name"] for name in ALL_INVERSION_CONFIGS} == set(INVERSIONS.names())
-    assert {composed("editor", name)["name"] for name in EDITOR_CONFIGS} == set(EDITORS.names())
+    assert {composed("editor", name)["name"] for name in ALL_EDITOR_CONFIGS} == set(EDITORS.names())
 
 
 @pytest.mark.parametrize("name", INVERSION_CONFIGS)
@@ -148,7 +149,7 @@ def test_a_sweep_with_a_refused_pair_launches_nothing(tmp_path):
 
 # PnP is left out: as its reference it feeds one feature row (the "" prompt's) to both halves of the target's guidance,
 # so even with identical prompts its target is not its source pass (tests/test_pnp.py checks its injections)
-@pytest.mark.parametrize("name", sorted(set(EDITORS.names()) - {"pnp"}))
+@pytest.mark.parametrize("name", sorted({composed("editor", name)["name"] for name in EDITOR_CONFIGS} - {"pnp"}))
 def test_identical_prompts_reproduce_the_source_branch(name, tiny_model, sample, source_latent):
     # each editor's own target-only change switched off: P2P's re-weighting of the blended word
     neutral = {"reweight": None}

@@ -1,0 +1,175 @@
+"""The rectified-flow inversions and editors on the embedded sd3_tiny and flux_tiny: solver orders, RF-Inversion's
+controllers switched off, FlowEdit's fixed point, evaluation counts, the inversion-free pair check, and the
+headline-style sweep through launch.py and aggregate.py next to SD rows."""
+
+import dataclasses
+
+import pandas as pd
+import pytest
+import torch
+from conftest import FAST, conf_file, relative_error, run
+
+from editors import EDITORS
+from invbench.compatibility import incompatibilities
+from invbench.images import fit_square
+from invbench.models import load_model
+from inversions import INVERSIONS
+from inversions.base import StepHooks
+from metrics.cost import CostMeter
+
+CPU = torch.device("cpu")
+DIRECT_AT_1 = {"name": "direct", "guidance_scale": 1.0}
+
+
+def tiny(name: str):
+    return load_model(conf_file(f"model/{name}.yaml") | {"resolution": 64}, conf_file("scheduler/ddim.yaml"), CPU)
+
+
+@pytest.fixture(scope="module")
+def sd3_tiny():
+    return tiny("sd3_tiny")
+
+
+@pytest.fixture(scope="module")
+def flux_tiny():
+    return tiny("flux_tiny")
+
+
+def latent_of(model, sample):
+    return model.encode_image(fit_square(sample.read_image(), 64))
+
+
+def reconstruction_error(model, method: str, steps: int, sample, latent) -> float:
+    inverted = INVERSIONS.build({"name": method, "num_steps": steps, "guidance_scale": 1.0}).invert(
+        model, latent, sample
+    )
+    return relative_error(EDITORS.build(DIRECT_AT_1).edit(model, inverted, sample).reconstruction, latent)
+
+
+def test_euler_is_first_order_and_the_solvers_second_order(sd3_tiny, sample):
+    """Measured on sd3_tiny at 4, 8, 16 steps: flow 3.4e-3, 1.2e-3, 5.5e-4 (ratios 2.9, 2.1: the shifted grid's steps
+    are uneven at 4); rf_solver 9.5e-5, 2.5e-5, 7.1e-6 (3.7, 3.6); fireflow 1.0e-4, 2.4e-5, 6.1e-6 (4.3, 3.9)."""
+    latent = latent_of(sd3_tiny, sample)
+    errors = {
+        method: [reconstruction_error(sd3_tiny, method, steps, sample, latent) for steps in (4, 8, 16)]
+        for method in ("flow", "rf_solver", "fireflow")
+    }
+    ratios = {method: [a / b for a, b in zip(values, values[1:])] for method, values in errors.items()}
+    assert all(1.6 < ratio < 3.2 for ratio in ratios["flow"]), errors  # half the step, about half the error
+    for method in ("rf_solver", "fireflow"):
+        assert all(3.0 < ratio < 5.5 for ratio in ratios[method]), errors  # half the step, a quarter of the error
+        assert errors[method][1] < errors["flow"][1] / 20, errors  # at equal steps
+
+
+def test_solvers_beat_euler_on_flux_at_equal_steps_and_equal_evaluations(flux_tiny, sample):
+    """Measured on flux_tiny: rf_solver 6.9e-6 vs flow 4.1e-4 at 8 steps; fireflow 8.9e-6 at 8 steps (9 evaluations
+    each way) vs flow 3.7e-4 at 9 steps (9 evaluations)."""
+    latent = latent_of(flux_tiny, sample)
+    flow_8, flow_9 = (reconstruction_error(flux_tiny, "flow", steps, sample, latent) for steps in (8, 9))
+    assert reconstruction_error(flux_tiny, "rf_solver", 8, sample, latent) < flow_8 / 20
+    assert reconstruction_error(flux_tiny, "fireflow", 8, sample, latent) < flow_9 / 20
+
+
+def evaluations(model, inversion, editor, sample, latent) -> tuple[int, int]:
+    meter = CostMeter(model.denoiser, CPU)
+    with meter.phase("inversion"):
+        inverted = inversion.invert(model, latent, sample)
+    with meter.phase("edit"):
+        editor.edit(model, inverted, sample)
+    meter.close()
+    return meter.values["inversion_unet_evals"], meter.values["edit_unet_evals"]
+
+
+@pytest.mark.parametrize(
+    ("method", "expected"),
+    [("flow", (6, 12)), ("rf_solver", (12, 24)), ("fireflow", (7, 14)), ("rf_inversion", (6, 12))],
+)
+def test_evaluations_per_sample_follow_each_algorithm(flux_tiny, sample, method, expected):
+    """6 steps, two branches on FLUX.1-dev (embedded guidance: one evaluation per branch): Euler N + 2N, RF-Solver
+    2N + 4N, FireFlow (N + 1) + 2(N + 1), RF-Inversion N + 2N."""
+    config = conf_file(f"inversion/{method}.yaml") | {"num_steps": 6}
+    editor = EDITORS.build({"name": "direct", "guidance_scale": 2.0})
+    assert evaluations(flux_tiny, INVERSIONS.build(config), editor, sample, latent_of(flux_tiny, sample)) == expected
+
+
+def test_rf_inversion_without_its_controllers_is_the_plain_ode(flux_tiny, sample):
+    latent = latent_of(flux_tiny, sample)
+    config = conf_file("inversion/rf_inversion.yaml") | {"num_steps": 6, "gamma": 0.0, "eta": 0.0}
+    inverted = INVERSIONS.build(config).invert(flux_tiny, latent, sample)
+    # γ = 0: the uncontrolled forward ODE on the reference's grid, written out here
+    schedule, empty = flux_tiny.schedule(6), flux_tiny.encode_prompts([""])
+    sigmas = [float(schedule.sigma(t)) for t in schedule.timesteps] + [0.0]
+    expected = latent
+    for i in range(6):
+        velocity = flux_tiny.predict_noise(expected, i / 7 * 1000, empty, guidance=0.0)
+        expected = expected + velocity * (sigmas[i] - sigmas[i + 1])
+    torch.testing.assert_close(inverted.noise_latent, expected, rtol=0, atol=1e-6)
+    # η = 0: the controlled reverse ODE is the model's Euler step
+    editor = EDITORS.build({"name": "direct", "guidance_scale": 2.0})
+    controlled = editor.edit(flux_tiny, inverted, sample)
+    plain = editor.edit(flux_tiny, dataclasses.replace(inverted, hooks=StepHooks()), sample)
+    torch.testing.assert_close(controlled.edited, plain.edited, rtol=0, atol=1e-6)
+    # and with them on, the source pulls the reconstruction back (η 0.9 over the first quarter)
+    steered = dataclasses.replace(INVERSIONS.build(config | {"eta": 0.9}).invert(flux_tiny, latent, sample))
+    assert relative_error(editor.edit(flux_tiny, steered, sample).reconstruction, latent) < relative_error(
+        plain.reconstruction, latent
+    )
+
+
+@pytest.mark.parametrize("model_name", ["flux_tiny", "sd3_tiny"])
+def test_flowedit_returns_the_source_for_identical_prompts_and_counts_its_evaluations(model_name, sample, request):
+    model = request.getfixturevalue(model_name)
+    latent = latent_of(model, sample)
+    config = conf_file("editor/flowedit.yaml") | {"num_steps": 8, "n_max": 6}
+    none = INVERSIONS.build({"name": "none"})
+    same = dataclasses.replace(sample, target_prompt=sample.source_prompt)
+    unchanged = EDITORS.build(config | {"guidance_scale": config["source_guidance_scale"]}).edit(
+        model, none.invert(model, latent, same), same
+    )
+    # every velocity difference is zero up to the rounding of z + z_src − x_src (2.5e-8 in float64)
+    torch.testing.assert_close(unchanged.edited, latent, rtol=0, atol=1e-5)
+    flowedit = EDITORS.build(config)
+    assert relative_error(flowedit.edit(model, none.invert(model, latent, sample), sample).edited, latent) > 1e-4
+    # 6 edited steps, source and target: 12 evaluations; classifier-free guidance (SD3) doubles them
+    per_velocity = 1 if model.backbone.guidance_embedded else 2
+    assert evaluations(model, none, flowedit, sample, latent) == (0, 12 * per_velocity)
+
+
+def test_flowedit_pairs_with_inversion_none_only():
+    flowedit = EDITORS.build(conf_file("editor/flowedit.yaml"))
+    assert incompatibilities(INVERSIONS.build({"name": "none"}), flowedit) == []
+    (problem,) = incompatibilities(INVERSIONS.build(conf_file("inversion/flow.yaml")), flowedit)
+    assert "editor is inversion-free" in problem and "pair it with inversion=none" in problem
+
+
+@pytest.mark.ci_only  # about 60 s on 2 cores; .ci/run runs it
+def test_flux_sweep_runs_and_aggregates_with_sd_rows(tmp_path):
+    code, output = run(
+        "launch.py", "-m", "model=flux_tiny", "inversion=fireflow,rf_solver,rf_inversion", "editor=direct",
+        "experiment=smoke", f"hydra.sweep.dir={tmp_path}/flux", cwd=tmp_path,
+    )  # fmt: skip
+    assert code == 0, output
+    code, output = run(
+        "launch.py", "-m", "model=flux_tiny", "inversion=none", "editor=flowedit", "experiment=smoke",
+        f"hydra.sweep.dir={tmp_path}/flowedit", cwd=tmp_path,
+    )  # fmt: skip
+    assert code == 0, output
+    code, output = run(
+        "launch.py", "inversion=ddim", "editor=direct", *FAST, f"hydra.run.dir={tmp_path}/sd", cwd=tmp_path
+    )
+    assert code == 0, output
+    code, output = run(
+        "aggregate.py", str(tmp_path), "--out", str(tmp_path / "report"), "--no-figures", "--no-gallery", cwd=tmp_path
+    )
+    assert code == 0, output
+    table = pd.read_csv(tmp_path / "report" / "table1.csv")
+    pairs = set(zip(table["inversion"], table["editor"], table["setup"]))
+    assert pairs == {
+        ("fireflow", "direct", "a"), ("rf_solver", "direct", "a"), ("rf_inversion", "direct", "a"),
+        ("none", "flowedit", "a"), ("ddim", "direct", "b"),
+    }, table  # fmt: skip
+    text = (tmp_path / "report" / "table1.md").read_text()
+    assert "[a] model=flux_tiny" in text and "[b] model=tiny" in text
+    evaluations = dict(zip(table["inversion"], table["unet_evals"]))
+    # FireFlow's 8 steps: 9 + 2 · 9; RF-Solver's 25: 50 + 2 · 50; RF-Inversion's 28: 28 + 2 · 28; FlowEdit 2 · 24
+    assert evaluations == {"fireflow": 27, "rf_solver": 150, "rf_inversion": 84, "none": 48, "ddim": 50}
