@@ -118,8 +118,10 @@ def attention_sites(denoiser: torch.nn.Module, latent_side: int) -> list[Attenti
 
 
 def _transformer_sites(transformer: torch.nn.Module, latent_side: int) -> list[AttentionSite]:
-    grid = latent_side // transformer.config.patch_size
-    text_position = "first" if "Flux" in type(transformer).__name__ else "last"
+    flux = "Flux" in type(transformer).__name__
+    # FLUX's transformer sees latents packed in 2×2 patches (patch_size 1 on the packed tokens)
+    grid = latent_side // 2 if flux else latent_side // transformer.config.patch_size
+    text_position = "first" if flux else "last"
     sites = []
     for key in transformer.attn_processors:
         name = key.removesuffix(".processor")
@@ -171,6 +173,11 @@ class AttentionController:
     def value_context(self, site: AttentionSite, context: torch.Tensor) -> torch.Tensor:
         """The embeddings a cross-attention layer reads its values from (keys keep `context`)."""
         return context
+
+    def values(self, site: AttentionSite, value: torch.Tensor) -> torch.Tensor:
+        """The values a FLUX attention layer attends over, (rows, tokens, heads, head_dim) with the text tokens
+        first, rows as the maps' (halves · branches): RF-Edit's and FireFlow's value injection."""
+        return value
 
     def begin_step(self, step: int) -> None:
         self.step = step
@@ -379,15 +386,53 @@ class _ControlledJointProcessor:
         return out, (text_out if attn.context_pre_only else attn.to_add_out(text_out))
 
 
+class _ControlledFluxProcessor:
+    """FLUX's attention (diffusers' FluxAttnProcessor: text tokens first; double-stream blocks project image and
+    text tokens separately, single-stream blocks get the joint sequence; rotary embedding on queries and keys only)
+    with the values passed through the controller's `values` and the maps through its `attention` where it wants
+    them."""
+
+    def __init__(self, site: AttentionSite, controller: AttentionController):
+        self.site, self.controller = site, controller
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, image_rotary_emb=None):
+        from diffusers.models.embeddings import apply_rotary_emb
+
+        def heads(x: torch.Tensor) -> torch.Tensor:  # (batch, tokens, heads · d) -> (batch, tokens, heads, d)
+            return x.unflatten(-1, (-1, attn.head_dim))
+
+        query, key = attn.norm_q(heads(attn.to_q(hidden_states))), attn.norm_k(heads(attn.to_k(hidden_states)))
+        value = heads(attn.to_v(hidden_states))
+        if encoder_hidden_states is not None:
+            text_query = attn.norm_added_q(heads(attn.add_q_proj(encoder_hidden_states)))
+            text_key = attn.norm_added_k(heads(attn.add_k_proj(encoder_hidden_states)))
+            query, key = torch.cat([text_query, query], dim=1), torch.cat([text_key, key], dim=1)
+            value = torch.cat([heads(attn.add_v_proj(encoder_hidden_states)), value], dim=1)
+        value = self.controller.values(self.site, value)
+        if image_rotary_emb is not None:
+            query = apply_rotary_emb(query, image_rotary_emb, sequence_dim=1)
+            key = apply_rotary_emb(key, image_rotary_emb, sequence_dim=1)
+        query, key, value = (x.transpose(1, 2) for x in (query, key, value))  # (batch, heads, tokens, d)
+        if self.controller.wants(self.site):
+            probs = (query @ key.transpose(-1, -2) * query.shape[-1] ** -0.5).softmax(dim=-1)
+            branches = self.controller.num_branches
+            grouped = probs.view(len(probs) // branches, branches, *probs.shape[1:])
+            out = self.controller.attention(self.site, grouped).reshape(probs.shape).to(value.dtype) @ value
+        else:
+            out = F.scaled_dot_product_attention(query, key, value)
+        out = out.transpose(1, 2).flatten(2, 3).to(query.dtype)
+        if encoder_hidden_states is None:
+            return out  # single-stream: the block projects it with its MLP stream
+        text_out, out = out.split([encoder_hidden_states.shape[1], out.shape[1] - encoder_hidden_states.shape[1]], 1)
+        return attn.to_out[1](attn.to_out[0](out)), attn.to_add_out(text_out)
+
+
 def _controlled(site: AttentionSite, controller: AttentionController):
     if site.kind != "joint":
         return _ControlledProcessor(site, controller)
     if site.text_position == "last":
         return _ControlledJointProcessor(site, controller)
-    raise ConfigError(
-        f"{site.name}: attention control of FLUX's joint attention (text tokens first) is not implemented yet; "
-        "run this method on an SD, SDXL or SD3 model"
-    )
+    return _ControlledFluxProcessor(site, controller)
 
 
 @contextmanager

@@ -8,7 +8,7 @@ editors built on it compose with every inversion.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, ClassVar
@@ -41,7 +41,7 @@ class Editor(ABC):
     name: ClassVar[str]
     families: ClassVar[frozenset[str]] = frozenset({"sd"})  # the model families it works on (MODEL_FAMILIES)
     uses: ClassVar[frozenset[str]] = frozenset(HOOKS)
-    inversion_free: ClassVar[bool] = False  # edits the source latent directly: pairs with inversion=none only
+    pairs_with: ClassVar[frozenset[str] | None] = None  # the inversions (registry names) it pairs with; None: any
     guidance_scale: float
 
     @abstractmethod
@@ -52,6 +52,11 @@ class Editor(ABC):
         """The guidance scale the source branch is denoised at, given the inversion state it is paired with: the
         scale a guidance-tuned state must be computed for (invbench/compatibility.py). Default: `guidance_scale`."""
         return self.guidance_scale
+
+    def observe_inversion(self, model: DiffusionModel, inversion: Any) -> AbstractContextManager[None]:
+        """A context the runner inverts in, for an editor that reads what the inversion computes (RF-Edit's recorded
+        attention values). Default: nothing observed."""
+        return nullcontext()
 
     def prepare_sample(self, sample: Sample) -> Sample:
         """The sample as this editor's reference sees it, for the inversion and the edit alike (e.g. MasaCtrl's ""

@@ -33,7 +33,7 @@ from pie_bench import Sample
 class FlowEditEditor(Editor):
     families = FLOW_TRANSFORMERS
     uses = frozenset()  # it takes no inversion state: only the source latent of inversion=none
-    inversion_free = True
+    pairs_with = frozenset({"none"})  # inversion-free
     num_steps: Steps  # T
     n_max: Count
     n_min: Count

@@ -25,11 +25,15 @@ def incompatibilities(inversion: Inversion, editor: Editor) -> list[str]:
         "editor that uses it (README, 'Which pairs run')"
         for name in sorted(inversion.state() - editor.uses)
     ]
-    if editor.inversion_free and inversion.name != "none":
-        problems.append(
-            f"{pair}: the editor is inversion-free (it edits the source latent itself, and would ignore the "
-            "inversion while its row named it); pair it with inversion=none"
+    if editor.pairs_with is not None and inversion.name not in editor.pairs_with:
+        why = (
+            "it is inversion-free (it edits the source latent itself, and would ignore the inversion while its row "
+            "named it)"
+            if editor.pairs_with == {"none"}
+            else "it reads what those inversions compute"
         )
+        choices = ", ".join(f"inversion={name}" for name in sorted(editor.pairs_with))
+        problems.append(f"{pair}: the editor pairs with {choices} only, as {why}; pick one of them")
     tuned, guidance = inversion.tuned_for_guidance(), editor.source_guidance(inversion.state())
     key = "source_guidance_scale" if guidance != editor.guidance_scale else "guidance_scale"
     if tuned is not None and tuned != guidance:

@@ -11,6 +11,7 @@ flow inversion makes, as DDIM inversion's).
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -39,6 +40,13 @@ class FlowMatchSchedule:
         self.timesteps: list[float] = [float(t) for t in scheduler.timesteps][:num_steps]  # descending: noisiest first
         self._sigmas = scheduler.sigmas.clone()  # one more than timesteps: the final σ (0)
         self._index = {t: i for i, t in enumerate(self.timesteps)}
+
+    def tail(self, steps: int) -> FlowMatchSchedule:
+        """The last `steps` steps of this grid (the least noisy), for methods that invert only part of the way."""
+        part = copy.copy(self)
+        part.timesteps = self.timesteps[len(self.timesteps) - steps :]
+        part.num_steps = steps
+        return part
 
     def sigma(self, t: float) -> torch.Tensor:
         return self._sigmas[self._index[t]]

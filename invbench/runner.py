@@ -188,7 +188,7 @@ def _process(
         row["image_sha256"] = sha256(image_bytes)  # the bytes this row was computed from
         image = fit_square(decode_image(image_bytes), model.resolution)
         seen = editor.prepare_sample(entry)  # what the inversion and the editor work on
-        with meter.phase("inversion"):
+        with meter.phase("inversion"), editor.observe_inversion(model, inversion):
             inverted = inversion.invert(model, inversion.encode_source(model, image), seen)
         _require_finite(f"inversion={inversion.name}", inverted.noise_latent)
         with meter.phase("edit"):

@@ -70,10 +70,19 @@ class FlowInversion(Inversion):
         """The editor's step: the model's own Euler step (StepHooks' default)."""
         return StepHooks()
 
+    def inverted_steps(self) -> int:
+        """How many of the grid's steps, from the image up, the inversion takes (the editor takes the same back)."""
+        return self.num_steps
+
+    def prompt(self, sample: Sample) -> str:
+        """The prompt the inversion's velocity is conditioned on."""
+        return sample.source_prompt
+
     @torch.no_grad()
     def invert(self, model: DiffusionModel, image_latent: torch.Tensor, sample: Sample) -> InversionResult:
-        schedule: FlowMatchSchedule = model.schedule(self.num_steps)
-        uncond, cond = model.encode_prompts(["", sample.source_prompt]).chunk(2)
+        grid: FlowMatchSchedule = model.schedule(self.num_steps)
+        schedule = grid if self.inverted_steps() == self.num_steps else grid.tail(self.inverted_steps())
+        uncond, cond = model.encode_prompts(["", self.prompt(sample)]).chunk(2)
 
         def velocity(latent: torch.Tensor, sigma: float) -> torch.Tensor:
             t = schedule.timestep_at(sigma)
@@ -83,4 +92,7 @@ class FlowInversion(Inversion):
         for t in reversed(schedule.timesteps):
             lower, upper = float(schedule.next_sigma(t)), float(schedule.sigma(t))
             latents.append(solver.advance(latents[-1], lower, upper, velocity))
-        return InversionResult(schedule=schedule, latents=latents, hooks=self.sampler())
+        partial = schedule is not grid
+        return InversionResult(
+            schedule=schedule, latents=latents, hooks=self.sampler(), grid_steps=self.num_steps if partial else None
+        )

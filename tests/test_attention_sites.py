@@ -12,7 +12,6 @@ from editors.attention import (
     image_to_image,
     image_to_text,
 )
-from invbench.errors import ConfigError
 
 
 def test_unet_sites_are_self_and_cross_attention(tiny_model):
@@ -96,17 +95,46 @@ def test_sd3_sites_are_joint_with_text_last_and_control_matches_diffusers():
     assert float((edited - stock).abs().max()) > 1e-3  # the maps the controller returns are the ones used
 
 
-def test_flux_sites_put_text_first_and_control_is_refused_clearly():
+@torch.no_grad()
+def test_flux_sites_put_text_first_and_control_matches_diffusers():
     from diffusers import FluxTransformer2DModel
 
     torch.manual_seed(0)
     flux = FluxTransformer2DModel(
         patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=8,
         num_attention_heads=2, joint_attention_dim=16, pooled_projection_dim=16, axes_dims_rope=(2, 2, 4),
-    )  # fmt: skip
-    sites = attention_sites(flux, 4)
+    ).eval()  # fmt: skip
+    sites = attention_sites(flux, 8)  # 8×8 latents, packed into a 4×4 grid of 2×2 patches
     assert {site.name for site in sites} == {"transformer_blocks.0.attn", "single_transformer_blocks.0.attn"}
     assert all(s.kind == "joint" and s.text_position == "first" and s.resolution == 4 for s in sites)
-    with pytest.raises(ConfigError, match="FLUX's joint attention"):
-        with attention_control(flux, AttentionController(), 4):
-            pass
+    generator = torch.Generator().manual_seed(1)
+    rows, columns = torch.meshgrid(torch.arange(4), torch.arange(4), indexing="ij")
+    inputs = {
+        "hidden_states": torch.randn(2, 16, 16, generator=generator),
+        "encoder_hidden_states": torch.randn(2, 5, 16, generator=generator),
+        "pooled_projections": torch.randn(2, 16, generator=generator),
+        "timestep": torch.tensor([0.5, 0.5]),
+        "img_ids": torch.stack([torch.zeros_like(rows), rows, columns], -1).reshape(-1, 3).float(),
+        "txt_ids": torch.zeros(5, 3),
+    }
+    stock = flux(**inputs).sample
+    recorder = Recorder()
+    recorder.num_branches = 2
+    with attention_control(flux, recorder, 8):
+        controlled = flux(**inputs).sample
+    torch.testing.assert_close(controlled, stock, rtol=1e-4, atol=1e-5)  # explicit softmax vs fused kernel
+    for site, probs in recorder.maps.items():
+        assert probs.shape == (1, 2, 2, 5 + 16, 5 + 16)  # (halves, branches, heads, queries, keys), text first
+        assert image_to_text(site, probs).shape == (1, 2, 2, 16, 5)
+    assert flux(**inputs).sample.equal(stock)  # the stock processors are back
+
+    class ZeroValues(AttentionController):
+        def wants(self, site):
+            return False
+
+        def values(self, site, value):
+            return torch.zeros_like(value) if site.name.startswith("single") else value
+
+    with attention_control(flux, ZeroValues(), 8):
+        edited = flux(**inputs).sample
+    assert float((edited - stock).abs().max()) > 1e-4  # the values the controller returns are the ones used

@@ -11,6 +11,7 @@ from conftest import FAST, conf_file, relative_error, run
 
 from editors import EDITORS
 from invbench.compatibility import incompatibilities
+from invbench.errors import ConfigError
 from invbench.images import fit_square
 from invbench.models import load_model
 from inversions import INVERSIONS
@@ -139,7 +140,7 @@ def test_flowedit_pairs_with_inversion_none_only():
     flowedit = EDITORS.build(conf_file("editor/flowedit.yaml"))
     assert incompatibilities(INVERSIONS.build({"name": "none"}), flowedit) == []
     (problem,) = incompatibilities(INVERSIONS.build(conf_file("inversion/flow.yaml")), flowedit)
-    assert "editor is inversion-free" in problem and "pair it with inversion=none" in problem
+    assert "pairs with inversion=none only, as it is inversion-free" in problem
 
 
 @pytest.mark.ci_only  # about 60 s on 2 cores; .ci/run runs it
@@ -173,3 +174,98 @@ def test_flux_sweep_runs_and_aggregates_with_sd_rows(tmp_path):
     evaluations = dict(zip(table["inversion"], table["unet_evals"]))
     # FireFlow's 8 steps: 9 + 2 · 9; RF-Solver's 25: 50 + 2 · 50; RF-Inversion's 28: 28 + 2 · 28; FlowEdit 2 · 24
     assert evaluations == {"fireflow": 27, "rf_solver": 150, "rf_inversion": 84, "none": 48, "ddim": 50}
+
+
+def rf_edit(**changes):
+    # flux_tiny has 2 single-stream blocks: share both (FLUX.1's configs name blocks 20-37 and 0-37 of 38)
+    return EDITORS.build(
+        {"name": "rf_edit", "guidance_scale": 2.0, "first_single_block": 0, "last_single_block": 1} | changes
+    )
+
+
+def observed_edit(model, editor, inversion, sample, latent):
+    with editor.observe_inversion(model, inversion):
+        inverted = inversion.invert(model, latent, sample)
+    return inverted, editor.edit(model, inverted, sample)
+
+
+def test_value_sharing_over_zero_steps_is_direct_and_shares_the_inversions_values(flux_tiny, sample):
+    latent = latent_of(flux_tiny, sample)
+    rf_solver = INVERSIONS.build(conf_file("inversion/rf_solver.yaml") | {"num_steps": 6})
+    inverted, none = observed_edit(flux_tiny, rf_edit(inject=0), rf_solver, sample, latent)
+    direct = EDITORS.build({"name": "direct", "guidance_scale": 2.0}).edit(flux_tiny, inverted, sample)
+    # our FLUX processor and diffusers' call the same fused attention; only the kernels' batching may differ
+    torch.testing.assert_close(none.edited, direct.edited, rtol=0, atol=1e-6)
+    _, shared = observed_edit(flux_tiny, rf_edit(inject=6), rf_solver, sample, latent)
+    # every step reads the source's inversion values in both single blocks: the target moves toward the source
+    assert relative_error(shared.edited, latent) < relative_error(direct.edited, latent)
+    assert relative_error(shared.edited, direct.edited) > 1e-4
+
+
+def test_recorded_stages_follow_each_solver(flux_tiny, sample):
+    """RF-Solver evaluates each step's start and midpoint; FireFlow reuses its midpoint velocity, so its last
+    inversion step (the first denoising step's pair) evaluates only the midpoint: as in the reference, only that is
+    shared."""
+    latent = latent_of(flux_tiny, sample)
+    schedule = flux_tiny.schedule(6)
+    sigma_0, sigma_1 = 1.0, float(schedule.sigma(schedule.timesteps[1]))
+    for method, stages in (("rf_solver", 2), ("fireflow", 1)):
+        editor, inversion = (
+            rf_edit(inject=1),
+            INVERSIONS.build(conf_file(f"inversion/{method}.yaml") | {"num_steps": 6}),
+        )
+        with editor.observe_inversion(flux_tiny, inversion):
+            inversion.invert(flux_tiny, latent, sample)
+        levels = sorted({sigma for sigma, _ in editor._recorded})
+        expected = [sigma_1, (sigma_0 + sigma_1) / 2][2 - stages :]
+        assert levels == pytest.approx(expected, abs=1e-6), method
+        assert {name for _, name in editor._recorded} == {f"single_transformer_blocks.{i}.attn" for i in (0, 1)}
+
+
+def test_value_sharing_pairs_with_the_flow_solvers_only():
+    editor = EDITORS.build(conf_file("editor/rf_edit.yaml") | {"guidance_scale": 2.0})
+    for name in ("flow", "rf_solver", "fireflow"):
+        assert incompatibilities(INVERSIONS.build(conf_file(f"inversion/{name}.yaml")), editor) == []
+    (problem,) = incompatibilities(INVERSIONS.build(conf_file("inversion/rf_inversion.yaml")), editor)
+    assert "pairs with inversion=fireflow, inversion=flow, inversion=rf_solver only" in problem
+
+
+def test_value_sharing_names_blocks_the_model_lacks(flux_tiny):
+    inversion = INVERSIONS.build(conf_file("inversion/rf_solver.yaml") | {"num_steps": 2})
+    editor = EDITORS.build(conf_file("editor/rf_edit.yaml") | {"guidance_scale": 2.0})  # blocks 20-37 of FLUX.1's 38
+    with pytest.raises(ConfigError, match=r"blocks 20\.\.37 are not all in model=flux_tiny, which has 2 \(0\.\.1\)"):
+        with editor.observe_inversion(flux_tiny, inversion):
+            pass
+
+
+def test_uniedit_mask_is_the_min_max_normalised_patch_mean():
+    from editors.uniedit import edit_mask
+
+    difference = torch.zeros(1, 16, 4, 4)
+    difference[0, :, :2, :2] = 2.0  # token (0, 0): mean |d| 2
+    difference[0, 0, 2:, 2:] = -16.0  # token (1, 1): one channel of 16 at 16 in every pixel -> mean 1
+    mask = edit_mask(difference)
+    assert mask.shape == difference.shape
+    torch.testing.assert_close(mask[0, :, 0, 0], torch.ones(16), rtol=0, atol=0)
+    torch.testing.assert_close(mask[0, :, 3, 3], torch.full((16,), 0.5), rtol=0, atol=1e-7)
+    assert not mask[0, :, :2, 2:].any()  # the smallest token (0) maps to 0
+    assert not edit_mask(torch.zeros(1, 16, 4, 4)).any()  # no difference, no mask (the reference divides 0 by 0)
+
+
+def test_uniedit_inverts_part_of_the_way_and_returns_the_source_branch_for_identical_prompts(flux_tiny, sample):
+    latent = latent_of(flux_tiny, sample)
+    inversion = INVERSIONS.build(conf_file("inversion/uniedit_flow.yaml") | {"num_steps": 10})
+    uniedit = EDITORS.build(conf_file("editor/uniedit.yaml"))
+    # round(0.6 · 10) = 6 steps up and back: 6 + 1 evaluations to invert (the first predictor), 3 per editing step
+    assert evaluations(flux_tiny, inversion, uniedit, sample, latent) == (7, 18)
+    inverted = inversion.invert(flux_tiny, latent, sample)
+    assert inverted.schedule.num_steps == 6 and inverted.grid_steps == 10
+    sigmas = [float(inverted.schedule.sigma(t)) for t in inverted.schedule.timesteps]
+    assert sigmas == pytest.approx([float(s) for s in flux_tiny.schedule(10)._sigmas[4:10]])
+    same = dataclasses.replace(sample, target_prompt=sample.source_prompt)
+    result = uniedit.edit(flux_tiny, inversion.invert(flux_tiny, latent, same), same)
+    torch.testing.assert_close(result.edited, result.reconstruction, rtol=0, atol=1e-6)
+    edited = uniedit.edit(flux_tiny, inverted, sample)
+    assert relative_error(edited.edited, edited.reconstruction) > 1e-3
+    (problem,) = incompatibilities(INVERSIONS.build(conf_file("inversion/flow.yaml")), uniedit)
+    assert "pairs with inversion=uniedit_flow only" in problem
