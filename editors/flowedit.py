@@ -9,7 +9,7 @@ z ← z + (σ_{i+1} − σ_i) · mean over `n_avg` draws of [v(z_tar, c_tar; w_t
 `n_min` steps instead sample the target from its noised point (SDEdit-style; 0 in the reference runs). With
 identical prompts and guidance scales every difference is zero and the source latent comes back unchanged.
 Guidance: classifier-free on SD3 ("" as the negative prompt), the embedded guidance on FLUX.1-dev.
-Noise: drawn from the job's per-sample seed (the reference seeds once per run).
+Noise: drawn from the job's per-sample seed (the reference seeds once per run), packed on FLUX as the reference.
 The reconstruction this editor reports is the source latent itself (there is no source branch): its background
 columns measure the edit against the VAE round trip.
 Cost per sample: (n_max − n_min) · n_avg · 2 evaluations (doubled by classifier-free guidance on SD3) + n_min.
@@ -58,7 +58,7 @@ class FlowEditEditor(Editor):
             if self.num_steps - i > self.n_min:
                 difference = torch.zeros_like(source)
                 for _ in range(self.n_avg):
-                    noisy_source = (1 - sigma) * source + sigma * torch.randn_like(source)
+                    noisy_source = (1 - sigma) * source + sigma * model.noise_like(source)
                     noisy_target = edited + noisy_source - source
                     target_velocity = model.guided_noise(noisy_target, t, target_cond, empty, self.guidance_scale)
                     source_velocity = model.guided_noise(
@@ -68,7 +68,7 @@ class FlowEditEditor(Editor):
                 edited = (edited.float() + (next_sigma - sigma) * difference).to(source.dtype)
             else:  # the last n_min steps: plain sampling of the target from its noised point
                 if sampled is None:
-                    noisy_source = (1 - sigma) * source + sigma * torch.randn_like(source)
+                    noisy_source = (1 - sigma) * source + sigma * model.noise_like(source)
                     sampled = edited + noisy_source - source
                 velocity = model.guided_noise(sampled, t, target_cond, empty, self.guidance_scale)
                 sampled = (sampled.float() + (next_sigma - sigma) * velocity).to(source.dtype)

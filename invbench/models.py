@@ -123,6 +123,10 @@ class DiffusionModel:
         differentiate through it. `guidance`: the embedded guidance of a guidance-distilled model (FLUX.1-dev)."""
         return self.backbone.predict_noise(latents, t, embeddings, guidance)
 
+    def noise_like(self, latents: torch.Tensor) -> torch.Tensor:
+        """Seeded Gaussian noise shaped as `latents`, in the layout the family's pipeline draws it."""
+        return self.backbone.noise_like(latents)
+
     def schedule(self, num_steps: int, **changes: Any) -> DDIMSchedule:
         """The model's sampling schedule on `num_steps` steps, as its family's backbone defines it (SD, SDXL:
         deterministic DDIM on the scheduler's grid), with `changes` to the scheduler config (e.g. a reference's

@@ -67,7 +67,7 @@ class RFInversion(Inversion):
         prompt = "" if self.prompt == "empty" else sample.source_prompt
         conditioning = model.encode_prompts([prompt])
         sigmas = [float(schedule.sigma(t)) for t in schedule.timesteps] + [0.0]
-        target = torch.randn_like(image_latent)  # y_1
+        target = model.noise_like(image_latent)  # y_1, drawn as the reference draws it (packed on FLUX)
         latents = [image_latent]
         for i in range(self.num_steps):
             t_i = i / (self.num_steps + 1)

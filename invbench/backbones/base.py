@@ -42,6 +42,11 @@ class Backbone(ABC):
     def encode_prompts(self, prompts: Sequence[str], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         """The conditioning of each prompt, (len(prompts), L, D)."""
 
+    def noise_like(self, latents: torch.Tensor) -> torch.Tensor:
+        """Gaussian noise of the latents' shape, drawn from the global generator in the layout the family's pipeline
+        draws it (so that seeded references and invbench draw the same numbers). Default: the latents' own."""
+        return torch.randn_like(latents)
+
     def schedule(self, scheduler_config: Mapping[str, Any], num_steps: int) -> DDIMSchedule:
         """The family's sampling schedule on `num_steps` steps. Default: deterministic DDIM (ε-prediction)."""
         return DDIMSchedule(scheduler_config, num_steps)

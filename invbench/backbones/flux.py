@@ -123,6 +123,10 @@ class Flux(Backbone):
         sigmas = np.linspace(1.0, 1 / max(num_steps, 1), max(num_steps, 1))
         return FlowMatchSchedule(self.flow_config, num_steps, mu=mu, sigmas=sigmas)
 
+    def noise_like(self, latents: torch.Tensor) -> torch.Tensor:
+        """Drawn as packed tokens, as FluxPipeline and the FLUX methods' code draw it, then unpacked."""
+        return unpack_latents(torch.randn_like(pack_latents(latents)), *latents.shape[1:])
+
     @torch.no_grad()
     def encode_prompts(self, prompts: Sequence[str], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
         def ids(tokenizer, length: int) -> torch.Tensor:
