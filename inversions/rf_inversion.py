@@ -3,6 +3,8 @@ Equations", ICLR 2025; official code: the authors' diffusers community pipeline
 examples/community/pipeline_flux_rf_inversion.py, `invert` (Algorithm 1) and `__call__` (Algorithm 2)).
 
 Contract, as the reference runs it on FLUX.1-dev:
+- x_0: a sample of the VAE posterior drawn from the job's per-sample seed, as the reference's `encode_image`
+  (`latent_dist.sample()`); `image_latent: posterior_mean` (ours) takes the mean.
 - Controlled forward ODE: from Y = x_0 and a Gaussian target y_1 (drawn from the job's per-sample seed), for
   i = 0 .. N−1 with t_i = i / (N + 1), Y ← Y + [u + γ ((y_1 − Y) / (1 − t_i) − u)] (σ_i − σ_{i+1}), u the velocity at
   (Y, t_i) for the `prompt` ("" in the reference) at embedded guidance `guidance_scale` (0 in the reference); σ the
@@ -21,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+import numpy as np
 import torch
 
 from invbench.flow_matching import FlowMatchSchedule
@@ -60,6 +63,12 @@ class RFInversion(Inversion):
     stop: Fraction
     guidance_scale: Guidance
     prompt: Literal["empty", "source"] = "empty"
+    image_latent: Literal["posterior_sample", "posterior_mean"] = "posterior_sample"
+
+    def encode_source(self, model: DiffusionModel, image: np.ndarray) -> torch.Tensor:
+        if self.image_latent == "posterior_mean":
+            return model.encode_image(image)
+        return model.encode_image(image, generator=torch.default_generator)  # the reference's global-RNG sample
 
     @torch.no_grad()
     def invert(self, model: DiffusionModel, image_latent: torch.Tensor, sample: Sample) -> InversionResult:

@@ -76,3 +76,20 @@ def test_flowedit_equals_its_official_code(case, config, flux_512, sd3_256, samp
     torch.manual_seed(0)  # the reference run's seed, set just before FlowEdit draws its noise
     edited = editor.edit(model, none.invert(model, reference["source"], sample), sample).edited
     torch.testing.assert_close(edited, reference["edited"], rtol=0, atol=TOLERANCE)
+
+
+def test_rf_inversion_equals_its_official_pipeline(flux_512, sample):
+    """The authors' RFInversionFluxPipeline (its README example at 6 steps, seed 0): the posterior sample, the
+    controlled forward ODE's noise and the controlled reverse ODE's edit at guidance 3.5."""
+    reference = golden("rf_inversion")
+    inversion = INVERSIONS.build(conf_file("inversion/rf_inversion.yaml") | {"num_steps": 6})
+    torch.manual_seed(0)  # as the runner seeds each sample: the posterior sample, then y_1
+    latent = inversion.encode_source(flux_512, fit_square(sample.read_image(), 64))
+    # the pipeline hands the VAE a non-contiguous image (numpy's transpose), whose convolutions round otherwise:
+    # 1.1e-4 apart on latents up to 17 (as ReNoise's posterior sample, tests/test_oracle.py); the method then
+    # continues from the reference's own sample, with the generator where the sample left it
+    torch.testing.assert_close(latent, reference["source"], rtol=0, atol=1e-3)
+    inverted = inversion.invert(flux_512, reference["source"], sample)
+    torch.testing.assert_close(inverted.noise_latent, reference["noise"], rtol=0, atol=TOLERANCE)
+    edited = EDITORS.build({"name": "direct", "guidance_scale": 3.5}).edit(flux_512, inverted, sample).edited
+    torch.testing.assert_close(edited, reference["edited"], rtol=0, atol=TOLERANCE)

@@ -2,11 +2,12 @@
 UniEdit-Flow and FlowEdit run on invbench's embedded flux_tiny (and sd3_tiny for FlowEdit's SD3 path).
 
     python benchmarks/oracle/flow_reference.py --rf-solver <RF-Solver-Edit> --fireflow <FireFlow> \\
-        --uniedit <UniEdit-Flow> --flowedit <FlowEdit> [--work /tmp/flow-ref]
+        --uniedit <UniEdit-Flow> --flowedit <FlowEdit> --diffusers <diffusers> [--work /tmp/flow-ref]
 
 Each argument is a clone (or git dir) of wangjiangshan0725/RF-Solver-Edit, HolmesShuan/FireFlow-Fast-Inversion-of-
-Rectified-Flow-for-Image-Semantic-Editing, DSL-Lab/UniEdit-Flow and fallenshock/FlowEdit; the files used are taken
-at the commits below, outside this repository.
+Rectified-Flow-for-Image-Semantic-Editing, DSL-Lab/UniEdit-Flow, fallenshock/FlowEdit and huggingface/diffusers (for
+RF-Inversion's community pipeline, the authors' code); the files used are taken at the commits below, outside this
+repository.
 
 - RF-Solver, FireFlow, UniEdit-Flow ship BFL's FLUX code: their `flux/sampling.py` (the solvers: `denoise`,
   `denoise_rf_solver`, `denoise_fireflow`, `edit_uniedit`; `get_schedule`; `prepare`, `unpack`) runs unchanged, called
@@ -19,6 +20,8 @@ at the commits below, outside this repository.
 - FlowEdit runs its FlowEdit_utils.py unchanged except for one API drift (P2): since diffusers 0.31 FluxPipeline's
   `vae_scale_factor` is 8 (it was 16, FlowEdit asks for 0.30), so its image size is the latent side times it, not
   half of that. Its pipelines are diffusers' FluxPipeline and StableDiffusion3Pipeline on the tiny models' parts.
+- RF-Inversion's `RFInversionFluxPipeline` runs unpatched on flux_tiny's parts, as its README example (invert from
+  the image with gamma 0.5, then edit with eta 0.9 over the first quarter of the steps), seed 0 before it.
 
 All on sample 121000000001 (cat -> tiger) at 64×64, float32, CPU; 6 steps (UniEdit: 10, so round(0.6 · 10) = 6;
 FlowEdit: T = 8, n_max = 6). T5 reads 512 tokens on FLUX and 256 on SD3, as the pipelines do. Writes
@@ -38,6 +41,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 GOLDEN = REPO / "tests" / "golden" / "oracle" / "flow"
 COMMITS = {
+    "rf_inversion": ("58eb52c080", "examples/community/pipeline_flux_rf_inversion.py"),
     "rf_solver": ("3388e29", "FLUX_Image_Edit/src/flux/sampling.py"),
     "fireflow": ("98588a6", "src/flux/sampling.py"),
     "uniedit": ("69f7e81", "UniEdit-Flow_FLUX/src/flux/sampling.py"),
@@ -56,7 +60,9 @@ def reference_module(name: str, source: Path, work: Path) -> types.ModuleType:
     text = subprocess.run(
         ["git", "-C", str(source), "show", f"{commit}:{path}"], capture_output=True, text=True, check=True
     ).stdout
-    if name != "flowedit":
+    if name == "rf_inversion":
+        pass  # runs unpatched
+    elif name != "flowedit":
         for line in BFL_MODEL_IMPORTS:  # P1: type hints only
             if text.count(line) != 1:
                 raise SystemExit(f"P1 expects {line!r} once in {path}")
@@ -196,9 +202,52 @@ def flowedit_cases(flux, sd3, sample, flowedit) -> dict[str, dict]:
     return cases
 
 
+@torch.no_grad()
+def rf_inversion_case(flux, sample, reference) -> dict[str, dict]:
+    """The community pipeline's README example at 6 steps: invert(gamma=0.5) from "" at guidance 0, then the
+    controlled reverse ODE (start 0, stop 0.25: the first step, eta 0.9) at guidance 3.5, seed 0 before both."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+    from PIL import Image
+
+    from invbench.images import fit_square
+
+    parts = flux.backbone
+    pipe = reference.RFInversionFluxPipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(**parts.flow_config),
+        vae=parts.vae,
+        text_encoder=parts.text_encoder,
+        tokenizer=parts.tokenizer,
+        text_encoder_2=parts.text_encoder_2,
+        tokenizer_2=parts.tokenizer_2,
+        transformer=parts.denoiser,
+    )
+    image = Image.fromarray(fit_square(sample.read_image(), RESOLUTION))
+    torch.manual_seed(0)
+    inverted, image_latents, image_ids = pipe.invert(
+        image=image, source_prompt="", source_guidance_scale=0.0, num_inversion_steps=STEPS, gamma=0.5,
+        height=RESOLUTION, width=RESOLUTION, dtype=torch.float32,
+    )  # fmt: skip
+    edited = pipe(
+        prompt=sample.target_prompt, inverted_latents=inverted, image_latents=image_latents,
+        latent_image_ids=image_ids, start_timestep=0, stop_timestep=0.25, num_inference_steps=STEPS, eta=0.9,
+        guidance_scale=3.5, height=RESOLUTION, width=RESOLUTION, output_type="latent",
+    ).images  # fmt: skip
+
+    def unpacked(latents):
+        return pipe._unpack_latents(latents, RESOLUTION, RESOLUTION, pipe.vae_scale_factor)
+
+    return {
+        "rf_inversion": {
+            "source": unpacked(image_latents),
+            "noise": unpacked(inverted),
+            "edited": unpacked(edited),
+        }
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    for name in ("rf-solver", "fireflow", "uniedit", "flowedit"):
+    for name in ("rf-solver", "fireflow", "uniedit", "flowedit", "diffusers"):
         parser.add_argument(f"--{name}", type=Path, required=True)
     parser.add_argument("--work", type=Path, default=Path("/tmp/flow-ref"))
     args = parser.parse_args()
@@ -212,6 +261,7 @@ def main() -> None:
     sources = {"rf_solver": args.rf_solver, "fireflow": args.fireflow, "uniedit": args.uniedit}
     modules = {name: reference_module(name, path, args.work) for name, path in sources.items()}
     flowedit = reference_module("flowedit", args.flowedit, args.work)
+    rf_inversion = reference_module("rf_inversion", args.diffusers, args.work)
     cpu = torch.device("cpu")
     flux = load_model(conf("model/flux_tiny") | {"resolution": RESOLUTION, "t5_tokens": 512}, {}, cpu)
     sd3 = load_model(conf("model/sd3_tiny") | {"resolution": RESOLUTION, "t5_tokens": 256}, {}, cpu)
@@ -219,10 +269,11 @@ def main() -> None:
     sample = next(s for s in mini.samples if s.id == SAMPLE)
     latent = flux.encode_image(fit_square(sample.read_image(), RESOLUTION))
     cases = bfl_cases(flux, latent, sample, modules) | flowedit_cases(flux, sd3, sample, flowedit)
+    cases |= rf_inversion_case(flux, sample, rf_inversion)
     GOLDEN.mkdir(parents=True, exist_ok=True)
     for name, values in cases.items():
-        reference = "fallenshock/FlowEdit" if name.startswith("flowedit") else name
-        values |= {"sample": SAMPLE, "reference": f"{reference} at {COMMITS.get(name, COMMITS['flowedit'])[0]}"}
+        key = "flowedit" if name.startswith("flowedit") else "fireflow" if name == "flow" else name
+        values |= {"sample": SAMPLE, "reference": f"{COMMITS[key][1]} at {COMMITS[key][0]}"}
         torch.save(values, GOLDEN / f"{name}.pt")
         print("wrote", GOLDEN / f"{name}.pt")
 
