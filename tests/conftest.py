@@ -42,10 +42,16 @@ def run(script: str, *args: str, cwd: Path, env: dict[str, str] | None = None) -
 
 def conf_file(relative: str) -> dict:
     """conf/<relative> as a dict, its run-level interpolations (${num_steps}, ${guidance_scale}) resolved with
-    conf/config.yaml's values (no defaults list is composed: use the `compose` fixture for that)."""
+    conf/config.yaml's values for a model that sets none of its own (no defaults list is composed: use the `compose`
+    fixture for that)."""
+    from omegaconf import OmegaConf
+
     loaded = yaml.safe_load((CONF / relative).read_text())
     run_level = yaml.safe_load((CONF / "config.yaml").read_text())
-    values = {f"${{{key}}}": run_level[key] for key in ("num_steps", "guidance_scale")}
+    keys = ("num_steps", "guidance_scale")
+    settings = OmegaConf.create({key: run_level[key] for key in keys} | {"model": {}})
+    container = OmegaConf.to_container(settings, resolve=True)
+    values = {f"${{{key}}}": container[key] for key in keys}
 
     def resolved(node):
         if isinstance(node, dict):
