@@ -5,6 +5,7 @@ functions and under TYPE_CHECKING."""
 
 from __future__ import annotations
 
+import pytest
 import ast
 from pathlib import Path
 
@@ -53,6 +54,7 @@ def test_the_check_reads_every_kind_of_import(tmp_path):
     assert reaches(imported(module), UPPER_PACKAGES) == ["editors.p2p", "inversions.ddim"]
 
 
+@pytest.mark.ci_only  # about 30 s on 2 cores (a fresh interpreter per package); .ci/run runs it
 def test_every_package_imports_first_in_a_fresh_interpreter():
     """No import cycle hides behind the order a test session happens to import things in."""
     import subprocess
