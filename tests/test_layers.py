@@ -5,9 +5,10 @@ functions and under TYPE_CHECKING."""
 
 from __future__ import annotations
 
-import pytest
 import ast
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 ORCHESTRATION = {"runner", "evaluation", "job_config", "compatibility", "hydra_callbacks", "resolvers", "cli"}
