@@ -58,6 +58,10 @@ class Editor(ABC):
         attention values). Default: nothing observed."""
         return nullcontext()
 
+    def observes_inversion(self) -> bool:
+        """Whether this editor reads the inversion while it runs (then the inversion is never shared)."""
+        return type(self).observe_inversion is not Editor.observe_inversion
+
     def prepare_sample(self, sample: Sample) -> Sample:
         """The sample as this editor's reference sees it, for the inversion and the edit alike (e.g. MasaCtrl's ""
         source prompt); the metrics always see the sample itself. Default: unchanged."""

@@ -19,6 +19,7 @@ JOB_KEYS = (
     "seed",
     "device",
     "num_threads",
+    "inversion_cache",
     "num_steps",
     "model",
     "dataset",
@@ -35,6 +36,7 @@ class RunSettings:
     device: str
     num_threads: Annotated[int, at_least(1)] | None
     num_steps: Steps
+    inversion_cache: bool
 
 
 @dataclass
@@ -69,7 +71,7 @@ def check_job_config(config: Mapping[str, Any]) -> CheckedJob:
     from inversions import INVERSIONS
     from metrics import METRICS
 
-    run = {key: config[key] for key in ("seed", "device", "num_threads", "num_steps")}
+    run = {key: config[key] for key in ("seed", "device", "num_threads", "num_steps", "inversion_cache")}
     check_fields(RunSettings, run, "conf/config.yaml or the command line", "")
     model = config["model"]
     check_fields(ModelSettings, model, f"conf/model/{model['name']}.yaml", "model.")

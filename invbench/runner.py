@@ -25,6 +25,14 @@ from submitit.core.utils import UncompletedJobError
 from editors import Editor
 from invbench.errors import InvbenchError
 from invbench.images import fit_square, save_png
+from invbench.inversion_cache import (
+    CACHE_FOLDER,
+    COST_KEYS,
+    InversionCache,
+    cache_key,
+    random_state,
+    restore_random_state,
+)
 from invbench.job_config import check_job_config
 from invbench.job_folder import (
     exclusive_use,
@@ -133,12 +141,13 @@ def _run_job(cfg: DictConfig, output_dir: Path, launcher_cpus: int | None, job_n
             "metrics_config_hash": metrics_digest,
         }
         meter = CostMeter(model.denoiser, device)
+        sharing = _inversion_sharing(config, output_dir, job_num, editor, device)
         logger.start(config, output_dir, group=output_dir.parent.name if job_num is not None else output_dir.name)
         try:
             for position, entry in enumerate(todo, 1):
                 row = {
                     **shared,
-                    **_process(entry, model, inversion, editor, metrics, meter, output_dir, config["seed"]),
+                    **_process(entry, model, inversion, editor, metrics, meter, output_dir, config["seed"], sharing),
                 }
                 results.append(row)
                 logger.log_sample(row)
@@ -168,6 +177,53 @@ def _run_job(cfg: DictConfig, output_dir: Path, launcher_cpus: int | None, job_n
     return job_rows
 
 
+def _inversion_sharing(
+    config: Mapping[str, Any], output_dir: Path, job_num: int | None, editor: Editor, device: torch.device
+) -> tuple[InversionCache, dict[str, Any]] | None:
+    """The sweep's inversion cache and what defines an inversion, or None: a single run, `inversion_cache: false`,
+    or an editor that observes the inversion while it runs."""
+    if not config["inversion_cache"] or job_num is None or editor.observes_inversion():
+        return None
+    defining = {key: config[key] for key in ("model", "scheduler", "inversion", "seed")} | {"device": str(device)}
+    return InversionCache(output_dir.parent / CACHE_FOLDER, device), defining
+
+
+def _invert(
+    model: DiffusionModel,
+    inversion: Inversion,
+    editor: Editor,
+    image: Any,
+    image_sha256: str,
+    seen: Sample,
+    meter: CostMeter,
+    sharing: tuple[InversionCache, dict[str, Any]] | None,
+    output_dir: Path,
+) -> tuple[Any, float | None]:
+    """The sample's inversion, computed or (with `sharing`) loaded from the sweep's cache; and, when loaded, the
+    peak memory its computation took."""
+    if sharing is not None:
+        cache, defining = sharing
+        key = cache_key(defining, image_sha256, seen)
+        cached = cache.load(key)
+        if cached is not None:
+            meter.values.update(cached["costs"])
+            restore_random_state(cached["random_state"])
+            return cached["inverted"], cached["peak_memory_mb"]
+    with meter.phase("inversion"), editor.observe_inversion(model, inversion):
+        inverted = inversion.invert(model, inversion.encode_source(model, image), seen)
+    _require_finite(f"inversion={inversion.name}", inverted.noise_latent)
+    if sharing is not None:
+        entry = {
+            "inverted": inverted,
+            "costs": {key: meter.values[key] for key in COST_KEYS},
+            "peak_memory_mb": meter.peak_memory()[0],
+            "random_state": random_state(),
+            "computed_in": output_dir.name,
+        }
+        cache.store(key, entry)
+    return inverted, None
+
+
 def _process(
     entry: Sample | InvalidSample,
     model: DiffusionModel,
@@ -177,6 +233,7 @@ def _process(
     meter: CostMeter,
     output_dir: Path,
     seed: int,
+    sharing: tuple[InversionCache, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     row = describe_sample(entry)
     meter.start_sample()
@@ -188,9 +245,9 @@ def _process(
         row["image_sha256"] = sha256(image_bytes)  # the bytes this row was computed from
         image = fit_square(decode_image(image_bytes), model.resolution)
         seen = editor.prepare_sample(entry)  # what the inversion and the editor work on
-        with meter.phase("inversion"), editor.observe_inversion(model, inversion):
-            inverted = inversion.invert(model, inversion.encode_source(model, image), seen)
-        _require_finite(f"inversion={inversion.name}", inverted.noise_latent)
+        inverted, reused_peak = _invert(
+            model, inversion, editor, image, row["image_sha256"], seen, meter, sharing, output_dir
+        )
         with meter.phase("edit"):
             edit = editor.edit(model, inverted, seen)
             _require_finite(f"editor={editor.name}", torch.cat([edit.edited, edit.reconstruction]))
@@ -206,7 +263,11 @@ def _process(
             inversion_info=inverted.info,
             edit_info=edit.info,
         )
-        row.update(_costs(meter))
+        row.update(_costs(meter), inversion_reused=reused_peak is not None)
+        if (
+            reused_peak is not None
+        ):  # the method's peak: its inversion's, measured where it was computed, or this edit's
+            row["peak_memory_mb"] = max(row["peak_memory_mb"], reused_peak)
         started = time.perf_counter()
         row.update(metrics.score(entry, edited, reconstruction, lossless=True))
         row.update(metrics_seconds=time.perf_counter() - started, status="ok", error=None)

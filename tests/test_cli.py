@@ -49,7 +49,10 @@ def test_multirun_sweep_then_aggregate(tmp_path):
         tmp_path, "inversion=ddim", "editor=direct", "editor.guidance_scale=1,7.5", "dataset.categories=[1,6]", *QUICK
     )
     assert code == 0, output
-    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0_ddim+direct_cat1+6", "1_ddim+direct_cat1+6"]
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir() and p.name[0].isdigit()) == [
+        "0_ddim+direct_cat1+6",
+        "1_ddim+direct_cat1+6",
+    ]
     assert "invbench sweep: 4 rows from 2 jobs" in output and (sweep / "summary.md").is_file()
 
     code, output = run("aggregate.py", str(sweep), "--out", str(tmp_path / "tables"), cwd=tmp_path)
@@ -69,7 +72,7 @@ def test_editor_sweep_direct_p2p_p2plus(tmp_path):
         tmp_path, "inversion=ddim", "editor=direct,p2p,p2plus", "dataset.categories=[1,6]", *QUICK
     )
     assert code == 0, output
-    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == [
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir() and p.name[0].isdigit()) == [
         "0_ddim+direct_cat1+6",
         "1_ddim+p2p_cat1+6",
         "2_ddim+p2plus_cat1+6",
@@ -89,7 +92,10 @@ def test_headline_sweep_accepts_the_ntI_spelling(tmp_path):
         tmp_path, "inversion=ntI,todinv", "editor=p2p", "dataset.categories=[1]", *QUICK
     )
     assert code == 0, output
-    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0_nti+p2p_cat1", "1_todinv+p2p_cat1"]
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir() and p.name[0].isdigit()) == [
+        "0_nti+p2p_cat1",
+        "1_todinv+p2p_cat1",
+    ]
     (row,) = read_rows(sweep / "0_nti+p2p_cat1" / "results.jsonl")
     assert row["status"] == "ok" and row["inversion"] == "nti" and row["inversion_info"]["optimisation_steps"] >= 5
 

@@ -37,6 +37,7 @@ ROW_FIELDS = {
     "total_seconds",
     "inversion_unet_evals",
     "edit_unet_evals",
+    "inversion_reused",
     "peak_memory_mb",
     "memory_kind",
     "status",

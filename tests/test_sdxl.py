@@ -163,7 +163,7 @@ def test_launch_runs_ddim_with_four_editors_and_nti_on_sdxl_tiny(tmp_path):
     )  # fmt: skip
     assert code == 0, output
     assert "an SDXL-architecture model with RANDOM weights" in output
-    folders = sorted(p for p in sweep.iterdir() if p.is_dir())
+    folders = sorted(p for p in sweep.iterdir() if p.is_dir() and p.name[0].isdigit())
     assert len(folders) == 8
     for folder in folders:
         (row,) = read_rows(folder / "results.jsonl")

@@ -1,0 +1,83 @@
+"""Inversions shared by the jobs of a sweep (`inversion_cache: true`, the default for `launch.py -m`).
+
+`-m inversion=ddim editor=direct,p2p` would invert every sample once per editor. The first job to invert a sample
+stores the result in `<sweep folder>/inversion_cache/<key>.pt`; a later job needing the same inversion (same model,
+scheduler, device, inversion hyperparameters, seed, image bytes, and the sample as its editor prepares it:
+MasaCtrl's "" source prompt is another inversion) loads it instead. With it go the inversion's cost, so that each
+row still reports what its method costs, and the state of every random generator after the inversion, so that the
+edit draws what it would have drawn: a reused inversion gives the outputs of a computed one. Rows say which it was
+(`inversion_reused`). Writes are atomic (a temporary file, then a rename), so jobs on several nodes may fill the
+cache at once; an unreadable entry is computed again. Editors that observe the inversion while it runs (RF-Edit)
+neither read nor fill it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from invbench.paths import temporary_sibling
+
+log = logging.getLogger(__name__)
+
+CACHE_FOLDER = "inversion_cache"
+COST_KEYS = ("inversion_seconds", "inversion_unet_evals", "inversion_unet_calls", "inversion_unet_backward_evals")
+
+
+def cache_key(defining: Mapping[str, Any], image_sha256: str, sample: Any) -> str:
+    """What makes two jobs' inversions of a sample the same computation."""
+    prepared = {
+        "entry": sample.entry_sha256,
+        "source_prompt": sample.source_prompt,
+        "target_prompt": sample.target_prompt,
+        "blended_words": sample.blended_words,
+        "edit_class": sample.edit_class,
+    }
+    text = json.dumps({"defining": defining, "image": image_sha256, "sample": prepared}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def random_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_random_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class InversionCache:
+    def __init__(self, folder: Path, device: torch.device):
+        self.folder, self.device = folder, device
+
+    def load(self, key: str) -> dict[str, Any] | None:
+        path = self.folder / f"{key}.pt"
+        if not path.is_file():
+            return None
+        try:
+            return torch.load(path, map_location=self.device, weights_only=False)
+        except Exception as error:  # a damaged entry is recomputed, never fatal
+            log.warning("inversion cache entry %s is unreadable (%s); computing the inversion again", path, error)
+            return None
+
+    def store(self, key: str, entry: Mapping[str, Any]) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"{key}.pt"
+        temporary = temporary_sibling(path)
+        torch.save(dict(entry), temporary)
+        os.replace(temporary, path)

@@ -1,0 +1,78 @@
+"""Inversions shared by a sweep's jobs (invbench/inversion_cache.py): a reused inversion gives a computed one's
+outputs, rows say which it was and keep their method's cost, a damaged entry is computed again, and editors that
+observe the inversion never share it."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+import numpy as np
+import pytest
+import torch
+from conftest import FAST, conf_file, image_equal, run
+
+from editors import EDITORS
+from invbench.inversion_cache import CACHE_FOLDER, cache_key, random_state, restore_random_state
+from invbench.results import read_rows
+
+
+def test_a_restored_random_state_draws_the_same_numbers_from_every_generator():
+    torch.manual_seed(3), np.random.seed(3), random.seed(3)
+    state = random_state()
+    first = (torch.randn(4), np.random.rand(4), random.random())
+    restore_random_state(state)
+    again = (torch.randn(4), np.random.rand(4), random.random())
+    assert torch.equal(first[0], again[0]) and np.array_equal(first[1], again[1]) and first[2] == again[2]
+
+
+def test_the_key_changes_with_whatever_changes_the_inversion(sample):
+    defining = {"model": {"name": "tiny"}, "inversion": {"name": "ddim", "num_steps": 10}, "seed": 1, "device": "cpu"}
+    key = cache_key(defining, "abc", sample)
+    assert key == cache_key(dict(defining), "abc", dataclasses.replace(sample))
+    changed = [
+        cache_key(defining | {"seed": 2}, "abc", sample),
+        cache_key(defining | {"inversion": {"name": "ddim", "num_steps": 20}}, "abc", sample),
+        cache_key(defining | {"device": "cuda:0"}, "abc", sample),
+        cache_key(defining, "abd", sample),  # other image bytes
+        cache_key(defining, "abc", dataclasses.replace(sample, source_prompt="")),  # MasaCtrl's prepared sample
+    ]
+    assert len({key, *changed}) == 6
+
+
+def test_editors_that_observe_the_inversion_never_share_it():
+    assert EDITORS.build(conf_file("editor/rf_edit.yaml") | {"guidance_scale": 2.0}).observes_inversion()
+    assert not EDITORS.build(conf_file("editor/p2p.yaml")).observes_inversion()
+
+
+@pytest.mark.ci_only  # about 40 s on 2 cores; .ci/run runs it
+def test_a_sweep_inverts_each_sample_once_and_its_outputs_equal_unshared_ones(tmp_path):
+    common = ("-m", "inversion=ddim", "editor=direct,p2p", *FAST, "dataset.categories=[1]")
+    code, output = run("launch.py", *common, f"hydra.sweep.dir={tmp_path}/shared", cwd=tmp_path)
+    assert code == 0, output
+    code, output = run(
+        "launch.py", *common, "inversion_cache=false", f"hydra.sweep.dir={tmp_path}/alone", cwd=tmp_path
+    )
+    assert code == 0, output
+    assert len(list((tmp_path / "shared" / CACHE_FOLDER).glob("*.pt"))) == 1  # one sample, one inversion
+    assert not (tmp_path / "alone" / CACHE_FOLDER).exists()
+    for job in ("0_ddim+direct_cat1", "1_ddim+p2p_cat1"):
+        (shared,) = read_rows(tmp_path / "shared" / job / "results.jsonl")
+        (alone,) = read_rows(tmp_path / "alone" / job / "results.jsonl")
+        assert shared["inversion_reused"] == (job.startswith("1_")) and not alone["inversion_reused"]
+        assert shared["inversion_unet_evals"] == alone["inversion_unet_evals"] == 10  # the method's cost, kept
+        for image in ("edited", "reconstruction"):
+            name = shared[f"{image}_image"]
+            assert image_equal(tmp_path / "shared" / job / name, tmp_path / "alone" / job / name)
+    (computed,) = read_rows(tmp_path / "shared" / "0_ddim+direct_cat1" / "results.jsonl")
+    (reused,) = read_rows(tmp_path / "shared" / "1_ddim+p2p_cat1" / "results.jsonl")
+    assert reused["inversion_seconds"] == computed["inversion_seconds"]
+    # a damaged entry is computed again, never fatal: a later job of the sweep folder that needs the same inversion
+    (entry,) = (tmp_path / "shared" / CACHE_FOLDER).glob("*.pt")
+    entry.write_bytes(b"not a torch file")
+    later = ("-m", "inversion=ddim", "editor=p2plus", *FAST, "dataset.categories=[1]")
+    code, output = run("launch.py", *later, f"hydra.sweep.dir={tmp_path}/shared", cwd=tmp_path)
+    assert code == 0 and "is unreadable" in output, output
+    (row,) = read_rows(tmp_path / "shared" / "0_ddim+p2plus_cat1" / "results.jsonl")
+    assert row["status"] == "ok" and not row["inversion_reused"]
+    assert torch.load(entry, weights_only=False)["computed_in"] == "0_ddim+p2plus_cat1"  # stored again
