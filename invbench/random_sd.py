@@ -26,10 +26,23 @@ def random_unet(config: Mapping[str, Any], **architecture: Any):
     unet = UNet2DConditionModel(
         sample_size=latent_side(config), in_channels=4, out_channels=4, **architecture, **plain_config(config["unet"])
     )
-    with torch.no_grad():
-        unet.conv_out.weight.mul_(config["tame"]["unet_output_scale"])
-        unet.conv_out.bias.mul_(config["tame"]["unet_output_scale"])
+    tame_output(unet.conv_out, config)
     return unet
+
+
+def tame_output(layer: torch.nn.Module, config: Mapping[str, Any]) -> None:
+    """Scale a denoiser's output layer by `tame.unet_output_scale`: a smooth prediction field (ε or velocity)."""
+    with torch.no_grad():
+        layer.weight.mul_(config["tame"]["unet_output_scale"])
+        layer.bias.mul_(config["tame"]["unet_output_scale"])
+
+
+def random_t5_encoder(config: Mapping[str, Any], node: Mapping[str, Any], tokenizer):
+    """A T5 encoder of the config node `node`, reading the ids of `tokenizer` (SD3's and FLUX's third text model)."""
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(config["seed"])
+    return T5EncoderModel(T5Config(vocab_size=len(tokenizer), **plain_config(node)))
 
 
 def random_vae(config: Mapping[str, Any]):

@@ -160,6 +160,14 @@ class InversionResult:
         return self.hooks.state()
 
 
+def encode_posterior(model: DiffusionModel, image: np.ndarray, image_latent: str) -> torch.Tensor:
+    """z_0 as a reference encodes it: the VAE posterior mean ("posterior_mean"), or ("posterior_sample") a sample of
+    the posterior drawn from the global generator, as `latent_dist.sample()` without a generator draws it."""
+    if image_latent == "posterior_mean":
+        return model.encode_image(image)
+    return model.encode_image(image, generator=torch.default_generator)
+
+
 class Inversion(ABC):
     """Base class of inversion methods. Subclasses are dataclasses whose fields are their hyperparameters
     (all set from conf/inversion/<name>.yaml) and are registered in `INVERSIONS`."""

@@ -31,7 +31,7 @@ import torch
 from invbench.errors import ConfigError
 from invbench.hyperparameters import Guidance, Range, Steps
 from invbench.models import EPSILON_UNETS, DiffusionModel, classifier_free
-from inversions.base import INVERSIONS, Inversion, InversionResult, StepHooks
+from inversions.base import INVERSIONS, Inversion, InversionResult, StepHooks, encode_posterior
 from pie_bench import Sample
 
 
@@ -96,9 +96,7 @@ class EDICTInversion(Inversion):
         return self.guidance_scale != 1  # every branch guides at EDICT's own scale
 
     def encode_source(self, model: DiffusionModel, image: np.ndarray) -> torch.Tensor:
-        if self.image_latent == "posterior_mean":
-            return model.encode_image(image)
-        return model.encode_image(image, generator=torch.default_generator)  # the reference's global-RNG sample
+        return encode_posterior(model, image, self.image_latent)  # the reference's global-RNG sample by default
 
     @torch.no_grad()
     def invert(self, model: DiffusionModel, image_latent: torch.Tensor, sample: Sample) -> InversionResult:

@@ -29,7 +29,7 @@ import torch
 from invbench.flow_matching import FlowMatchSchedule
 from invbench.hyperparameters import Fraction, Guidance, NonNegative, Steps
 from invbench.models import DiffusionModel
-from inversions.base import INVERSIONS, Inversion, InversionResult, StepHooks
+from inversions.base import INVERSIONS, Inversion, InversionResult, StepHooks, encode_posterior
 from pie_bench import Sample
 
 
@@ -66,9 +66,7 @@ class RFInversion(Inversion):
     image_latent: Literal["posterior_sample", "posterior_mean"] = "posterior_sample"
 
     def encode_source(self, model: DiffusionModel, image: np.ndarray) -> torch.Tensor:
-        if self.image_latent == "posterior_mean":
-            return model.encode_image(image)
-        return model.encode_image(image, generator=torch.default_generator)  # the reference's global-RNG sample
+        return encode_posterior(model, image, self.image_latent)  # the reference's global-RNG sample by default
 
     @torch.no_grad()
     def invert(self, model: DiffusionModel, image_latent: torch.Tensor, sample: Sample) -> InversionResult:

@@ -53,9 +53,13 @@ class Flux(Backbone):
         if config["kind"] == "flux":
             return cls._pretrained(config, dtype)
         from diffusers import FluxTransformer2DModel
-        from transformers import T5Config, T5EncoderModel
-
-        from invbench.random_sd import plain_config, random_clip_text_encoder, random_vae
+        from invbench.random_sd import (
+            plain_config,
+            random_clip_text_encoder,
+            random_t5_encoder,
+            random_vae,
+            tame_output,
+        )
         from invbench.tokenizer import build_clip_tokenizer
 
         weights = random_model_warning(config, "a FLUX.1-architecture", "model=flux")
@@ -68,12 +72,9 @@ class Flux(Backbone):
             pooled_projection_dim=clip["hidden_size"],
             **plain_config(config["transformer"]),
         )
-        with torch.no_grad():  # tame, as model=tiny's UNet: a smooth velocity field
-            transformer.proj_out.weight.mul_(config["tame"]["unet_output_scale"])
-            transformer.proj_out.bias.mul_(config["tame"]["unet_output_scale"])
+        tame_output(transformer.proj_out, config)  # as model=tiny's UNet: a smooth velocity field
         encoders = [random_clip_text_encoder(config, clip, tokenizer)]
-        torch.manual_seed(config["seed"])
-        encoders.append(T5EncoderModel(T5Config(vocab_size=len(tokenizer), **plain_config(t5))))
+        encoders.append(random_t5_encoder(config, t5, tokenizer))
         backbone = cls(transformer, random_vae(config), encoders, (tokenizer, tokenizer), config, config["scheduler"])
         return backbone, weights
 

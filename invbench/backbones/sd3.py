@@ -43,9 +43,14 @@ class StableDiffusion3(Backbone):
         if config["kind"] == "stable_diffusion_3":
             return cls._pretrained(config, dtype)
         from diffusers import SD3Transformer2DModel
-        from transformers import T5Config, T5EncoderModel
-
-        from invbench.random_sd import latent_side, plain_config, random_clip_text_encoder, random_vae
+        from invbench.random_sd import (
+            latent_side,
+            plain_config,
+            random_clip_text_encoder,
+            random_t5_encoder,
+            random_vae,
+            tame_output,
+        )
         from invbench.tokenizer import build_clip_tokenizer
 
         weights = random_model_warning(config, "an SD3-architecture", "model=sd3")
@@ -60,12 +65,9 @@ class StableDiffusion3(Backbone):
             pooled_projection_dim=first["projection_dim"] + second["projection_dim"],
             **plain_config(config["transformer"]),
         )
-        with torch.no_grad():  # tame, as model=tiny's UNet: a smooth velocity field
-            transformer.proj_out.weight.mul_(config["tame"]["unet_output_scale"])
-            transformer.proj_out.bias.mul_(config["tame"]["unet_output_scale"])
+        tame_output(transformer.proj_out, config)  # as model=tiny's UNet: a smooth velocity field
         encoders = [random_clip_text_encoder(config, node, tokenizer, projection=True) for node in (first, second)]
-        torch.manual_seed(config["seed"])
-        encoders.append(T5EncoderModel(T5Config(vocab_size=len(tokenizer), **plain_config(t5))))
+        encoders.append(random_t5_encoder(config, t5, tokenizer))
         tokenizers = (tokenizer, tokenizer, tokenizer)
         flow = config["scheduler"]
         return cls(transformer, random_vae(config), encoders, tokenizers, config["t5_tokens"], flow), weights
