@@ -11,6 +11,7 @@ from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -57,6 +58,11 @@ class Editor(ABC):
         """A context the runner inverts in, for an editor that reads what the inversion computes (RF-Edit's recorded
         attention values). Default: nothing observed."""
         return nullcontext()
+
+    def model_problems(self, model_config: Mapping[str, Any]) -> list[str]:
+        """Why this editor's settings do not fit the model a conf/model/*.yaml node describes, checked before the
+        model loads (each with its fix); [] when they fit or cannot be known before loading. Default: []."""
+        return []
 
     def observes_inversion(self) -> bool:
         """Whether this editor reads the inversion while it runs (then the inversion is never shared)."""

@@ -17,9 +17,10 @@ reconstruction columns), with the same injection. Cost: the evaluations of `dire
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -99,14 +100,26 @@ class RFEdit(Editor):
     last_single_block: Count
     _recorded: dict | None = field(default=None, init=False, repr=False)
 
+    def _block_problem(self, model_name: str, available: int) -> str | None:
+        if self.first_single_block <= self.last_single_block < available:
+            return None
+        return (
+            f"editor={self.name}: single-stream blocks {self.first_single_block}..{self.last_single_block} are not "
+            f"all in model={model_name}, which has {available} (0..{available - 1}); set editor.first_single_block "
+            "and editor.last_single_block within them"
+        )
+
+    def model_problems(self, model_config: Mapping[str, Any]) -> list[str]:
+        # random models say it in their YAML; FLUX.1's checkpoints (dev, schnell) have 38 single-stream blocks
+        transformer = model_config.get("transformer") or {}
+        available = transformer.get("num_single_layers", 38 if model_config.get("kind") == "flux" else None)
+        problem = None if available is None else self._block_problem(model_config["name"], available)
+        return [] if problem is None else [problem]
+
     def _selected(self, model: DiffusionModel) -> frozenset[str]:
-        available = len(model.denoiser.single_transformer_blocks)
-        if not self.first_single_block <= self.last_single_block < available:
-            raise ConfigError(
-                f"editor={self.name}: single-stream blocks {self.first_single_block}..{self.last_single_block} are "
-                f"not all in model={model.name}, which has {available} (0..{available - 1}); set "
-                "editor.first_single_block and editor.last_single_block within them"
-            )
+        problem = self._block_problem(model.name, len(model.denoiser.single_transformer_blocks))
+        if problem is not None:
+            raise ConfigError(problem)
         blocks = range(self.first_single_block, self.last_single_block + 1)
         return frozenset(f"single_transformer_blocks.{index}.attn" for index in blocks)
 

@@ -85,6 +85,7 @@ def check_job_config(config: Mapping[str, Any]) -> CheckedJob:
     )
     check_pair(job.inversion, job.editor)
     problems = family_problems(model["family"], model["name"], job.inversion, job.editor)
+    problems += job.editor.model_problems(model)
     if problems:
         raise ConfigError("\n".join(problems))
     return job

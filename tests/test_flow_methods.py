@@ -245,7 +245,17 @@ def test_value_sharing_pairs_with_the_flow_solvers_only():
     assert "pairs with inversion=fireflow, inversion=flow, inversion=rf_solver only" in problem
 
 
-def test_value_sharing_names_blocks_the_model_lacks(flux_tiny):
+def test_value_sharing_with_blocks_the_model_lacks_is_refused_before_it_loads(flux_tiny, tmp_path):
+    code, output = run(
+        "launch.py", "model=flux_tiny", "inversion=rf_solver", "editor=rf_edit", "experiment=smoke",
+        f"hydra.run.dir={tmp_path}", cwd=tmp_path,
+    )  # fmt: skip
+    assert code == 2 and "blocks 20..37 are not all in model=flux_tiny, which has 2 (0..1)" in output, output
+    assert "RANDOM weights" not in output  # refused before the model was built
+    editor = EDITORS.build(conf_file("editor/rf_edit.yaml") | {"guidance_scale": 2.0})
+    assert editor.model_problems(conf_file("model/flux.yaml")) == []  # FLUX.1: 38 single-stream blocks
+    assert editor.model_problems(conf_file("model/flux_random.yaml")) == []
+    # and, should a model differ from its YAML, the job says so when the model is there
     inversion = INVERSIONS.build(conf_file("inversion/rf_solver.yaml") | {"num_steps": 2})
     editor = EDITORS.build(conf_file("editor/rf_edit.yaml") | {"guidance_scale": 2.0})  # blocks 20-37 of FLUX.1's 38
     refused = pytest.raises(
