@@ -72,19 +72,24 @@ class _ValueInjector(AttentionController):
     sigmas: list[float]  # the grid, σ_0 = 1 … σ_N = 0
     inject: int
 
+    def __post_init__(self) -> None:
+        self.by_site: dict[str, list[tuple[float, torch.Tensor]]] = {}  # each attention call looks up its own layer
+        for (sigma, name), stored in self.recorded.items():
+            self.by_site.setdefault(name, []).append((sigma, stored))
+
     def wants(self, site: AttentionSite) -> bool:
         return False
 
     def values(self, site: AttentionSite, value: torch.Tensor) -> torch.Tensor:
-        if self.step >= self.inject:
+        if self.step >= self.inject or site.name not in self.by_site:
             return value
         sigma = self.level.sigma
         # the step's start (σ_i) pairs with the inversion step's start, one level lower (σ_{i+1}); a midpoint with
         # the inversion's midpoint at the same level
         at_start = abs(sigma - self.sigmas[self.step]) < SIGMA_TOLERANCE
         wanted = self.sigmas[self.step + 1] if at_start else sigma
-        for (recorded_sigma, name), stored in self.recorded.items():
-            if name == site.name and abs(recorded_sigma - wanted) < SIGMA_TOLERANCE:
+        for recorded_sigma, stored in self.by_site[site.name]:
+            if abs(recorded_sigma - wanted) < SIGMA_TOLERANCE:
                 return stored.expand_as(value)
         return value
 

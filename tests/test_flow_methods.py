@@ -113,7 +113,7 @@ def test_rf_inversion_without_its_controllers_is_the_plain_ode(flux_tiny, sample
     plain = editor.edit(flux_tiny, dataclasses.replace(inverted, hooks=StepHooks()), sample)
     torch.testing.assert_close(controlled.edited, plain.edited, rtol=0, atol=1e-6)
     # and with them on, the source pulls the reconstruction back (η 0.9 over the first quarter)
-    steered = dataclasses.replace(INVERSIONS.build(config | {"eta": 0.9}).invert(flux_tiny, latent, sample))
+    steered = INVERSIONS.build(config | {"eta": 0.9}).invert(flux_tiny, latent, sample)
     assert relative_error(editor.edit(flux_tiny, steered, sample).reconstruction, latent) < relative_error(
         plain.reconstruction, latent
     )
