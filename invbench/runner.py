@@ -44,6 +44,7 @@ from invbench.job_folder import (
 )
 from invbench.models import DiffusionModel, load_model
 from invbench.registry import hyperparameters
+from invbench.resident import resident
 from invbench.results import RESULTS_FILE, SELECTION_FILE, ResultsFile, config_hash, write_json_atomically
 from invbench.runtime import configure_threads, environment_info, resolve_device, seed_everything
 from inversions import Inversion
@@ -117,11 +118,19 @@ def _run_job(cfg: DictConfig, output_dir: Path, launcher_cpus: int | None, job_n
     )
 
     if todo:
-        model = load_model(config["model"], config["scheduler"], device)
-        metrics.load(device)
+        # a local sweep runs its jobs in this process: the model and the metric backbones of the previous job are
+        # reused when this job's configuration would build the same ones (invbench/resident.py)
+        model, model_reused = resident(
+            "model",
+            {"model": config["model"], "scheduler": config["scheduler"], "device": str(device)},
+            lambda: load_model(config["model"], config["scheduler"], device),
+        )
+        metrics, _ = resident(
+            "metrics", {"metrics": config["metrics"], "device": str(device)}, partial(_loaded, metrics, device)
+        )
         # which backbones `auto` found is known only now: real ones cached since would change every value
         refuse_mixing(output_dir, previous, {"metrics_setup": metrics.setup})
-        if device.type == "cuda":
+        if device.type == "cuda" and not model_reused:
             model.warm_up()
         _write_run_record(output_dir, config, digest, device)
         shared = {
@@ -175,6 +184,11 @@ def _run_job(cfg: DictConfig, output_dir: Path, launcher_cpus: int | None, job_n
         locations={"edited images": output_dir / EDITED_FOLDER, "reconstructions": output_dir / RECONSTRUCTION_FOLDER},
     )
     return job_rows
+
+
+def _loaded(metrics: MetricSuite, device: torch.device) -> MetricSuite:
+    metrics.load(device)
+    return metrics
 
 
 def _inversion_sharing(

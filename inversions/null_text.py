@@ -7,8 +7,10 @@ z̄_T = z*_T, for each denoising step i (timestep t) the unconditional embedding
 one guided DDIM step land on the pivot: min ‖DDIM(z̄_t, ε_∅ + w (ε_c − ε_∅)) − z*_{t−Δ}‖²; it stops early once the
 loss is below early_stop + i · early_stop_growth. z̄ then advances with the optimised ∅_i. The per-step ∅_i go to
 every branch while editing (or only the source branch with `single_branch`, the reference's ablation).
-UNet evaluations per step: 1 (conditional, reused) + one per iteration (with backward) + 2 (the guided step). No
-autograd graph outlives its iteration.
+UNet evaluations per step: 1 (conditional) + one per iteration (with backward) + 1 (unconditional, at the optimised
+∅_i, for the guided step). The reference evaluates the conditional half a second time in that step's guided call, at
+the same latent and prompt; we reuse it (equal to float rounding, ~7 % fewer evaluations). No autograd graph
+outlives its iteration.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from invbench.hyperparameters import Count, Guidance, NonNegative, Positive, Steps
-from invbench.models import EPSILON_UNETS, DiffusionModel
+from invbench.models import EPSILON_UNETS, DiffusionModel, classifier_free
 from inversions.base import (
     INVERSIONS,
     Inversion,
@@ -78,7 +80,9 @@ class NullTextInversion(Inversion):
             optimised.append(uncond)
             iterations.append(taken)
             with torch.no_grad():
-                latent = schedule.step(model.guided_noise(latent, t, cond, uncond, self.guidance_scale), t, latent)
+                # ε_cond of this latent was computed above; only the unconditional half changed
+                noise = classifier_free(model.predict_noise(latent, t, uncond), noise_cond, self.guidance_scale)
+                latent = schedule.step(noise, t, latent)
         return InversionResult(
             schedule=schedule,
             latents=trajectory,

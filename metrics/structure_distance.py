@@ -72,8 +72,11 @@ class StructureDistance:
         norms = keys.norm(dim=-1, keepdim=True)
         return (keys @ keys.T) / (norms @ norms.T).clamp(min=1e-8)
 
-    def __call__(self, image_a: np.ndarray, image_b: np.ndarray) -> float:
-        return F.mse_loss(self.self_similarity(image_a), self.self_similarity(image_b)).item()
+    def __call__(self, image_a: np.ndarray | torch.Tensor, image_b: np.ndarray) -> float:
+        """The distance between two images; `image_a` may be given as its `self_similarity` (computed once for a
+        source scored against many edits)."""
+        first = image_a if isinstance(image_a, torch.Tensor) else self.self_similarity(image_a)
+        return F.mse_loss(first, self.self_similarity(image_b)).item()
 
 
 def load_dino(config: Mapping[str, Any], mode: str) -> Backbone:

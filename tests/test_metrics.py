@@ -208,3 +208,33 @@ def test_real_loaders_read_local_folders_and_the_torch_cache(tmp_path, monkeypat
     loaded_lpips = load_lpips(CONFIG["lpips"], "real")
     assert loaded_lpips.real and loaded_lpips.description == "lpips-squeeze"
     assert torch.equal(loaded_lpips.network.net.slice1[0].weight, trunk.features[0].weight)
+
+
+def test_source_features_are_computed_once_per_source_and_give_the_same_values(sample, monkeypatch):
+    """A sweep scores each sample once per job: DINO's view of the source and its CLIP score against the source
+    prompt are computed the first time only, and the values equal computing them again; past the budget nothing more
+    is kept."""
+    from metrics import METRICS
+    from metrics.pie_bench import SourceFeatures
+
+    suite = METRICS.build(CONFIG | {"backbones": "tiny"})
+    suite.load(CPU)
+    fresh = METRICS.build(CONFIG | {"backbones": "tiny"})
+    fresh.load(CPU)
+    edited, other = photo(1, 512), photo(2, 512)
+    first = suite.score(sample, edited, None, lossless=True)
+    calls = []
+    original = StructureDistance.self_similarity
+    monkeypatch.setattr(
+        StructureDistance, "self_similarity", lambda self, image: calls.append(1) or original(self, image)
+    )
+    again = suite.score(sample, other, None, lossless=True)
+    assert len(calls) == 1  # the edit's only: the source's came from the first call
+    expected = fresh.score(sample, other, None, lossless=True)
+    assert again == expected and first["clip_similarity_source_image"] == expected["clip_similarity_source_image"]
+
+    tiny = SourceFeatures(budget_mb=1e-6)
+    computed = []
+    for _ in range(2):
+        tiny.get(edited, "p", lambda: computed.append(1) or (torch.zeros(4, 4), 0.5))
+    assert len(computed) == 2 and tiny.used_bytes == 0  # over the budget: computed each time, nothing kept

@@ -227,6 +227,8 @@ def test_backward_passes_are_counted_once_per_optimisation_step(
     steps = inversion.info["optimisation_steps"]
     assert steps > 0 and meter.values["inversion_unet_backward_evals"] == backward_per_step * steps
     assert meter.values["inversion_unet_evals"] >= steps  # every backward goes through a forward of its own
+    if name == "nti":  # pivot, ε_cond, one per Adam step, ε_∅ at the tuned null: not the reference's 4N + steps
+        assert meter.values["inversion_unet_evals"] == 3 * STEPS + steps
 
 
 def test_stylediffusion_image_tokens_pass_the_final_layernorm_as_the_reference():

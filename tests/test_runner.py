@@ -321,3 +321,24 @@ def test_a_job_stopping_signal_is_never_a_sample_failure(compose, tmp_path, monk
     assert read_rows(tmp_path / "results.jsonl") == []  # no sample marked failed, none after it started
     ended = json.loads((tmp_path / "job_status.json").read_text())
     assert ended["state"] == "failed" and "not requeued: Job not requeued because: timed-out" in ended["reason"]
+
+
+def test_a_process_keeps_one_model_per_kind_keyed_by_what_built_it():
+    from invbench.resident import release_all, resident
+
+    built = []
+
+    def build(name):
+        built.append(name)
+        return object()
+
+    try:
+        first, reused = resident("model", {"name": "a"}, lambda: build("a"))
+        assert not reused
+        assert resident("model", {"name": "a"}, lambda: build("a")) == (first, True)
+        other, reused = resident("model", {"name": "b"}, lambda: build("b"))  # replaces a
+        assert not reused and other is not first
+        assert resident("model", {"name": "a"}, lambda: build("a"))[1] is False  # a was let go
+        assert built == ["a", "b", "a"]
+    finally:
+        release_all()
