@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -19,7 +19,7 @@ import torch
 from editors.attention import AttentionController, ControllerGroup, attention_control
 from invbench.models import DiffusionModel
 from invbench.registry import Registry
-from inversions.base import HOOKS, InversionResult
+from inversions.base import HOOKS, InversionResult, PerSampleHooks, StepHooks
 from pie_bench import Sample
 
 
@@ -44,10 +44,18 @@ class Editor(ABC):
     uses: ClassVar[frozenset[str]] = frozenset(HOOKS)
     pairs_with: ClassVar[frozenset[str] | None] = None  # the inversions (registry names) it pairs with; None: any
     guidance_scale: float
+    batches: ClassVar[bool] = False  # whether `edit_batch` can evaluate several samples in one denoiser call per step
 
     @abstractmethod
     def edit(self, model: DiffusionModel, inversion: InversionResult, sample: Sample) -> EditResult:
         """Edit `sample`'s source (inverted into `inversion`) toward its target prompt."""
+
+    def edit_batch(
+        self, model: DiffusionModel, inversions: Sequence[InversionResult], samples: Sequence[Sample]
+    ) -> list[EditResult]:
+        """Edit several samples, each as `edit` would (equal to float rounding). An editor that sets `batches`
+        evaluates them together where their inversions allow (`batchable`); the default edits one after another."""
+        return [self.edit(model, inversion, sample) for inversion, sample in zip(inversions, samples, strict=True)]
 
     def source_guidance(self, state: frozenset[str]) -> float:
         """The guidance scale the source branch is denoised at, given the inversion state it is paired with: the
@@ -98,8 +106,46 @@ def denoise_branches(
     Returns the final latents (B, 4, h, w).
     """
     branches = cond.shape[0]
-    latents = inversion.noise_latent.repeat(branches, 1, 1, 1)
-    hooks = inversion.hooks
+    start = inversion.noise_latent.repeat(branches, 1, 1, 1)
+    return _denoise(model, inversion.schedule, start, inversion.hooks, cond, guidance_scale, controller, target_uncond)
+
+
+def batchable(inversions: Sequence[InversionResult]) -> bool:
+    """Whether several samples' inversions can be denoised in one loop (`denoise_samples`): one timestep grid, and
+    hooks that act on their own sample's rows only."""
+    first = inversions[0]
+    return all(
+        not inversion.state() & {"controllers", "step"}
+        and list(inversion.schedule.timesteps) == list(first.schedule.timesteps)
+        and inversion.grid_steps == first.grid_steps
+        for inversion in inversions
+    )
+
+
+@torch.no_grad()
+def denoise_samples(
+    model: DiffusionModel, inversions: Sequence[InversionResult], cond: torch.Tensor, guidance_scale: float
+) -> torch.Tensor:
+    """`denoise_branches` for several samples in one denoiser call per step (`batchable` inversions, no controller).
+    cond: each sample's branches in turn, the same number B per sample, its source branch first. Returns the final
+    latents in the same order."""
+    branches = cond.shape[0] // len(inversions)
+    start = torch.cat([inversion.noise_latent.repeat(branches, 1, 1, 1) for inversion in inversions])
+    hooks = PerSampleHooks([inversion.hooks for inversion in inversions], branches)
+    return _denoise(model, inversions[0].schedule, start, hooks, cond, guidance_scale)
+
+
+def _denoise(
+    model: DiffusionModel,
+    schedule: Any,
+    latents: torch.Tensor,
+    hooks: StepHooks,
+    cond: torch.Tensor,
+    guidance_scale: float,
+    controller: AttentionController | None = None,
+    target_uncond: torch.Tensor | None = None,
+) -> torch.Tensor:
+    branches = latents.shape[0]
     empty = model.encode_prompts([""]).expand(branches, -1, -1)
     own = hooks.controllers(cond)
     if own:
@@ -108,7 +154,7 @@ def denoise_branches(
         controller.num_branches = branches
     control = nullcontext() if controller is None else attention_control(model.denoiser, controller, latents.shape[-1])
     with control:
-        for i, t in enumerate(inversion.schedule.timesteps):
+        for i, t in enumerate(schedule.timesteps):
             step_cond, step_uncond = hooks.conditioning(i, cond, empty)
             if target_uncond is not None:
                 step_uncond = torch.cat([step_uncond[:1], target_uncond.expand(branches - 1, -1, -1)])
@@ -117,7 +163,7 @@ def denoise_branches(
                 controller.begin_step(i)
                 latents = controller.before_step(i, latents, parts)
                 parts = controller.step_noise_parts(parts)
-            latents = hooks.step(inversion.schedule, i, t, latents, parts, guidance_scale)
+            latents = hooks.step(schedule, i, t, latents, parts, guidance_scale)
             latents = hooks.after_step(i, latents)
             if controller is not None:
                 latents = controller.end_step(i, latents)

@@ -5,14 +5,16 @@ Control", ICLR 2023, and of the PIE-Bench tables).
 Contract: two branches from the same inverted noise, batched: the source branch (source prompt; its output is the
 reconstruction) and the target branch (target prompt; the edit). Both use the same guidance scale and the inversion's
 per-step state. With identical prompts the two branches are identical. 2 UNet evaluations per branch per step at
-guidance > 1 (1 at guidance 1).
+guidance > 1 (1 at guidance 1). Batches: several samples' branches go through the denoiser together, one call per
+step, where their inversions' hooks act per sample (`editors.base.batchable`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from editors.base import EDITORS, Editor, EditResult, denoise_branches
+from editors.base import EDITORS, Editor, EditResult, batchable, denoise_branches, denoise_samples
 from invbench.hyperparameters import Guidance
 from invbench.models import EPSILON_UNETS, FLOW_TRANSFORMERS, DiffusionModel
 from inversions.base import InversionResult
@@ -24,6 +26,19 @@ from pie_bench import Sample
 class DirectEditor(Editor):
     families = EPSILON_UNETS | FLOW_TRANSFORMERS  # the plain guided step of the model's own schedule: Euler on flows
     guidance_scale: Guidance
+    batches = True
+
+    def edit_batch(
+        self, model: DiffusionModel, inversions: Sequence[InversionResult], samples: Sequence[Sample]
+    ) -> list[EditResult]:
+        if len(samples) == 1 or not batchable(inversions):
+            return super().edit_batch(model, inversions, samples)
+        cond = model.encode_prompts([prompt for s in samples for prompt in (s.source_prompt, s.target_prompt)])
+        latents = denoise_samples(model, inversions, cond, self.guidance_scale)
+        return [
+            EditResult(edited=latents[2 * k + 1 : 2 * k + 2], reconstruction=latents[2 * k : 2 * k + 1])
+            for k in range(len(samples))
+        ]
 
     def edit(self, model: DiffusionModel, inversion: InversionResult, sample: Sample) -> EditResult:
         cond = model.encode_prompts([sample.source_prompt, sample.target_prompt])

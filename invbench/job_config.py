@@ -20,6 +20,7 @@ JOB_KEYS = (
     "device",
     "num_threads",
     "inversion_cache",
+    "batch_size",
     "num_steps",
     "model",
     "dataset",
@@ -37,6 +38,7 @@ class RunSettings:
     num_threads: Annotated[int, at_least(1)] | None
     num_steps: Steps
     inversion_cache: bool
+    batch_size: Annotated[int, at_least(1)]
 
 
 @dataclass
@@ -71,7 +73,7 @@ def check_job_config(config: Mapping[str, Any]) -> CheckedJob:
     from inversions import INVERSIONS
     from metrics import METRICS
 
-    run = {key: config[key] for key in ("seed", "device", "num_threads", "num_steps", "inversion_cache")}
+    run = {key: config[key] for key in ("seed", "device", "num_threads", "num_steps", "inversion_cache", "batch_size")}
     check_fields(RunSettings, run, "conf/config.yaml or the command line", "")
     model = config["model"]
     check_fields(ModelSettings, model, f"conf/model/{model['name']}.yaml", "model.")

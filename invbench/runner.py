@@ -152,12 +152,29 @@ def _run_job(cfg: DictConfig, output_dir: Path, launcher_cpus: int | None, job_n
         meter = CostMeter(model.denoiser, device)
         sharing = _inversion_sharing(config, output_dir, job_num, editor, device)
         logger.start(config, output_dir, group=output_dir.parent.name if job_num is not None else output_dir.name)
+        batch_size = config["batch_size"] if inversion.batches and editor.batches else 1
+        if batch_size < config["batch_size"]:
+            log.info(
+                "batch_size=%d: %s does not batch samples; they run one at a time",
+                config["batch_size"],
+                f"inversion={inversion.name}" if not inversion.batches else f"editor={editor.name}",
+            )
+        work = partial(
+            _process_group,
+            model=model,
+            inversion=inversion,
+            editor=editor,
+            metrics=metrics,
+            meter=meter,
+            output_dir=output_dir,
+            seed=config["seed"],
+            sharing=sharing,
+        )
         try:
-            for position, entry in enumerate(todo, 1):
-                row = {
-                    **shared,
-                    **_process(entry, model, inversion, editor, metrics, meter, output_dir, config["seed"], sharing),
-                }
+            groups = (todo[start : start + batch_size] for start in range(0, len(todo), batch_size))
+            done_rows = ((entry, row) for group in groups for entry, row in zip(group, work(group), strict=True))
+            for position, (entry, row) in enumerate(done_rows, 1):
+                row = {**shared, **row}
                 results.append(row)
                 logger.log_sample(row)
                 log.info(
@@ -238,6 +255,146 @@ def _invert(
     return inverted, None
 
 
+def _process_group(
+    entries: list[Sample | InvalidSample],
+    model: DiffusionModel,
+    inversion: Inversion,
+    editor: Editor,
+    metrics: MetricSuite,
+    meter: CostMeter,
+    output_dir: Path,
+    seed: int,
+    sharing: tuple[InversionCache, dict[str, Any]] | None,
+) -> list[dict[str, Any]]:
+    """The rows of a group of samples inverted and edited together (`batch_size` > 1, methods that batch), in their
+    order. Seconds, evaluations and calls are the group's, divided equally among its samples; peak memory is the
+    group's. A sample that cannot be prepared, or a group whose batched work fails, is processed one sample at a time,
+    so that one bad sample never costs the others their results."""
+    alone = partial(
+        _process, model=model, inversion=inversion, editor=editor, metrics=metrics, meter=meter,
+        output_dir=output_dir, seed=seed, sharing=sharing,
+    )  # fmt: skip
+    if len(entries) == 1:
+        return [alone(entries[0])]
+    prepared: dict[int, tuple[dict[str, Any], Any, Sample]] = {}
+    for k, entry in enumerate(entries):
+        if isinstance(entry, InvalidSample):
+            continue
+        try:
+            row = describe_sample(entry)
+            image_bytes = entry.read_image_bytes()
+            row["image_sha256"] = sha256(image_bytes)
+            prepared[k] = (row, fit_square(decode_image(image_bytes), model.resolution), editor.prepare_sample(entry))
+        except Exception:  # reported with its reason when the sample runs alone
+            continue
+    rows: dict[int, dict[str, Any]] = {}
+    if len(prepared) > 1:
+        try:
+            rows = _invert_and_edit_together(prepared, model, inversion, editor, metrics, meter, seed, sharing)
+        except JOB_STOPPING:
+            raise
+        except Exception as error:
+            log.warning("a batch of %d samples failed (%s: %s); running them one at a time", len(prepared),
+                        type(error).__name__, error)  # fmt: skip
+            rows = {}
+    finished = []
+    for k, entry in enumerate(entries):
+        if k not in rows:
+            finished.append(alone(entry))
+            continue
+        row, images = rows[k]
+        finished.append(_write_and_score(entry, row, *images, metrics, output_dir))
+    return finished
+
+
+def _invert_and_edit_together(
+    prepared: Mapping[int, tuple[dict[str, Any], Any, Sample]],
+    model: DiffusionModel,
+    inversion: Inversion,
+    editor: Editor,
+    metrics: MetricSuite,
+    meter: CostMeter,
+    seed: int,
+    sharing: tuple[InversionCache, dict[str, Any]] | None,
+) -> dict[int, tuple[dict[str, Any], tuple[Any, Any]]]:
+    """Sample number -> (its row so far, (edited, reconstruction) images) for the prepared samples, inverted and
+    edited in one batch. Inversions come from the sweep's cache when all of them are there."""
+    order = list(prepared)
+    seen = [prepared[k][2] for k in order]
+    keys = [cache_key(sharing[1], prepared[k][0]["image_sha256"], prepared[k][2]) for k in order] if sharing else []
+    cached = [sharing[0].load(key) for key in keys] if sharing else []
+    reused = bool(cached) and all(entry is not None for entry in cached)
+    meter.start_sample()
+    with meter.phase("inversion"):
+        if reused:
+            inverted = [entry["inverted"] for entry in cached]
+        else:
+            latents = []
+            for k in order:
+                seed_everything(seed)  # each source encoded as it would be alone
+                latents.append(inversion.encode_source(model, prepared[k][1]))
+            inverted = inversion.invert_batch(model, latents, seen)
+    for result in inverted:
+        _require_finite(f"inversion={inversion.name}", result.noise_latent)
+    inversion_costs = {key: meter.values[key] / len(order) for key in COST_KEYS}
+    inversion_peak = meter.peak_memory()[0]
+    if sharing and not reused:
+        for key, result in zip(keys, inverted, strict=True):
+            entry = {"inverted": result, "costs": inversion_costs, "peak_memory_mb": inversion_peak,
+                     "random_state": random_state(), "computed_in": "a batch"}  # fmt: skip
+            sharing[0].store(key, entry)
+    with meter.phase("edit"):
+        edits = editor.edit_batch(model, inverted, seen)
+        latents = torch.cat([part for edit in edits for part in (edit.edited, edit.reconstruction)])
+        _require_finite(f"editor={editor.name}", latents)
+        images = model.decode_latents(latents, metrics.image_quantisation)
+    costs = _costs(meter)
+    shared_costs = {
+        key: value / len(order)
+        for key, value in costs.items()
+        if key.endswith(("_seconds", "_evals", "_calls")) and not key.startswith("inversion_")
+    }
+    rows = {}
+    for position, k in enumerate(order):
+        row = prepared[k][0]
+        own_inversion = cached[position]["costs"] if reused else inversion_costs
+        row.update(costs, **shared_costs, **own_inversion, inversion_reused=reused, batch_size=len(order))
+        row["total_seconds"] = row["inversion_seconds"] + row["edit_seconds"]
+        if reused:
+            row["peak_memory_mb"] = max(row["peak_memory_mb"], cached[position]["peak_memory_mb"])
+        row.update(inversion_info=inverted[position].info, edit_info=edits[position].info)
+        rows[k] = (row, (images[2 * position], images[2 * position + 1]))
+    return rows
+
+
+def _write_and_score(
+    entry: Sample, row: dict[str, Any], edited: Any, reconstruction: Any, metrics: MetricSuite, output_dir: Path
+) -> dict[str, Any]:
+    """Write a sample's images and score them; a failure fails this sample only."""
+    try:
+        _save_images(entry, row, edited, reconstruction, output_dir)
+        started = time.perf_counter()
+        row.update(metrics.score(entry, edited, reconstruction, lossless=True))
+        row.update(metrics_seconds=time.perf_counter() - started, status="ok", error=None)
+    except JOB_STOPPING:
+        raise
+    except Exception as error:
+        log.error("sample %s failed: %s: %s", entry.id, type(error).__name__, error, exc_info=True)
+        row.update(status="failed", error=f"{type(error).__name__}: {error}")
+    row["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return row
+
+
+def _save_images(entry: Sample, row: dict[str, Any], edited: Any, reconstruction: Any, output_dir: Path) -> None:
+    image_file = entry.output_name  # validated by the reader: inside the job folder, one per sample
+    save_png(edited, output_dir / EDITED_FOLDER / image_file)
+    save_png(reconstruction, output_dir / RECONSTRUCTION_FOLDER / image_file)
+    row.update(
+        edited_image=str(Path(EDITED_FOLDER) / image_file),
+        reconstruction_image=str(Path(RECONSTRUCTION_FOLDER) / image_file),
+    )
+
+
 def _process(
     entry: Sample | InvalidSample,
     model: DiffusionModel,
@@ -268,16 +425,9 @@ def _process(
             edited, reconstruction = model.decode_latents(
                 torch.cat([edit.edited, edit.reconstruction]), metrics.image_quantisation
             )
-        image_file = entry.output_name  # validated by the reader: inside the job folder, one per sample
-        save_png(edited, output_dir / EDITED_FOLDER / image_file)
-        save_png(reconstruction, output_dir / RECONSTRUCTION_FOLDER / image_file)
-        row.update(
-            edited_image=str(Path(EDITED_FOLDER) / image_file),
-            reconstruction_image=str(Path(RECONSTRUCTION_FOLDER) / image_file),
-            inversion_info=inverted.info,
-            edit_info=edit.info,
-        )
-        row.update(_costs(meter), inversion_reused=reused_peak is not None)
+        _save_images(entry, row, edited, reconstruction, output_dir)
+        row.update(inversion_info=inverted.info, edit_info=edit.info)
+        row.update(_costs(meter), inversion_reused=reused_peak is not None, batch_size=1)
         if (
             reused_peak is not None
         ):  # the method's peak: its inversion's, measured where it was computed, or this edit's

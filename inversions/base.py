@@ -110,6 +110,30 @@ class CombinedHooks(StepHooks):
         return frozenset().union(*(part.state() for part in self.parts))
 
 
+class PerSampleHooks(StepHooks):
+    """The hooks of several samples' inversions in one loop whose batch holds each sample's `branches` branches in
+    turn (sample 0's source and targets, then sample 1's, ...): each sample's conditioning and corrections are applied
+    to its own rows. Only per-row hooks combine this way; results with controllers or their own step do not batch."""
+
+    def __init__(self, parts: Sequence[StepHooks], branches: int):
+        if any(part.state() & {"controllers", "step"} for part in parts):
+            raise ValueError("hooks with attention controllers or their own step cannot be batched across samples")
+        self.parts, self.branches = list(parts), branches
+
+    def _rows(self, k: int) -> slice:
+        return slice(k * self.branches, (k + 1) * self.branches)
+
+    def conditioning(self, i, cond, uncond):
+        pairs = [part.conditioning(i, cond[self._rows(k)], uncond[self._rows(k)]) for k, part in enumerate(self.parts)]
+        return torch.cat([c for c, _ in pairs]), torch.cat([u for _, u in pairs])
+
+    def after_step(self, i, latents):
+        return torch.cat([part.after_step(i, latents[self._rows(k)]) for k, part in enumerate(self.parts)])
+
+    def state(self) -> frozenset[str]:
+        return frozenset().union(*(part.state() for part in self.parts))
+
+
 @dataclass
 class UnconditionalEmbeddings(StepHooks):
     """Per-step unconditional embeddings (1, L, D) for classifier-free guidance: null-text-style methods (NTI) and
@@ -176,6 +200,7 @@ class Inversion(ABC):
     produces: ClassVar[frozenset[str]] = frozenset()  # the hooks (HOOKS names) every result of this method overrides
     guidance_key: ClassVar[str] = "guidance_scale"  # the hyperparameter `tuned_for_guidance` reports
     families: ClassVar[frozenset[str]] = frozenset({"sd"})  # the model families it works on (MODEL_FAMILIES)
+    batches: ClassVar[bool] = False  # whether `invert_batch` evaluates several samples in one denoiser call per step
 
     def encode_source(self, model: DiffusionModel, image: np.ndarray) -> torch.Tensor:
         """The latent z_0 this method inverts, of the uint8 H×W×3 source image: the VAE posterior mean, unless the
@@ -185,6 +210,13 @@ class Inversion(ABC):
     @abstractmethod
     def invert(self, model: DiffusionModel, image_latent: torch.Tensor, sample: Sample) -> InversionResult:
         """Invert `image_latent` (1, 4, h, w) of `sample`'s source image; may use its prompts and edit class."""
+
+    def invert_batch(
+        self, model: DiffusionModel, image_latents: Sequence[torch.Tensor], samples: Sequence[Sample]
+    ) -> list[InversionResult]:
+        """Invert several samples, each as `invert` would (equal to float rounding). A method that sets `batches`
+        evaluates them in one denoiser call per step; the default inverts them one after another."""
+        return [self.invert(model, latent, sample) for latent, sample in zip(image_latents, samples, strict=True)]
 
     def state(self) -> frozenset[str]:
         """The hooks (HOOKS names) this configuration's results override, known from the hyperparameters alone

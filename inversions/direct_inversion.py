@@ -18,6 +18,7 @@ offset is needed, per step, at edit guidance > 1). The reference also computes t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -62,26 +63,36 @@ class DirectInversion(Inversion):
     def tuned_for_guidance(self) -> float | None:
         return self.edit_guidance_scale
 
-    @torch.no_grad()
+    batches = True
+
     def invert(self, model: DiffusionModel, image_latent: torch.Tensor, sample: Sample) -> InversionResult:
-        pivot = DDIMInversion(self.num_steps, self.inversion_guidance_scale).invert(model, image_latent, sample)
-        schedule, trajectory = pivot.schedule, pivot.latents
-        prompts = [sample.source_prompt]
-        if self.offset_branches == "source_and_target":
-            prompts.append(sample.target_prompt)
+        return self.invert_batch(model, [image_latent], [sample])[0]
+
+    @torch.no_grad()
+    def invert_batch(
+        self, model: DiffusionModel, image_latents: Sequence[torch.Tensor], samples: Sequence[Sample]
+    ) -> list[InversionResult]:
+        pivots = DDIMInversion(self.num_steps, self.inversion_guidance_scale).invert_batch(
+            model, image_latents, samples
+        )
+        schedule = pivots[0].schedule
+        per_sample = 2 if self.offset_branches == "source_and_target" else 1  # rows: source (, target) per sample
+        prompts = [prompt for s in samples for prompt in (s.source_prompt, s.target_prompt)[:per_sample]]
         cond = model.encode_prompts(prompts)
         uncond = model.encode_prompts([""] * len(prompts))
         offsets: list[torch.Tensor] = []
         for i, t in enumerate(schedule.timesteps):
-            on_pivot = trajectory[self.num_steps - i].expand(len(prompts), -1, -1, -1)
+            on_pivot = torch.cat([p.latents[self.num_steps - i].expand(per_sample, -1, -1, -1) for p in pivots])
             landed = schedule.step(
                 model.guided_noise(on_pivot, t, cond, uncond, self.edit_guidance_scale), t, on_pivot
             )
-            offset = trajectory[self.num_steps - i - 1] - landed
+            goal = torch.cat([p.latents[self.num_steps - i - 1].expand(per_sample, -1, -1, -1) for p in pivots])
             keep = self.offset_scale if i % self.offset_interval == 0 else 0.0
-            offsets.append(keep * offset)
-        source = [offset[:1] for offset in offsets]
-        targets = {"source": None, "source_and_target": [offset[1:] for offset in offsets], "source_to_all": source}
-        pivot.hooks = LatentOffsets(source, targets[self.offset_branches])
-        pivot.info = {"offset_guidance_scale": self.edit_guidance_scale}
-        return pivot
+            offsets.append(keep * (goal - landed))
+        for k, pivot in enumerate(pivots):
+            own = [offset[k * per_sample : (k + 1) * per_sample].clone() for offset in offsets]
+            source = [offset[:1] for offset in own]
+            targets = {"source": None, "source_and_target": [offset[1:] for offset in own], "source_to_all": source}
+            pivot.hooks = LatentOffsets(source, targets[self.offset_branches])
+            pivot.info = {"offset_guidance_scale": self.edit_guidance_scale}
+        return pivots

@@ -11,6 +11,7 @@ inversion step; editing costs what the editor costs.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -29,10 +30,17 @@ class NegativePromptInversion(Inversion):
     produces = frozenset({"conditioning"})
 
     num_steps: Steps
+    batches = True
+
+    def invert(self, model: DiffusionModel, image_latent: torch.Tensor, sample: Sample) -> InversionResult:
+        return self.invert_batch(model, [image_latent], [sample])[0]
 
     @torch.no_grad()
-    def invert(self, model: DiffusionModel, image_latent: torch.Tensor, sample: Sample) -> InversionResult:
-        pivot = DDIMInversion(self.num_steps, 1.0).invert(model, image_latent, sample)
-        source = model.encode_prompts([sample.source_prompt])
-        pivot.hooks = UnconditionalEmbeddings([source] * self.num_steps)
-        return pivot
+    def invert_batch(
+        self, model: DiffusionModel, image_latents: Sequence[torch.Tensor], samples: Sequence[Sample]
+    ) -> list[InversionResult]:
+        pivots = DDIMInversion(self.num_steps, 1.0).invert_batch(model, image_latents, samples)
+        for pivot, sample in zip(pivots, samples, strict=True):
+            source = model.encode_prompts([sample.source_prompt])
+            pivot.hooks = UnconditionalEmbeddings([source] * self.num_steps)
+        return pivots

@@ -1,0 +1,102 @@
+"""Several samples per denoiser call (`batch_size`): every method that batches gives each sample what it gives alone,
+to float rounding; what cannot batch runs one sample at a time; rows say their batch and share its cost equally."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from conftest import conf_file, read_pixels, run
+
+from editors import EDITORS
+from editors.base import batchable
+from invbench.images import fit_square
+from inversions import INVERSIONS
+from inversions.base import StepHooks
+from invbench.results import read_rows
+
+STEPS = 4
+BATCHING = {  # each inversion that batches, with the settings that exercise its per-sample parts
+    "ddim": {"name": "ddim", "num_steps": STEPS, "guidance_scale": 1.0},
+    "ddim_guided": {"name": "ddim", "num_steps": STEPS, "guidance_scale": 7.5},
+    "npi": {"name": "npi", "num_steps": STEPS},
+    "directinversion": conf_file("inversion/directinversion.yaml") | {"num_steps": STEPS},
+    "directinversion_targets": conf_file("inversion/directinversion.yaml")
+    | {"num_steps": STEPS, "offset_branches": "source_and_target"},
+}
+
+
+@pytest.fixture(scope="module")
+def four(tiny_model, mini):
+    """Four samples with different images and prompts, and their source latents."""
+    samples = [sample for sample in mini.samples][:4]
+    assert len({sample.source_prompt for sample in samples}) == 4
+    latents = [tiny_model.encode_image(fit_square(s.read_image(), tiny_model.resolution)) for s in samples]
+    return samples, latents
+
+
+@pytest.mark.parametrize("name", sorted(BATCHING))
+def test_batch_of_four_equals_each_sample_alone(tiny_model, four, name):
+    samples, latents = four
+    inversion = INVERSIONS.build(BATCHING[name])
+    assert inversion.batches
+    together = inversion.invert_batch(tiny_model, latents, samples)
+    alone = [inversion.invert(tiny_model, latent, sample) for latent, sample in zip(latents, samples)]
+    for batched, single in zip(together, alone):
+        assert batched.state() == single.state() and batched.info == single.info
+        for a, b in zip(batched.latents, single.latents, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-5)  # latents of std ~1; batch rows round apart
+    editor = EDITORS.build(conf_file("editor/direct.yaml"))
+    assert batchable(together)
+    edited = editor.edit_batch(tiny_model, together, samples)
+    for batched, inverted, sample in zip(edited, alone, samples):
+        single = editor.edit(tiny_model, inverted, sample)
+        torch.testing.assert_close(batched.edited, single.edited, rtol=0, atol=1e-4)
+        torch.testing.assert_close(batched.reconstruction, single.reconstruction, rtol=0, atol=1e-4)
+    # the samples really differ, so a batch that mixed them up would fail above
+    assert (edited[0].edited - edited[1].edited).abs().max() > 1e-2
+
+
+def test_inversions_with_controllers_or_their_own_step_are_edited_one_at_a_time(tiny_model, four):
+    samples, latents = four
+    plain = INVERSIONS.build(BATCHING["ddim"]).invert_batch(tiny_model, latents[:2], samples[:2])
+
+    class Frozen(StepHooks):  # a method with its own reverse step (here: none)
+        def step(self, schedule, i, t, latents, noise_parts, guidance_scale):
+            return latents
+
+    own_step = dataclasses.replace(plain[1], hooks=Frozen())
+    assert not batchable([plain[0], own_step])
+    first, second = EDITORS.build(conf_file("editor/direct.yaml")).edit_batch(
+        tiny_model, [plain[0], own_step], samples[:2]
+    )
+    assert torch.equal(second.edited, own_step.noise_latent)  # its own step ran: it was edited alone
+
+
+@pytest.mark.ci_only  # three jobs, ~35 s on 2 cores
+def test_a_batched_job_writes_the_images_and_counts_of_the_unbatched_one(tmp_path):
+    """launch.py with batch_size=4 on the 10 mini samples: groups of 4, 4 and 2, every image within one level of the
+    batch_size=1 run's (float rounding), the same evaluations per sample, and seconds shared equally in a group."""
+    common = ["inversion=directinversion", "model.resolution=64", "num_steps=3", "metrics=none"]
+    for size in (1, 4):
+        code, output = run("launch.py", *common, f"batch_size={size}", f"hydra.run.dir=b{size}", cwd=tmp_path)
+        assert code == 0, output
+    single, batched = (read_rows(tmp_path / f"b{size}" / "results.jsonl") for size in (1, 4))
+    assert [row["batch_size"] for row in batched] == [4] * 8 + [2] * 2
+    assert [row["batch_size"] for row in single] == [1] * 10
+    for a, b in zip(single, batched, strict=True):
+        assert a["sample_id"] == b["sample_id"] and b["status"] == "ok"
+        for key in ("inversion_unet_evals", "edit_unet_evals"):
+            assert a[key] == b[key], key
+        for image in ("edited_image", "reconstruction_image"):
+            difference = abs(read_pixels(tmp_path / "b1" / a[image]) - read_pixels(tmp_path / "b4" / b[image]))
+            assert difference.max() <= 1 and (difference > 0).mean() < 0.01, (a["sample_id"], image)
+    first_group = batched[:4]
+    assert len({row["total_seconds"] for row in first_group}) == 1
+    # DirectInversion calls the denoiser once per DDIM step and once per offset step, for the whole group: 6 / 4
+    assert single[0]["inversion_unet_calls"] == 6 and first_group[0]["inversion_unet_calls"] == 1.5
+
+    code, output = run("launch.py", *common, "editor=p2p", "batch_size=4", "hydra.run.dir=p2p", cwd=tmp_path)
+    assert code == 0 and "editor=p2p does not batch samples; they run one at a time" in output, output
+    assert {row["batch_size"] for row in read_rows(tmp_path / "p2p" / "results.jsonl")} == {1}
