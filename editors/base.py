@@ -62,6 +62,11 @@ class Editor(ABC):
         scale a guidance-tuned state must be computed for (invbench/compatibility.py). Default: `guidance_scale`."""
         return self.guidance_scale
 
+    def fast_path(self) -> Editor:
+        """This editor as the GPU fast path (`precision` other than reference) runs it: a controller that can skip
+        the attention maps no step reads does so. Default: unchanged."""
+        return self
+
     def observe_inversion(self, model: DiffusionModel, inversion: Any) -> AbstractContextManager[None]:
         """A context the runner inverts in, for an editor that reads what the inversion computes (RF-Edit's recorded
         attention values). Default: nothing observed."""

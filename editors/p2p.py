@@ -29,6 +29,7 @@ With identical prompts the target branch equals the source branch.
 from __future__ import annotations
 
 import logging
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -169,6 +170,9 @@ class PromptToPrompt(Editor):
 
     def uncond_self_replace_until(self, num_steps: int) -> int:
         return 0  # P2P edits the conditional half only; P2Plus overrides this
+
+    def fast_path(self) -> PromptToPrompt:
+        return dataclasses.replace(self, attention_outside_windows="fused")  # maps only where a step reads them
 
     def edit(self, model: DiffusionModel, inversion: InversionResult, sample: Sample) -> EditResult:
         control, info = self.build_control(model, inversion, sample)

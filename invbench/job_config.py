@@ -21,6 +21,7 @@ JOB_KEYS = (
     "num_threads",
     "inversion_cache",
     "batch_size",
+    "precision",
     "num_steps",
     "model",
     "dataset",
@@ -39,6 +40,7 @@ class RunSettings:
     num_steps: Steps
     inversion_cache: bool
     batch_size: Annotated[int, at_least(1)]
+    precision: Literal["reference", "bfloat16", "float16"]
 
 
 @dataclass
@@ -73,7 +75,10 @@ def check_job_config(config: Mapping[str, Any]) -> CheckedJob:
     from inversions import INVERSIONS
     from metrics import METRICS
 
-    run = {key: config[key] for key in ("seed", "device", "num_threads", "num_steps", "inversion_cache", "batch_size")}
+    run = {
+        key: config[key]
+        for key in ("seed", "device", "num_threads", "num_steps", "inversion_cache", "batch_size", "precision")
+    }
     check_fields(RunSettings, run, "conf/config.yaml or the command line", "")
     model = config["model"]
     check_fields(ModelSettings, model, f"conf/model/{model['name']}.yaml", "model.")

@@ -64,6 +64,9 @@ class DiffusionModel:
     resolution: int
     device: torch.device
     dtype: torch.dtype
+    autocast_dtype: torch.dtype | None = None
+    """The GPU fast path (`precision` bfloat16 / float16): denoiser calls run under autocast to this dtype and their
+    output returns in `dtype`, so schedules and optimisers keep their precision. None: the model's dtype throughout."""
 
     @property
     def family(self) -> str:
@@ -121,7 +124,11 @@ class DiffusionModel:
     ) -> torch.Tensor:
         """eps(z_t, t, c) (flow families: the velocity). Not wrapped in no_grad: optimisation-based inversions
         differentiate through it. `guidance`: the embedded guidance of a guidance-distilled model (FLUX.1-dev)."""
-        return self.backbone.predict_noise(latents, t, embeddings, guidance)
+        if self.autocast_dtype is None:
+            return self.backbone.predict_noise(latents, t, embeddings, guidance)
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype):
+            prediction = self.backbone.predict_noise(latents, t, embeddings, guidance)
+        return prediction.to(self.dtype)
 
     def noise_like(self, latents: torch.Tensor) -> torch.Tensor:
         """Seeded Gaussian noise shaped as `latents`, in the layout the family's pipeline draws it."""
@@ -161,16 +168,20 @@ class DiffusionModel:
         """Classifier-free guidance for a batch of branches: eps_u + w (eps_c - eps_u), one UNet call."""
         return classifier_free(*self.noise_parts(latents, t, cond, uncond, guidance_scale), guidance_scale)
 
-    @torch.no_grad()
-    def warm_up(self) -> None:
-        """Run the shapes a job uses once (VAE round trip; UNet at batch 1, 2 and 4) so that one-time CUDA costs
-        (kernel selection, cuBLAS/cuDNN handles) are not billed to the first sample's seconds."""
+    def warm_up(self, batches: Sequence[int] = (1, 2, 4), backward: bool = True) -> None:
+        """Run the shapes a job uses once (VAE round trip; the denoiser at each of `batches` latents, and with
+        `backward` one batch-1 backward pass as optimisation-based inversions take) so that one-time CUDA costs
+        (kernel selection, cuBLAS/cuDNN handles, autograd's buffers) are not billed to the first sample's seconds."""
         pixels = np.zeros((self.resolution, self.resolution, 3), dtype=np.uint8)
         latent = self.encode_image(pixels)
         embeddings = self.encode_prompts([""])
-        for batch in (1, 2, 4):
-            self.predict_noise(latent.repeat(batch, 1, 1, 1), 999, embeddings.expand(batch, -1, -1))
-        self.decode_latents(latent)
+        with torch.no_grad():
+            for batch in batches:
+                self.predict_noise(latent.repeat(batch, 1, 1, 1), 999, embeddings.expand(batch, -1, -1))
+            self.decode_latents(latent)
+        if backward:
+            tuned = embeddings.detach().clone().requires_grad_(True)
+            self.predict_noise(latent, 999, tuned).float().square().mean().backward()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
 

@@ -84,8 +84,10 @@ def _run_job(cfg: DictConfig, output_dir: Path, launcher_cpus: int | None, job_n
     inversion, editor, metrics, logger = checked.inversion, checked.editor, checked.metrics, checked.logger
     threads = configure_threads(config["num_threads"], launcher_cpus)
     device = resolve_device(config["device"])
+    if config["precision"] != "reference":
+        editor = editor.fast_path()  # its hyperparameters, recorded below, say what ran
     config["inversion"], config["editor"] = hyperparameters(inversion), hyperparameters(editor)
-    digest = config_hash({key: config[key] for key in RESULT_DEFINING_KEYS})
+    digest = config_hash({key: config[key] for key in RESULT_DEFINING_KEYS} | _precision_key(config))
     metrics_digest = config_hash(config["metrics"])
     dataset = config["dataset"]
     benchmark = load_dataset(dataset, edit_class_lookup(config["edit_classes"]), strict=False)
@@ -130,8 +132,9 @@ def _run_job(cfg: DictConfig, output_dir: Path, launcher_cpus: int | None, job_n
         )
         # which backbones `auto` found is known only now: real ones cached since would change every value
         refuse_mixing(output_dir, previous, {"metrics_setup": metrics.setup})
+        _set_precision(model, config["precision"])
         if device.type == "cuda" and not model_reused:
-            model.warm_up()
+            model.warm_up(batches=sorted({1, 2, 4, 4 * config["batch_size"]}))
         _write_run_record(output_dir, config, digest, device)
         shared = {
             "inversion": inversion.name,
@@ -140,6 +143,7 @@ def _run_job(cfg: DictConfig, output_dir: Path, launcher_cpus: int | None, job_n
             "model_weights": model.weights,
             "device": str(device),
             "dtype": config["model"]["dtype"],
+            "precision": config["precision"],
             "resolution": model.resolution,
             "config_hash": digest,
             "hparams": {"inversion": config["inversion"], "editor": config["editor"]},
@@ -203,6 +207,22 @@ def _run_job(cfg: DictConfig, output_dir: Path, launcher_cpus: int | None, job_n
     return job_rows
 
 
+def _precision_key(config: Mapping[str, Any]) -> dict[str, str]:
+    """The precision where it is not the reference's: part of what defines a result (absent from reference runs'
+    hashes, which predate the setting)."""
+    return {} if config["precision"] == "reference" else {"precision": config["precision"]}
+
+
+def _set_precision(model: DiffusionModel, precision: str) -> None:
+    """`reference`: the model's dtype throughout, no TF32 (the published tables' arithmetic). `bfloat16` /
+    `float16`: denoiser calls under autocast to it, and TF32 matmuls and convolutions on CUDA. Set per job, both
+    ways, because the model and torch's flags outlive a job in a local sweep."""
+    fast = precision != "reference"
+    model.autocast_dtype = getattr(torch, precision) if fast else None
+    torch.backends.cuda.matmul.allow_tf32 = fast
+    torch.backends.cudnn.allow_tf32 = fast
+
+
 def _loaded(metrics: MetricSuite, device: torch.device) -> MetricSuite:
     metrics.load(device)
     return metrics
@@ -216,6 +236,7 @@ def _inversion_sharing(
     if not config["inversion_cache"] or job_num is None or editor.observes_inversion():
         return None
     defining = {key: config[key] for key in ("model", "scheduler", "inversion", "seed")} | {"device": str(device)}
+    defining |= _precision_key(config)
     return InversionCache(output_dir.parent / CACHE_FOLDER, device), defining
 
 

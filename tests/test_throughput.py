@@ -1,5 +1,6 @@
-"""Several samples per denoiser call (`batch_size`): every method that batches gives each sample what it gives alone,
-to float rounding; what cannot batch runs one sample at a time; rows say their batch and share its cost equally."""
+"""Throughput settings. Several samples per denoiser call (`batch_size`): every method that batches gives each sample
+what it gives alone, to float rounding; what cannot batch runs one sample at a time; rows say their batch and share
+its cost equally. The fast path (`precision`): autocast around the denoiser only, recorded in rows and hashes."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import dataclasses
 
 import pytest
 import torch
-from conftest import conf_file, read_pixels, run
+from conftest import conf_file, read_pixels, relative_error, run
 
 from editors import EDITORS
 from editors.base import batchable
@@ -100,3 +101,33 @@ def test_a_batched_job_writes_the_images_and_counts_of_the_unbatched_one(tmp_pat
     code, output = run("launch.py", *common, "editor=p2p", "batch_size=4", "hydra.run.dir=p2p", cwd=tmp_path)
     assert code == 0 and "editor=p2p does not batch samples; they run one at a time" in output, output
     assert {row["batch_size"] for row in read_rows(tmp_path / "p2p" / "results.jsonl")} == {1}
+
+
+def test_autocast_wraps_the_denoiser_only_and_returns_the_model_dtype(tiny_model, source_latent):
+    cond = tiny_model.encode_prompts(["a cat"])
+    reference = tiny_model.predict_noise(source_latent, 501, cond)
+    try:
+        tiny_model.autocast_dtype = torch.bfloat16
+        fast = tiny_model.predict_noise(source_latent, 501, cond)
+    finally:
+        tiny_model.autocast_dtype = None
+    assert fast.dtype == reference.dtype == torch.float32
+    # bfloat16 keeps 8 bits of mantissa: close, and not equal
+    assert 1e-4 < relative_error(fast, reference) < 5e-2
+
+
+def test_the_fast_path_is_another_configuration_recorded_in_every_row(tmp_path):
+    common = ["editor=p2p", "model.resolution=64", "num_steps=3", "metrics=none", "dataset.categories=[1]"]
+    for precision in ("reference", "bfloat16"):
+        code, output = run("launch.py", *common, f"precision={precision}", f"hydra.run.dir={precision}", cwd=tmp_path)
+        assert code == 0, output
+    reference, fast = (read_rows(tmp_path / name / "results.jsonl") for name in ("reference", "bfloat16"))
+    assert {row["precision"] for row in reference} == {"reference"} and {row["precision"] for row in fast} == {
+        "bfloat16"
+    }
+    assert reference[0]["config_hash"] != fast[0]["config_hash"]
+    assert reference[0]["hparams"]["editor"]["attention_outside_windows"] == "materialised"
+    assert fast[0]["hparams"]["editor"]["attention_outside_windows"] == "fused"  # P2P's maps only where read
+    assert all(row["status"] == "ok" for row in fast)
+    code, output = run("launch.py", *common, "precision=fp8", "hydra.run.dir=bad", cwd=tmp_path)
+    assert code == 2 and "precision='fp8'" in output, output
