@@ -268,6 +268,78 @@ class ControllerGroup(AttentionController):
         return latents
 
 
+class PerSampleControllers(AttentionController):
+    """Several samples' controllers in one denoiser call: the batch holds each sample's `branches` branches in turn
+    (in each half of guidance), and each controller sees, and may change, its own sample's rows only. Controllers
+    that change the latents before a step or the step's evaluation (guidance by gradient) do not batch this way."""
+
+    def __init__(self, controllers: list[AttentionController], branches: int):
+        changing = [c for c in controllers if type(c).before_step is not AttentionController.before_step
+                    or type(c).step_noise_parts is not AttentionController.step_noise_parts]  # fmt: skip
+        if changing:
+            raise ValueError(f"{type(changing[0]).__name__} changes the step's latents or evaluation: it cannot batch")
+        self.controllers, self.branches = controllers, branches
+        for controller in controllers:
+            controller.num_branches = branches
+
+    @property
+    def num_branches(self) -> int:
+        return self.branches * len(self.controllers)
+
+    @num_branches.setter
+    def num_branches(self, value: int) -> None:
+        if value != self.branches * len(self.controllers):
+            raise ValueError(f"{value} branches for {len(self.controllers)} samples of {self.branches}")
+
+    def _split(self, rows: torch.Tensor, dim: int = 0) -> list[torch.Tensor]:
+        """(halves · samples · branches, ...) along `dim` -> each sample's (halves · branches, ...)."""
+        samples = len(self.controllers)
+        shape = rows.shape
+        grouped = rows.reshape(*shape[:dim], -1, samples, self.branches, *shape[dim + 1 :])
+        return [grouped.select(dim + 1, k).reshape(*shape[:dim], -1, *shape[dim + 1 :]) for k in range(samples)]
+
+    def _join(self, parts: list[torch.Tensor], dim: int = 0) -> torch.Tensor:
+        shape = parts[0].shape
+        stacked = torch.stack(
+            [part.reshape(*shape[:dim], -1, self.branches, *shape[dim + 1 :]) for part in parts], dim + 1
+        )
+        return stacked.reshape(*shape[:dim], -1, *shape[dim + 1 :])
+
+    def wants(self, site: AttentionSite) -> bool:
+        return any(controller.wants(site) for controller in self.controllers)
+
+    def attention(self, site: AttentionSite, probs: torch.Tensor) -> torch.Tensor:
+        parts = self._split(probs.flatten(0, 1))  # (halves, rows, ...) -> per sample (halves · branches, ...)
+        halves = probs.shape[0]
+        changed = [
+            controller.attention(site, part.unflatten(0, (halves, self.branches))).flatten(0, 1)
+            if controller.wants(site) else part
+            for controller, part in zip(self.controllers, parts)
+        ]  # fmt: skip
+        return self._join(changed).unflatten(0, (halves, -1))
+
+    def context(self, site: AttentionSite, context: torch.Tensor) -> torch.Tensor:
+        parts = self._split(context)
+        return self._join([c.context(site, part) for c, part in zip(self.controllers, parts)])
+
+    def value_context(self, site: AttentionSite, context: torch.Tensor) -> torch.Tensor:
+        parts = self._split(context)
+        return self._join([c.value_context(site, part) for c, part in zip(self.controllers, parts)])
+
+    def values(self, site: AttentionSite, value: torch.Tensor) -> torch.Tensor:
+        parts = self._split(value)
+        return self._join([c.values(site, part) for c, part in zip(self.controllers, parts)])
+
+    def begin_step(self, step: int) -> None:
+        super().begin_step(step)
+        for controller in self.controllers:
+            controller.begin_step(step)
+
+    def end_step(self, step: int, latents: torch.Tensor) -> torch.Tensor:
+        rows = latents.split(self.branches)
+        return torch.cat([c.end_step(step, part) for c, part in zip(self.controllers, rows)])
+
+
 class LevelConditioning(AttentionController):
     """Per-resolution prompt embeddings (TODInv's extended P* space): cross-attention layers at a resolution listed
     in `embeddings` read the conditional rows from there instead of the prompt embedding the UNet was called with."""

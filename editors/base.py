@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from editors.attention import AttentionController, ControllerGroup, attention_control
+from editors.attention import AttentionController, ControllerGroup, PerSampleControllers, attention_control
 from invbench.models import DiffusionModel
 from invbench.registry import Registry
 from inversions.base import HOOKS, InversionResult, PerSampleHooks, StepHooks
@@ -129,15 +129,21 @@ def batchable(inversions: Sequence[InversionResult]) -> bool:
 
 @torch.no_grad()
 def denoise_samples(
-    model: DiffusionModel, inversions: Sequence[InversionResult], cond: torch.Tensor, guidance_scale: float
+    model: DiffusionModel,
+    inversions: Sequence[InversionResult],
+    cond: torch.Tensor,
+    guidance_scale: float,
+    controllers: Sequence[AttentionController] | None = None,
 ) -> torch.Tensor:
-    """`denoise_branches` for several samples in one denoiser call per step (`batchable` inversions, no controller).
-    cond: each sample's branches in turn, the same number B per sample, its source branch first. Returns the final
-    latents in the same order."""
+    """`denoise_branches` for several samples in one denoiser call per step (`batchable` inversions).
+    cond: each sample's branches in turn, the same number B per sample, its source branch first; `controllers`: one
+    per sample, each seeing its own sample's rows (`PerSampleControllers`). Returns the final latents in cond's
+    order."""
     branches = cond.shape[0] // len(inversions)
     start = torch.cat([inversion.noise_latent.repeat(branches, 1, 1, 1) for inversion in inversions])
     hooks = PerSampleHooks([inversion.hooks for inversion in inversions], branches)
-    return _denoise(model, inversions[0].schedule, start, hooks, cond, guidance_scale)
+    controller = None if controllers is None else PerSampleControllers(list(controllers), branches)
+    return _denoise(model, inversions[0].schedule, start, hooks, cond, guidance_scale, controller)
 
 
 def _denoise(

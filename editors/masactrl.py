@@ -20,12 +20,13 @@ from __future__ import annotations
 import logging
 import dataclasses
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
 
 from editors.attention import AttentionController, AttentionSite, attention_sites, copy_source_rows, forward_order
-from editors.base import EDITORS, Editor, EditResult, denoise_branches
+from editors.base import EDITORS, Editor, EditResult, batchable, denoise_branches, denoise_samples
 from invbench.hyperparameters import Count, Guidance
 from invbench.models import EPSILON_UNETS, DiffusionModel
 from inversions.base import InversionResult
@@ -61,17 +62,35 @@ class MasaCtrl(Editor):
     def prepare_sample(self, sample: Sample) -> Sample:
         return dataclasses.replace(sample, source_prompt="") if self.source_prompt == "empty" else sample
 
-    def edit(self, model: DiffusionModel, inversion: InversionResult, sample: Sample) -> EditResult:
-        blocks = [
-            s
-            for s in forward_order(attention_sites(model.denoiser, inversion.noise_latent.shape[-1]))
-            if not s.is_cross
-        ]
+    batches = True
+
+    def controlled_layers(self, model: DiffusionModel, latent_size: int) -> set[str]:
+        blocks = [s for s in forward_order(attention_sites(model.denoiser, latent_size)) if not s.is_cross]
         layers = {site.name for site in blocks[self.start_layer :]}
         if not layers:
             log.warning("masactrl: this UNet has %d transformer blocks; none is at start_layer=%d or above, so "
                         "nothing is controlled", len(blocks), self.start_layer)  # fmt: skip
+        return layers
+
+    def edit(self, model: DiffusionModel, inversion: InversionResult, sample: Sample) -> EditResult:
+        layers = self.controlled_layers(model, inversion.noise_latent.shape[-1])
         cond = model.encode_prompts([sample.source_prompt, sample.target_prompt])
         controller = MutualSelfAttention(layers, self.start_step)
         latents = denoise_branches(model, inversion, cond, self.guidance_scale, controller)
         return EditResult(edited=latents[1:], reconstruction=latents[:1], info={"controlled_layers": len(layers)})
+
+    def edit_batch(
+        self, model: DiffusionModel, inversions: Sequence[InversionResult], samples: Sequence[Sample]
+    ) -> list[EditResult]:
+        """Several samples in one denoiser call per step, each target reading its own source's keys and values."""
+        if len(samples) == 1 or not batchable(inversions):
+            return super().edit_batch(model, inversions, samples)
+        layers = self.controlled_layers(model, inversions[0].noise_latent.shape[-1])
+        cond = model.encode_prompts([prompt for s in samples for prompt in (s.source_prompt, s.target_prompt)])
+        controllers = [MutualSelfAttention(layers, self.start_step) for _ in samples]
+        latents = denoise_samples(model, inversions, cond, self.guidance_scale, controllers)
+        info = {"controlled_layers": len(layers)}
+        return [
+            EditResult(edited=latents[2 * k + 1 : 2 * k + 2], reconstruction=latents[2 * k : 2 * k + 1], info=info)
+            for k in range(len(samples))
+        ]

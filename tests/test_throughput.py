@@ -59,6 +59,29 @@ def test_batch_of_four_equals_each_sample_alone(tiny_model, four, name):
     assert (edited[0].edited - edited[1].edited).abs().max() > 1e-2
 
 
+@pytest.mark.parametrize("inversion_name", ["ddim_guided", "directinversion"])
+@pytest.mark.parametrize("editor_name", ["p2p", "p2plus", "masactrl"])
+def test_editors_with_a_controller_per_sample_batch_as_each_sample_alone(
+    tiny_model, four, compose, editor_name, inversion_name
+):
+    """Each sample's controller sees and changes its own rows only: P2P's maps and local blend, P2Plus's
+    unconditional half, MasaCtrl's source keys and values."""
+    from omegaconf import OmegaConf
+
+    editor = EDITORS.build(OmegaConf.to_container(compose(f"editor={editor_name}").editor, resolve=True))
+    assert editor.batches
+    samples, latents = four
+    samples = [editor.prepare_sample(sample) for sample in samples]
+    inverted = INVERSIONS.build(BATCHING[inversion_name]).invert_batch(tiny_model, latents, samples)
+    together = editor.edit_batch(tiny_model, inverted, samples)
+    for batched, inversion, sample in zip(together, inverted, samples):
+        single = editor.edit(tiny_model, inversion, sample)
+        assert batched.info == single.info
+        torch.testing.assert_close(batched.edited, single.edited, rtol=0, atol=1e-4)
+        torch.testing.assert_close(batched.reconstruction, single.reconstruction, rtol=0, atol=1e-4)
+    assert (together[0].edited - together[1].edited).abs().max() > 1e-2
+
+
 def test_inversions_with_controllers_or_their_own_step_are_edited_one_at_a_time(tiny_model, four):
     samples, latents = four
     plain = INVERSIONS.build(BATCHING["ddim"]).invert_batch(tiny_model, latents[:2], samples[:2])
@@ -98,9 +121,9 @@ def test_a_batched_job_writes_the_images_and_counts_of_the_unbatched_one(tmp_pat
     # DirectInversion calls the denoiser once per DDIM step and once per offset step, for the whole group: 6 / 4
     assert single[0]["inversion_unet_calls"] == 6 and first_group[0]["inversion_unet_calls"] == 1.5
 
-    code, output = run("launch.py", *common, "editor=p2p", "batch_size=4", "hydra.run.dir=p2p", cwd=tmp_path)
-    assert code == 0 and "editor=p2p does not batch samples; they run one at a time" in output, output
-    assert {row["batch_size"] for row in read_rows(tmp_path / "p2p" / "results.jsonl")} == {1}
+    code, output = run("launch.py", *common, "editor=pnp", "batch_size=4", "hydra.run.dir=pnp", cwd=tmp_path)
+    assert code == 0 and "editor=pnp does not batch samples; they run one at a time" in output, output
+    assert {row["batch_size"] for row in read_rows(tmp_path / "pnp" / "results.jsonl")} == {1}
 
 
 def test_autocast_wraps_the_denoiser_only_and_returns_the_model_dtype(tiny_model, source_latent):
