@@ -309,14 +309,15 @@ class PerSampleControllers(AttentionController):
         return any(controller.wants(site) for controller in self.controllers)
 
     def attention(self, site: AttentionSite, probs: torch.Tensor) -> torch.Tensor:
-        parts = self._split(probs.flatten(0, 1))  # (halves, rows, ...) -> per sample (halves · branches, ...)
-        halves = probs.shape[0]
-        changed = [
-            controller.attention(site, part.unflatten(0, (halves, self.branches))).flatten(0, 1)
-            if controller.wants(site) else part
-            for controller, part in zip(self.controllers, parts)
-        ]  # fmt: skip
-        return self._join(changed).unflatten(0, (halves, -1))
+        # each sample's maps as a view of the batch's, (halves, branches, ...): no copy of maps that can be GBs
+        per_sample = probs.view(probs.shape[0], len(self.controllers), self.branches, *probs.shape[2:])
+        for k, controller in enumerate(self.controllers):
+            if controller.wants(site):
+                own = per_sample[:, k]
+                changed = controller.attention(site, own)
+                if changed is not own:
+                    own.copy_(changed)
+        return probs
 
     def context(self, site: AttentionSite, context: torch.Tensor) -> torch.Tensor:
         parts = self._split(context)
