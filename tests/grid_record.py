@@ -1,5 +1,5 @@
 """The grid record: what every inversion × editor pair of tests/test_grid.py's grid writes (the SHA-256 of its edited
-and reconstructed PNG, its UNet evaluation counts and its methods' reported info), kept in
+and reconstructed images' pixels, its UNet evaluation counts and its methods' reported info), kept in
 tests/golden/grid_record.json so that a refactor of the core can prove that no output changed (issue 17).
 
 Image bits depend on the CPU's float kernels, so the record also keeps a kernel fingerprint: the SHA-256 of a fixed
@@ -20,6 +20,7 @@ import os
 import platform
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 
@@ -28,7 +29,12 @@ COUNTS = ("inversion_unet_evals", "edit_unet_evals", "inversion_unet_backward_ev
 
 
 def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    """SHA-256 of an image's decoded pixels (and shape): the same for any PNG encoding of them."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        pixels = np.asarray(image.convert("RGB"))
+    return hashlib.sha256(str(pixels.shape).encode() + pixels.tobytes()).hexdigest()
 
 
 def kernel_fingerprint() -> str:
