@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
 from functools import partial
 from pathlib import Path
@@ -286,9 +286,9 @@ def _process_group(
     output_dir: Path,
     seed: int,
     sharing: tuple[InversionCache, dict[str, Any]] | None,
-) -> list[dict[str, Any]]:
+) -> Iterator[dict[str, Any]]:
     """The rows of a group of samples inverted and edited together (`batch_size` > 1, methods that batch), in their
-    order. Seconds, evaluations and calls are the group's, divided equally among its samples; peak memory is the
+    order, each as soon as it is scored (so that the job appends it before scoring the next). Seconds, evaluations and calls are the group's, divided equally among its samples; peak memory is the
     group's. A sample that cannot be prepared, or a group whose batched work fails, is processed one sample at a time,
     so that one bad sample never costs the others their results."""
     alone = partial(
@@ -296,7 +296,8 @@ def _process_group(
         output_dir=output_dir, seed=seed, sharing=sharing,
     )  # fmt: skip
     if len(entries) == 1:
-        return [alone(entries[0])]
+        yield alone(entries[0])
+        return
     prepared: dict[int, tuple[dict[str, Any], Any, Sample]] = {}
     for k, entry in enumerate(entries):
         if isinstance(entry, InvalidSample):
@@ -318,14 +319,12 @@ def _process_group(
             log.warning("a batch of %d samples failed (%s: %s); running them one at a time", len(prepared),
                         type(error).__name__, error)  # fmt: skip
             rows = {}
-    finished = []
     for k, entry in enumerate(entries):
-        if k not in rows:
-            finished.append(alone(entry))
-            continue
-        row, images = rows[k]
-        finished.append(_write_and_score(entry, row, *images, metrics, output_dir))
-    return finished
+        if k in rows:
+            row, images = rows.pop(k)
+            yield _write_and_score(entry, row, *images, metrics, output_dir)
+        else:
+            yield alone(entry)
 
 
 def _invert_and_edit_together(
@@ -427,7 +426,7 @@ def _process(
     seed: int,
     sharing: tuple[InversionCache, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    row = describe_sample(entry)
+    row = {**describe_sample(entry), "batch_size": 1}
     meter.start_sample()
     try:
         if isinstance(entry, InvalidSample):
@@ -448,7 +447,7 @@ def _process(
             )
         _save_images(entry, row, edited, reconstruction, output_dir)
         row.update(inversion_info=inverted.info, edit_info=edit.info)
-        row.update(_costs(meter), inversion_reused=reused_peak is not None, batch_size=1)
+        row.update(_costs(meter), inversion_reused=reused_peak is not None)
         if (
             reused_peak is not None
         ):  # the method's peak: its inversion's, measured where it was computed, or this edit's

@@ -38,6 +38,8 @@ ROW_FIELDS = {
     "inversion_unet_evals",
     "edit_unet_evals",
     "inversion_reused",
+    "batch_size",
+    "precision",
     "peak_memory_mb",
     "memory_kind",
     "status",
@@ -113,6 +115,31 @@ def test_missing_image_fails_that_sample_only(compose, tmp_path):
     assert status == {"121000000001": "failed", "623000000006": "ok", "723000000007": "ok"}
     error = rows.set_index("sample_id").loc["121000000001", "error"]
     assert error.startswith("FileNotFoundError: sample '121000000001': image not found")
+
+
+def test_a_bad_sample_or_a_failing_batch_never_costs_the_others_their_results(compose, tmp_path, monkeypatch):
+    from inversions.ddim import DDIMInversion
+
+    root = mini_copy(tmp_path)
+    mapping = json.loads((root / "mapping_file.json").read_text())
+    (root / "annotation_images" / mapping["121000000001"]["image_path"]).unlink()
+    settings = (*FAST[:2], "metrics=none", f"dataset.root={root}", "dataset.categories=[1,6,7,8]", "batch_size=4")
+    rows = run_job(compose(*settings), tmp_path / "missing").set_index("sample_id")
+    assert rows.loc["121000000001", "status"] == "failed" and rows.loc["121000000001", "error"].startswith(
+        "FileNotFoundError"
+    )
+    ok = rows.drop("121000000001")
+    assert (ok["status"] == "ok").all() and (ok["batch_size"] == 3).all()  # the other three, batched
+
+    def broken(self, model, latents, samples):
+        if len(samples) > 1:
+            raise RuntimeError("out of memory")
+        return original(self, model, latents, samples)
+
+    original = DDIMInversion.invert_batch
+    monkeypatch.setattr(DDIMInversion, "invert_batch", broken)
+    rows = run_job(compose(*settings), tmp_path / "fallback").set_index("sample_id")
+    assert (rows.drop("121000000001")["status"] == "ok").all() and (rows["batch_size"] == 1).all()
 
 
 def test_mapping_paths_never_leave_the_job_folder_or_overwrite_a_source(compose, tmp_path):
