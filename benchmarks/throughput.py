@@ -58,11 +58,11 @@ def run_job(pair: str, batch_size: int, args: argparse.Namespace, folder: Path) 
         "s/image": statistics.mean(row["total_seconds"] for row in timed),
         "inversion s": statistics.mean(row["inversion_seconds"] for row in timed),
         "edit s": statistics.mean(row["edit_seconds"] for row in timed),
-        "evals/image": statistics.mean(row["inversion_unet_evals"] + row["edit_unet_evals"] for row in ok),
-        "backward/image": statistics.mean(
-            row["inversion_unet_backward_evals"] + row["edit_unet_backward_evals"] for row in ok
+        "evals/image": float(statistics.mean(row["inversion_unet_evals"] + row["edit_unet_evals"] for row in ok)),
+        "backward/image": float(
+            statistics.mean(row["inversion_unet_backward_evals"] + row["edit_unet_backward_evals"] for row in ok)
         ),
-        "peak MB": max(row["peak_memory_mb"] for row in ok),
+        "peak MB": float(max(row["peak_memory_mb"] for row in ok)),
         "job wall s": wall,
         "memory": ok[0]["memory_kind"],
         "dtype": ok[0]["dtype"],
