@@ -44,7 +44,7 @@ class Editor(ABC):
     uses: ClassVar[frozenset[str]] = frozenset(HOOKS)
     pairs_with: ClassVar[frozenset[str] | None] = None  # the inversions (registry names) it pairs with; None: any
     guidance_scale: float
-    batches: ClassVar[bool] = False  # whether `edit_batch` can evaluate several samples in one denoiser call per step
+    batches: ClassVar[bool] = False  # whether it implements `edit_together` (several samples per denoiser call)
 
     @abstractmethod
     def edit(self, model: DiffusionModel, inversion: InversionResult, sample: Sample) -> EditResult:
@@ -53,9 +53,17 @@ class Editor(ABC):
     def edit_batch(
         self, model: DiffusionModel, inversions: Sequence[InversionResult], samples: Sequence[Sample]
     ) -> list[EditResult]:
-        """Edit several samples, each as `edit` would (equal to float rounding). An editor that sets `batches`
-        evaluates them together where their inversions allow (`batchable`); the default edits one after another."""
+        """Edit several samples, each as `edit` would (equal to float rounding): together (`edit_together`) where
+        the editor `batches` and the inversions allow it (`batchable`), else one after another."""
+        if self.batches and len(samples) > 1 and batchable(inversions):
+            return self.edit_together(model, inversions, samples)
         return [self.edit(model, inversion, sample) for inversion, sample in zip(inversions, samples, strict=True)]
+
+    def edit_together(
+        self, model: DiffusionModel, inversions: Sequence[InversionResult], samples: Sequence[Sample]
+    ) -> list[EditResult]:
+        """Several samples' edits in one denoiser call per step (editors that set `batches`)."""
+        raise NotImplementedError(f"editor {self.name} does not batch samples")
 
     def source_guidance(self, state: frozenset[str]) -> float:
         """The guidance scale the source branch is denoised at, given the inversion state it is paired with: the
@@ -144,6 +152,23 @@ def denoise_samples(
     hooks = PerSampleHooks([inversion.hooks for inversion in inversions], branches)
     controller = None if controllers is None else PerSampleControllers(list(controllers), branches)
     return _denoise(model, inversions[0].schedule, start, hooks, cond, guidance_scale, controller)
+
+
+def edit_samples_together(
+    model: DiffusionModel,
+    inversions: Sequence[InversionResult],
+    samples: Sequence[Sample],
+    guidance_scale: float,
+    controllers: Sequence[AttentionController] | None = None,
+    infos: Sequence[dict[str, Any]] | None = None,
+) -> list[EditResult]:
+    """Each sample's source and target branch (its own prompts), all samples in one denoiser call per step."""
+    cond = model.encode_prompts([prompt for s in samples for prompt in (s.source_prompt, s.target_prompt)])
+    latents = denoise_samples(model, inversions, cond, guidance_scale, controllers)
+    return [
+        EditResult(edited=latents[2 * k + 1 : 2 * k + 2], reconstruction=latents[2 * k : 2 * k + 1], info=info)
+        for k, info in enumerate(infos or [{} for _ in samples])
+    ]
 
 
 def _denoise(

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from editors.base import EDITORS, Editor, EditResult, batchable, denoise_branches, denoise_samples
+from editors.base import EDITORS, Editor, EditResult, denoise_branches, edit_samples_together
 from invbench.hyperparameters import Guidance
 from invbench.models import EPSILON_UNETS, FLOW_TRANSFORMERS, DiffusionModel
 from inversions.base import InversionResult
@@ -28,17 +28,10 @@ class DirectEditor(Editor):
     guidance_scale: Guidance
     batches = True
 
-    def edit_batch(
+    def edit_together(
         self, model: DiffusionModel, inversions: Sequence[InversionResult], samples: Sequence[Sample]
     ) -> list[EditResult]:
-        if len(samples) == 1 or not batchable(inversions):
-            return super().edit_batch(model, inversions, samples)
-        cond = model.encode_prompts([prompt for s in samples for prompt in (s.source_prompt, s.target_prompt)])
-        latents = denoise_samples(model, inversions, cond, self.guidance_scale)
-        return [
-            EditResult(edited=latents[2 * k + 1 : 2 * k + 2], reconstruction=latents[2 * k : 2 * k + 1])
-            for k in range(len(samples))
-        ]
+        return edit_samples_together(model, inversions, samples, self.guidance_scale)
 
     def edit(self, model: DiffusionModel, inversion: InversionResult, sample: Sample) -> EditResult:
         cond = model.encode_prompts([sample.source_prompt, sample.target_prompt])

@@ -26,7 +26,7 @@ from typing import Literal
 import torch
 
 from editors.attention import AttentionController, AttentionSite, attention_sites, copy_source_rows, forward_order
-from editors.base import EDITORS, Editor, EditResult, batchable, denoise_branches, denoise_samples
+from editors.base import EDITORS, Editor, EditResult, denoise_branches, edit_samples_together
 from invbench.hyperparameters import Count, Guidance
 from invbench.models import EPSILON_UNETS, DiffusionModel
 from inversions.base import InversionResult
@@ -79,18 +79,11 @@ class MasaCtrl(Editor):
         latents = denoise_branches(model, inversion, cond, self.guidance_scale, controller)
         return EditResult(edited=latents[1:], reconstruction=latents[:1], info={"controlled_layers": len(layers)})
 
-    def edit_batch(
+    def edit_together(
         self, model: DiffusionModel, inversions: Sequence[InversionResult], samples: Sequence[Sample]
     ) -> list[EditResult]:
         """Several samples in one denoiser call per step, each target reading its own source's keys and values."""
-        if len(samples) == 1 or not batchable(inversions):
-            return super().edit_batch(model, inversions, samples)
         layers = self.controlled_layers(model, inversions[0].noise_latent.shape[-1])
-        cond = model.encode_prompts([prompt for s in samples for prompt in (s.source_prompt, s.target_prompt)])
         controllers = [MutualSelfAttention(layers, self.start_step) for _ in samples]
-        latents = denoise_samples(model, inversions, cond, self.guidance_scale, controllers)
-        info = {"controlled_layers": len(layers)}
-        return [
-            EditResult(edited=latents[2 * k + 1 : 2 * k + 2], reconstruction=latents[2 * k : 2 * k + 1], info=info)
-            for k in range(len(samples))
-        ]
+        infos = [{"controlled_layers": len(layers)} for _ in samples]
+        return edit_samples_together(model, inversions, samples, self.guidance_scale, controllers, infos)

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from editors.attention import AttentionController, AttentionSite
-from editors.base import EDITORS, Editor, EditResult, batchable, denoise_branches, denoise_samples
+from editors.base import EDITORS, Editor, EditResult, denoise_branches, edit_samples_together
 from editors.prompt_tokens import (
     MAX_TOKENS,
     refinement_mapper,
@@ -177,19 +177,13 @@ class PromptToPrompt(Editor):
 
     batches = True
 
-    def edit_batch(
+    def edit_together(
         self, model: DiffusionModel, inversions: Sequence[InversionResult], samples: Sequence[Sample]
     ) -> list[EditResult]:
         """Several samples in one denoiser call per step, each with its own controller on its own rows."""
-        if len(samples) == 1 or not batchable(inversions):
-            return super().edit_batch(model, inversions, samples)
         built = [self.build_control(model, inversion, sample) for inversion, sample in zip(inversions, samples)]
-        cond = model.encode_prompts([prompt for s in samples for prompt in (s.source_prompt, s.target_prompt)])
-        latents = denoise_samples(model, inversions, cond, self.guidance_scale, [control for control, _ in built])
-        return [
-            EditResult(edited=latents[2 * k + 1 : 2 * k + 2], reconstruction=latents[2 * k : 2 * k + 1], info=info)
-            for k, (_, info) in enumerate(built)
-        ]
+        controllers, infos = zip(*built)
+        return edit_samples_together(model, inversions, samples, self.guidance_scale, controllers, infos)
 
     def edit(self, model: DiffusionModel, inversion: InversionResult, sample: Sample) -> EditResult:
         control, info = self.build_control(model, inversion, sample)
