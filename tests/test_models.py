@@ -96,8 +96,13 @@ def test_warm_up_runs_the_job_shapes(tiny_model):
     meter = CostMeter(tiny_model.denoiser, tiny_model.device)
     with meter.phase("warm_up"):
         tiny_model.warm_up()
+    with meter.phase("batched"):
+        tiny_model.warm_up(batches=(1, 16), backward=False)
     meter.close()
-    assert meter.values["warm_up_unet_calls"] == 3 and meter.values["warm_up_unet_evals"] == 1 + 2 + 4
+    # batches 1, 2 and 4, then one batch-1 forward whose output is differentiated
+    assert meter.values["warm_up_unet_calls"] == 4 and meter.values["warm_up_unet_evals"] == 1 + 2 + 4 + 1
+    assert meter.values["warm_up_unet_backward_evals"] == 1
+    assert meter.values["batched_unet_evals"] == 1 + 16 and meter.values["batched_unet_backward_evals"] == 0
 
 
 def test_decoding_rounds_or_truncates_as_the_reference(tiny_model, source_latent):
