@@ -57,13 +57,14 @@ class Editor(ABC):
         the editor `batches` and the inversions allow it (`batchable`), else one after another."""
         if self.batches and len(samples) > 1 and batchable(inversions):
             return self.edit_together(model, inversions, samples)
-        return [self.edit(model, inversion, sample) for inversion, sample in zip(inversions, samples, strict=True)]
+        return Editor.edit_together(self, model, inversions, samples)
 
     def edit_together(
         self, model: DiffusionModel, inversions: Sequence[InversionResult], samples: Sequence[Sample]
     ) -> list[EditResult]:
-        """Several samples' edits in one denoiser call per step (editors that set `batches`)."""
-        raise NotImplementedError(f"editor {self.name} does not batch samples")
+        """Several samples' edits; editors that set `batches` override it with one denoiser call per step. This
+        default edits them one after another."""
+        return [self.edit(model, inversion, sample) for inversion, sample in zip(inversions, samples, strict=True)]
 
     def source_guidance(self, state: frozenset[str]) -> float:
         """The guidance scale the source branch is denoised at, given the inversion state it is paired with: the
