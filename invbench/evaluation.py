@@ -41,7 +41,7 @@ from invbench.results import (
     write_json_atomically,
 )
 from invbench.runner import describe_sample, write_summary
-from invbench.runtime import configure_threads, resolve_device
+from invbench.runtime import configure_threads, keep_freed_memory, resolve_device
 from metrics import METRICS, MetricSuite
 from invbench.columns import METRIC_COLUMNS
 from pie_bench import PIE_MASK_SHAPE, InvalidSample, Sample, edit_class_lookup, load_dataset, select
@@ -84,6 +84,7 @@ def evaluate_folder(cfg: DictConfig, output_dir: Path, launcher_cpus: int | None
 def _evaluate_folder(cfg: DictConfig, output_dir: Path, launcher_cpus: int | None) -> pd.DataFrame:
     config: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)
     configure_threads(config["num_threads"], launcher_cpus)
+    keep_freed_memory()
     device = resolve_device(config["device"])
     source = Path(config["outputs"]).expanduser().resolve()
     metrics = METRICS.build(config["metrics"])

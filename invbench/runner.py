@@ -46,7 +46,13 @@ from invbench.models import DiffusionModel, load_model
 from invbench.registry import hyperparameters
 from invbench.resident import resident
 from invbench.results import RESULTS_FILE, SELECTION_FILE, ResultsFile, config_hash, write_json_atomically
-from invbench.runtime import configure_threads, environment_info, resolve_device, seed_everything
+from invbench.runtime import (
+    configure_threads,
+    environment_info,
+    keep_freed_memory,
+    resolve_device,
+    seed_everything,
+)
 from inversions import Inversion
 from metrics import CostMeter, MetricSuite
 from pie_bench import Benchmark, InvalidSample, Sample, edit_class_lookup, load_dataset, select
@@ -83,6 +89,7 @@ def _run_job(cfg: DictConfig, output_dir: Path, launcher_cpus: int | None, job_n
     checked = check_job_config(config)
     inversion, editor, metrics, logger = checked.inversion, checked.editor, checked.metrics, checked.logger
     threads = configure_threads(config["num_threads"], launcher_cpus)
+    keep_freed_memory()
     device = resolve_device(config["device"])
     if config["precision"] != "reference":
         editor = editor.fast_path()  # its hyperparameters, recorded below, say what ran
