@@ -129,7 +129,7 @@ def batchable(inversions: Sequence[InversionResult]) -> bool:
     hooks that act on their own sample's rows only."""
     first = inversions[0]
     return all(
-        not inversion.state() & {"controllers", "step"}
+        PerSampleHooks.combines(inversion.hooks)
         and list(inversion.schedule.timesteps) == list(first.schedule.timesteps)
         and inversion.grid_steps == first.grid_steps
         for inversion in inversions

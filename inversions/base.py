@@ -48,6 +48,10 @@ class StepHooks:
     `conditioning` -> the editor's controllers' `begin_step` / `before_step` -> `step` -> `after_step` -> the
     controllers' `end_step`; the hooks' own `controllers` see every attention call, before the editor's."""
 
+    step_batches: ClassVar[bool] = False
+    """For hooks with their own `step`: whether it evaluates `noise_parts` once, on the latents it is given, and
+    treats each row on its own, so that several samples' steps can share one denoiser call (`PerSampleHooks`)."""
+
     def conditioning(self, i: int, cond: torch.Tensor, uncond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The conditional and unconditional conditioning of every branch at step i, given the editor's prompts
         `cond` (B, L, D; branch 0 the source) and the empty prompt's `uncond` (B, L, D)."""
@@ -113,12 +117,18 @@ class CombinedHooks(StepHooks):
 class PerSampleHooks(StepHooks):
     """The hooks of several samples' inversions in one loop whose batch holds each sample's `branches` branches in
     turn (sample 0's source and targets, then sample 1's, ...): each sample's conditioning and corrections are applied
-    to its own rows. Only per-row hooks combine this way; results with controllers or their own step do not batch."""
+    to its own rows. Only per-row hooks combine this way: hooks with controllers do not batch, nor do those with
+    their own step unless it declares `step_batches` (each sample's step then reads its rows of one shared call)."""
 
     def __init__(self, parts: Sequence[StepHooks], branches: int):
-        if any(part.state() & {"controllers", "step"} for part in parts):
+        if not all(self.combines(part) for part in parts):
             raise ValueError("hooks with attention controllers or their own step cannot be batched across samples")
         self.parts, self.branches = list(parts), branches
+
+    @staticmethod
+    def combines(part: StepHooks) -> bool:
+        state = part.state()
+        return "controllers" not in state and ("step" not in state or part.step_batches)
 
     def _rows(self, k: int) -> slice:
         return slice(k * self.branches, (k + 1) * self.branches)
@@ -126,6 +136,19 @@ class PerSampleHooks(StepHooks):
     def conditioning(self, i, cond, uncond):
         pairs = [part.conditioning(i, cond[self._rows(k)], uncond[self._rows(k)]) for k, part in enumerate(self.parts)]
         return torch.cat([c for c, _ in pairs]), torch.cat([u for _, u in pairs])
+
+    def step(self, schedule, i, t, latents, noise_parts, guidance_scale):
+        if not any("step" in part.state() for part in self.parts):
+            return super().step(schedule, i, t, latents, noise_parts, guidance_scale)
+        uncond, cond = noise_parts(latents)  # one denoiser call for every sample
+
+        def rows_of(k: int) -> NoiseParts:
+            rows = self._rows(k)
+            return lambda _latents: (None if uncond is None else uncond[rows], cond[rows])
+
+        steps = [part.step(schedule, i, t, latents[self._rows(k)], rows_of(k), guidance_scale)
+                 for k, part in enumerate(self.parts)]  # fmt: skip
+        return torch.cat(steps)
 
     def after_step(self, i, latents):
         return torch.cat([part.after_step(i, latents[self._rows(k)]) for k, part in enumerate(self.parts)])

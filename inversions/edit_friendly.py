@@ -21,8 +21,9 @@ windows on the whole grid (InversionResult.grid_steps), as the reference's contr
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 
@@ -53,6 +54,7 @@ class StoredNoiseSampler(StepHooks):
     noise_maps: list[torch.Tensor]  # z_t per editing step
     eta: Positive
     source_guidance_scale: Guidance
+    step_batches: ClassVar[bool] = True  # one evaluation per step, each row on its own
 
     def step(self, schedule, i, t, latents, noise_parts, guidance_scale):
         uncond, cond = noise_parts(latents)
@@ -67,6 +69,7 @@ class StoredNoiseSampler(StepHooks):
 class EditFriendlyInversion(Inversion):
     families = EPSILON_UNETS
     produces = frozenset({"step"})
+    batches = True
 
     num_steps: Steps
     eta: Positive
@@ -85,13 +88,30 @@ class EditFriendlyInversion(Inversion):
     def needs_unconditional_half(self) -> bool:
         return self.source_guidance_scale != 1  # the source branch guides at its own scale
 
-    @torch.no_grad()
     def invert(self, model: DiffusionModel, image_latent: torch.Tensor, sample: Sample) -> InversionResult:
+        return self.invert_batch(model, [image_latent], [sample])[0]
+
+    @torch.no_grad()
+    def invert_batch(
+        self, model: DiffusionModel, image_latents: Sequence[torch.Tensor], samples: Sequence[Sample]
+    ) -> list[InversionResult]:
+        """Several samples in one denoiser call per step. Each draws its noisy versions from the generator state
+        the call starts in, as it would alone: the job seeds every sample alike (the reference's setup_seed), so
+        that a batch's samples get the noise each gets in its own run."""
         schedule = model.schedule(self.num_steps, steps_offset=self.steps_offset)
-        uncond, cond = model.encode_prompts(["", sample.source_prompt]).chunk(2)
+        count = len(samples)
+        embeddings = model.encode_prompts([""] * count + [sample.source_prompt for sample in samples])
+        uncond, cond = embeddings[:count], embeddings[count:]
         ascending = list(reversed(schedule.timesteps))
+        generator = _default_generator(image_latents[0].device)
+        start = generator.get_state()
+        draws = []
+        for image_latent in image_latents:
+            generator.set_state(start)
+            draws.append([torch.randn_like(image_latent) for _ in ascending])
+        image_latent = torch.cat(list(image_latents))
         noisy = {t: schedule.alpha_cumprod(t).sqrt() * image_latent + (1 - schedule.alpha_cumprod(t)).sqrt()
-                 * torch.randn_like(image_latent) for t in ascending}  # fmt: skip
+                 * torch.cat([own[n] for own in draws]) for n, t in enumerate(ascending)}  # fmt: skip
         noise_maps = []  # denoising order
         for t in schedule.timesteps:
             noise = model.guided_noise(noisy[t], t, cond, uncond, self.source_guidance_scale)
@@ -107,10 +127,26 @@ class EditFriendlyInversion(Inversion):
         edit_schedule.timesteps = schedule.timesteps[self.skip :]
         edit_schedule.num_steps = len(edit_schedule.timesteps)
         trajectory = [image_latent] + [noisy[t] for t in reversed(edit_schedule.timesteps)]
-        return InversionResult(
-            schedule=edit_schedule,
-            latents=trajectory,
-            hooks=StoredNoiseSampler(noise_maps[self.skip :], self.eta, self.source_guidance_scale),
-            grid_steps=self.num_steps,
-            info={"skipped_steps": self.skip},
-        )
+
+        def own(batch: torch.Tensor, k: int) -> torch.Tensor:  # not a view: a cache would save the whole batch
+            return batch if count == 1 else batch[k : k + 1].clone()
+
+        return [
+            InversionResult(
+                schedule=edit_schedule,
+                latents=[own(latent, k) for latent in trajectory],
+                hooks=StoredNoiseSampler(
+                    [own(z, k) for z in noise_maps[self.skip :]], self.eta, self.source_guidance_scale
+                ),  # fmt: skip
+                grid_steps=self.num_steps,
+                info={"skipped_steps": self.skip},
+            )
+            for k in range(count)
+        ]
+
+
+def _default_generator(device: torch.device) -> torch.Generator:
+    """The generator `torch.randn_like` draws from for tensors on `device`."""
+    if device.type == "cuda":
+        return torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()]
+    return torch.default_generator

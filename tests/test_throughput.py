@@ -86,6 +86,36 @@ def test_editors_with_a_controller_per_sample_batch_as_each_sample_alone(
     assert (together[0].edited - together[1].edited).abs().max() > 1e-2
 
 
+@pytest.mark.parametrize("editor_name", ["direct", "p2p_edit_friendly"])
+def test_edit_friendly_ddpm_batches_with_each_sample_drawing_its_own_run_noise(tiny_model, four, compose, editor_name):
+    """Edit-friendly DDPM draws noise: in a batch each sample draws what it draws alone from the same seed, its noise
+    maps drive its own rows of the shared step, and the generator ends where a single run leaves it."""
+    from omegaconf import OmegaConf
+
+    samples, latents = four
+    inversion = INVERSIONS.build(conf_file("inversion/edit_friendly.yaml") | {"num_steps": STEPS, "skip": 1})
+    editor = EDITORS.build(OmegaConf.to_container(compose(f"editor={editor_name}").editor, resolve=True))
+    samples = [editor.prepare_sample(sample) for sample in samples]
+    torch.manual_seed(7)
+    together = inversion.invert_batch(tiny_model, latents, samples)
+    after_batch = torch.randn(3)
+    assert batchable(together) and together[0].state() == {"step"}
+    edited = editor.edit_batch(tiny_model, together, samples)
+    for k, (latent, sample) in enumerate(zip(latents, samples)):
+        torch.manual_seed(7)
+        single = inversion.invert(tiny_model, latent, sample)
+        torch.testing.assert_close(torch.randn(3), after_batch, rtol=0, atol=0)
+        for a, b in zip(together[k].latents, single.latents, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-5)
+        for a, b in zip(together[k].hooks.noise_maps, single.hooks.noise_maps, strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-4)  # divided by the posterior σ
+        alone = editor.edit(tiny_model, single, sample)
+        assert edited[k].info == alone.info
+        torch.testing.assert_close(edited[k].edited, alone.edited, rtol=0, atol=1e-4)
+        torch.testing.assert_close(edited[k].reconstruction, alone.reconstruction, rtol=0, atol=1e-4)
+    assert (edited[0].edited - edited[1].edited).abs().max() > 1e-2
+
+
 def test_inversions_with_controllers_or_their_own_step_are_edited_one_at_a_time(tiny_model, four):
     samples, latents = four
     plain = INVERSIONS.build(BATCHING["ddim"]).invert_batch(tiny_model, latents[:2], samples[:2])
