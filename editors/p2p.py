@@ -32,6 +32,7 @@ import logging
 import dataclasses
 from dataclasses import dataclass
 from collections.abc import Sequence
+from functools import partial
 from typing import Any, Literal
 
 import torch
@@ -142,7 +143,7 @@ class PromptToPromptControl(AttentionController):
         if self.refine is None:
             replaced = torch.einsum("hqw,wn->hqn", source, self.replace.to(source)).expand_as(target)
         else:
-            mapper, alphas = (x.to(source.device) for x in self.refine)
+            mapper, alphas = self.refine
             alphas = alphas.to(source.dtype)
             replaced = source[..., mapper] * alphas + target * (1 - alphas)
         if self.token_scale is not None:
@@ -232,13 +233,17 @@ class PromptToPrompt(Editor):
                 token_scale[target_positions] = self.reweight
                 info["reweighted_tokens"] = target_positions
         info["local_blend"] = blend is not None
+        # the mappers, weights and scales go to the model's device once, not at every attention call
+        on_device = partial(torch.Tensor.to, device=model.device)
+        if blend is not None:
+            blend.word_weights = on_device(blend.word_weights)
         control = PromptToPromptControl(
-            refine=refinement_mapper(tokenizer, source, target) if mode == "refine" else None,
-            replace=replacement_mapper(tokenizer, source, target) if mode == "replace" else None,
+            refine=tuple(map(on_device, refinement_mapper(tokenizer, source, target))) if mode == "refine" else None,
+            replace=on_device(replacement_mapper(tokenizer, source, target)) if mode == "replace" else None,
             cross_replace_until=int(self.cross_replace_steps * (num_steps + 1)),
             self_replace_until=int(self.self_replace_steps * num_steps),
             self_replace_max_resolution=self.self_replace_max_resolution,
-            token_scale=token_scale,
+            token_scale=None if token_scale is None else on_device(token_scale),
             local_blend=blend,
             uncond_self_replace_until=self.uncond_self_replace_until(num_steps),
             fused_outside_windows=self.attention_outside_windows == "fused",
