@@ -45,29 +45,38 @@ def configure_threads(requested: int | None, launcher_cpus: int | None) -> int:
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
 _kept_freed_memory = False
+_libc: ctypes.CDLL | None = None
 
 
 def keep_freed_memory() -> bool:
     """Have glibc keep freed memory for reuse instead of returning it to the system at once; True where it now does.
 
-    torch's CPU allocator does not cache: every tensor above glibc's mmap threshold (128 kB, adaptive up to 32 MB) is
-    mapped fresh and unmapped when freed, so each attention map and activation of a 512² image is page-faulted in
-    (zero-filled by the kernel) again at every step. With allocations from the heap and no trimming, the same bytes
-    are reused once the heap has settled (a few steps): the arithmetic is unchanged (outputs bit for bit the same)
-    and, on 2 CPU cores with the tiny model at 512², P2P's edit took 15.2 s instead of 29.1 s and DDIM inversion
-    3.3 s instead of 4.2 s. The cost: the process keeps its high-water mark of memory, plus what torch's aligned
-    allocations leave between freed blocks (peak RSS 16 % higher in that run). Set once per process; a no-op off
-    glibc."""
-    global _kept_freed_memory
+    torch's CPU allocator does not cache, and glibc maps every block above its mmap threshold (adaptive, at most
+    32 MB) fresh and unmaps it when freed: each 64 MB attention map of a 512² image was page-faulted in (zero-filled
+    by the kernel) again at every layer and step. With allocations from the heap and no trimming, the same bytes are
+    reused once the heap has settled (a few steps). The arithmetic is unchanged (outputs bit for bit the same); on 2
+    CPU cores with the tiny model at 512², P2P's edit took 13.6-18.2 s per sample instead of 29.1 s. The cost:
+    torch's aligned blocks fragment the heap, so a sample's peak RSS read 18-21 % higher in that run. The memory is
+    given back before each sample (`release_freed_memory`, from the cost meter), so that a row's peak is its own
+    sample's. Set once per process; a no-op off glibc."""
+    global _kept_freed_memory, _libc
     if not _kept_freed_memory and platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
         try:
-            libc = ctypes.CDLL("libc.so.6")
+            _libc = ctypes.CDLL("libc.so.6")
         except OSError:
             return False
-        _kept_freed_memory = libc.mallopt(_M_MMAP_MAX, 0) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
+        _kept_freed_memory = _libc.mallopt(_M_MMAP_MAX, 0) == 1 and _libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
         if _kept_freed_memory:
             log.info("memory: freed CPU memory is kept for reuse (glibc mallopt: no mmap, no trim)")
     return _kept_freed_memory
+
+
+def release_freed_memory() -> None:
+    """Give the free memory `keep_freed_memory` kept back to the system (glibc's malloc_trim), so that a peak resident
+    set measured from here on counts what comes next, not an earlier sample's high-water mark. The next few steps
+    fault their pages in again, once."""
+    if _kept_freed_memory and _libc is not None:
+        _libc.malloc_trim(0)
 
 
 def seed_everything(seed: int) -> None:

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from invbench.runtime import release_freed_memory
+
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 _STATUS = Path("/proc/self/status")
 
@@ -66,6 +68,7 @@ class CostMeter:
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
         else:
+            release_freed_memory()  # memory a kept heap still holds would count as this sample's
             self._rss_reset = _reset_peak_rss()
 
     @contextmanager

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from invbench.runtime import keep_freed_memory
 from metrics import CostMeter
 
 
@@ -48,6 +49,8 @@ def test_counts_backward_passes_through_the_unet_only_where_a_gradient_flows():
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-sample peak RSS needs /proc/self/clear_refs")
 def test_peak_memory_is_reset_per_sample():
+    """As in a job, freed memory is kept for reuse (`keep_freed_memory`): the meter gives it back first."""
+    keep_freed_memory()
     meter = CostMeter(CountMe(), torch.device("cpu"))
     meter.start_sample()
     block = np.ones(400 * 2**20 // 8)  # 400 MiB, touched
