@@ -319,7 +319,8 @@ def _process_group(
     rows: dict[int, dict[str, Any]] = {}
     if len(prepared) > 1:
         try:
-            rows = _invert_and_edit_together(prepared, model, inversion, editor, metrics, meter, seed, sharing)
+            rows = _invert_and_edit_together(prepared, model, inversion, editor, metrics, meter, seed, sharing,
+                                             output_dir.name)  # fmt: skip
         except JOB_STOPPING:
             raise
         except Exception as error:
@@ -343,6 +344,7 @@ def _invert_and_edit_together(
     meter: CostMeter,
     seed: int,
     sharing: tuple[InversionCache, dict[str, Any]] | None,
+    job_folder_name: str,
 ) -> dict[int, tuple[dict[str, Any], tuple[Any, Any]]]:
     """Sample number -> (its row so far, (edited, reconstruction) images) for the prepared samples, inverted and
     edited in one batch. Inversions come from the sweep's cache when all of them are there."""
@@ -368,7 +370,7 @@ def _invert_and_edit_together(
     if sharing and not reused:
         for key, result in zip(keys, inverted, strict=True):
             entry = {"inverted": result, "costs": inversion_costs, "peak_memory_mb": inversion_peak,
-                     "random_state": random_state(), "computed_in": "a batch"}  # fmt: skip
+                     "random_state": random_state(), "computed_in": job_folder_name}  # fmt: skip
             sharing[0].store(key, entry)
     with meter.phase("edit"):
         edits = editor.edit_batch(model, inverted, seen)

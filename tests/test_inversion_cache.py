@@ -10,7 +10,7 @@ import random
 import numpy as np
 import pytest
 import torch
-from conftest import FAST, conf_file, image_equal, run
+from conftest import FAST, conf_file, image_equal, read_pixels, run
 
 from editors import EDITORS
 from invbench.inversion_cache import CACHE_FOLDER, cache_key, random_state, restore_random_state
@@ -76,3 +76,31 @@ def test_a_sweep_inverts_each_sample_once_and_its_outputs_equal_unshared_ones(tm
     (row,) = read_rows(tmp_path / "shared" / "0_ddim+p2plus_cat1" / "results.jsonl")
     assert row["status"] == "ok" and not row["inversion_reused"]
     assert torch.load(entry, weights_only=False)["computed_in"] == "0_ddim+p2plus_cat1"  # stored again
+
+
+@pytest.mark.ci_only  # about 40 s on 2 cores; .ci/run runs it
+def test_a_batched_sweep_stores_and_reuses_each_sample_of_a_group(tmp_path):
+    """batch_size=2: the first job inverts its group in one call and stores each sample's inversion on its own, named
+    after the job that computed it; the next job loads the whole group and edits as the unbatched sweep does."""
+    common = ("-m", "inversion=ddim", "editor=direct,p2p", *FAST, "dataset.categories=[1,6]")
+    for name, size in (("batched", 2), ("single", 1)):
+        code, output = run("launch.py", *common, f"batch_size={size}", f"hydra.sweep.dir={tmp_path}/{name}",
+                           cwd=tmp_path)  # fmt: skip
+        assert code == 0, output
+    entries = sorted((tmp_path / "batched" / CACHE_FOLDER).glob("*.pt"))
+    assert len(entries) == 2  # two samples, stored one by one
+    for entry in entries:
+        stored = torch.load(entry, weights_only=False)
+        assert stored["computed_in"] == "0_ddim+direct_cat1+6"
+        assert stored["inverted"].latents[0].shape[0] == 1  # its own sample, not the group
+    computed = read_rows(tmp_path / "batched" / "0_ddim+direct_cat1+6" / "results.jsonl")
+    reused = read_rows(tmp_path / "batched" / "1_ddim+p2p_cat1+6" / "results.jsonl")
+    single = read_rows(tmp_path / "single" / "1_ddim+p2p_cat1+6" / "results.jsonl")
+    assert [row["inversion_reused"] for row in computed + reused] == [False, False, True, True]
+    assert [row["batch_size"] for row in reused] == [2, 2]
+    for row, alone in zip(reused, single, strict=True):
+        assert row["inversion_unet_evals"] == alone["inversion_unet_evals"] == 10  # the method's cost, kept
+        for image in ("edited_image", "reconstruction_image"):
+            difference = abs(read_pixels(tmp_path / "batched" / "1_ddim+p2p_cat1+6" / row[image])
+                             - read_pixels(tmp_path / "single" / "1_ddim+p2p_cat1+6" / alone[image]))  # fmt: skip
+            assert difference.max() <= 1, image  # batch rows round apart by float rounding only
