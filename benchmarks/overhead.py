@@ -18,6 +18,7 @@ STARTED = time.perf_counter()  # before any heavy import: the interpreter's own 
 import json  # noqa: E402
 import os  # noqa: E402
 import runpy  # noqa: E402
+import shutil  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -75,8 +76,6 @@ def main() -> None:
     print(f"outside the denoiser and VAE: {rest:.1f} s = {100 * rest / wall:.1f} % of the wall time")
     for name, seconds in (("imports", imports), ("metrics", metrics), ("the rest", rest - imports - metrics)):
         print(f"  {name}: {seconds:.1f} s ({100 * seconds / wall:.1f} %)")
-    import shutil
-
     shutil.rmtree(folder)
 
 

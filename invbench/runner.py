@@ -295,9 +295,10 @@ def _process_group(
     sharing: tuple[InversionCache, dict[str, Any]] | None,
 ) -> Iterator[dict[str, Any]]:
     """The rows of a group of samples inverted and edited together (`batch_size` > 1, methods that batch), in their
-    order, each as soon as it is scored (so that the job appends it before scoring the next). Seconds, evaluations and calls are the group's, divided equally among its samples; peak memory is the
-    group's. A sample that cannot be prepared, or a group whose batched work fails, is processed one sample at a time,
-    so that one bad sample never costs the others their results."""
+    order, each as soon as it is scored (so that the job appends it before scoring the next). Seconds, evaluations and
+    calls are the group's, divided equally among its samples; peak memory is the group's. A sample that cannot be
+    prepared, or a group whose batched work fails, is processed one sample at a time, so that one bad sample never
+    costs the others their results."""
     alone = partial(
         _process, model=model, inversion=inversion, editor=editor, metrics=metrics, meter=meter,
         output_dir=output_dir, seed=seed, sharing=sharing,

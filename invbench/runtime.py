@@ -44,8 +44,7 @@ def configure_threads(requested: int | None, launcher_cpus: int | None) -> int:
 
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
-_kept_freed_memory = False
-_libc: ctypes.CDLL | None = None
+_libc: ctypes.CDLL | None = None  # set once glibc keeps freed memory
 
 
 def keep_freed_memory() -> bool:
@@ -59,23 +58,23 @@ def keep_freed_memory() -> bool:
     torch's aligned blocks fragment the heap, so a sample's peak RSS read 18-21 % higher in that run. The memory is
     given back before each sample (`release_freed_memory`, from the cost meter), so that a row's peak is its own
     sample's. Set once per process; a no-op off glibc."""
-    global _kept_freed_memory, _libc
-    if not _kept_freed_memory and platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+    global _libc
+    if _libc is None and platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
         try:
-            _libc = ctypes.CDLL("libc.so.6")
+            libc = ctypes.CDLL("libc.so.6")
         except OSError:
             return False
-        _kept_freed_memory = _libc.mallopt(_M_MMAP_MAX, 0) == 1 and _libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
-        if _kept_freed_memory:
+        if libc.mallopt(_M_MMAP_MAX, 0) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1:
+            _libc = libc
             log.info("memory: freed CPU memory is kept for reuse (glibc mallopt: no mmap, no trim)")
-    return _kept_freed_memory
+    return _libc is not None
 
 
 def release_freed_memory() -> None:
     """Give the free memory `keep_freed_memory` kept back to the system (glibc's malloc_trim), so that a peak resident
     set measured from here on counts what comes next, not an earlier sample's high-water mark. The next few steps
     fault their pages in again, once."""
-    if _kept_freed_memory and _libc is not None:
+    if _libc is not None:
         _libc.malloc_trim(0)
 
 
@@ -102,7 +101,7 @@ def environment_info(device: torch.device) -> dict[str, Any]:
         "host": platform.node(),
         "device": str(device),
         "torch_threads": torch.get_num_threads(),
-        "keeps_freed_memory": _kept_freed_memory,
+        "keeps_freed_memory": _libc is not None,
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)

@@ -30,6 +30,7 @@ import torch
 from invbench.ddim import DDIMSchedule
 from invbench.errors import ConfigError
 from invbench.hyperparameters import Count, Guidance, Positive, Steps
+from invbench.inversion_cache import random_state, restore_random_state
 from invbench.models import EPSILON_UNETS, DiffusionModel, classifier_free
 from inversions.base import INVERSIONS, Inversion, InversionResult, StepHooks
 from pie_bench import Sample
@@ -103,11 +104,10 @@ class EditFriendlyInversion(Inversion):
         embeddings = model.encode_prompts([""] * count + [sample.source_prompt for sample in samples])
         uncond, cond = embeddings[:count], embeddings[count:]
         ascending = list(reversed(schedule.timesteps))
-        generator = _default_generator(image_latents[0].device)
-        start = generator.get_state()
+        start = random_state()
         draws = []
         for image_latent in image_latents:
-            generator.set_state(start)
+            restore_random_state(start)
             draws.append([torch.randn_like(image_latent) for _ in ascending])
         image_latent = torch.cat(list(image_latents))
         noisy = {t: schedule.alpha_cumprod(t).sqrt() * image_latent + (1 - schedule.alpha_cumprod(t)).sqrt()
@@ -143,10 +143,3 @@ class EditFriendlyInversion(Inversion):
             )
             for k in range(count)
         ]
-
-
-def _default_generator(device: torch.device) -> torch.Generator:
-    """The generator `torch.randn_like` draws from for tensors on `device`."""
-    if device.type == "cuda":
-        return torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()]
-    return torch.default_generator

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import platform
-import resource
 import subprocess
 import sys
 
@@ -17,9 +16,9 @@ from conftest import conf_file, read_pixels, relative_error, run
 from editors import EDITORS
 from editors.base import batchable
 from invbench.images import fit_square
+from invbench.results import read_rows
 from inversions import INVERSIONS
 from inversions.base import StepHooks
-from invbench.results import read_rows
 
 STEPS = 4
 BATCHING = {  # each inversion that batches, with the settings that exercise its per-sample parts
@@ -217,6 +216,7 @@ def test_kept_freed_memory_is_reused_without_page_faults():
         )  # fmt: skip
         for mode in ("default", "kept")
     }
-    pages = 64 * 2**20 // resource.getpagesize()
-    assert faults["default"] > pages // 2  # glibc's default maps it afresh
-    assert faults["kept"] < pages // 16
+    # glibc's default maps it afresh each time: 16,384 faults of 4 kB pages (fewer where transparent huge pages
+    # back it); kept, the settled heap faults (almost) none
+    assert faults["default"] > 0
+    assert faults["kept"] * 16 < faults["default"]
