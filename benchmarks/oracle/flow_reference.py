@@ -1,4 +1,4 @@
-"""Regenerate the flow-matching goldens of tests/test_flow_oracle.py: the official sampling code of RF-Solver, FireFlow,
+"""Regenerate the flow-matching goldens of tests/test_oracle.py: the official sampling code of RF-Solver, FireFlow,
 UniEdit-Flow and FlowEdit run on invbench's embedded flux_tiny (and sd3_tiny for FlowEdit's SD3 path).
 
     python benchmarks/oracle/flow_reference.py --rf-solver <RF-Solver-Edit> --fireflow <FireFlow> \\
