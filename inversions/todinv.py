@@ -31,7 +31,7 @@ from inversions.base import (
     guided_step_error,
     optimise,
 )
-from pie_bench import Sample
+from pie_bench import Sample, edit_class_problem
 
 
 class LevelPrompts(StepHooks):
@@ -81,11 +81,9 @@ class TaskOrientedInversion(Inversion):
         appearance = {side // divisor for divisor in self.appearance_levels} & present
         structure = {side // divisor for divisor in self.structure_levels} & present
         by_class = {"structure": appearance, "appearance": structure, "global": appearance | structure}
-        if sample.edit_class not in by_class:
-            raise InvbenchError(
-                f"sample {sample.id}: TODInv needs an edit class in {sorted(by_class)}, got '{sample.edit_class}' "
-                "(see conf/edit_classes/)"
-            )
+        problem = edit_class_problem(sample.edit_class)  # every dataset reader refuses these already
+        if problem:
+            raise InvbenchError(f"sample {sample.id}: {problem}")
         return by_class[sample.edit_class]
 
     def invert(self, model: DiffusionModel, image_latent: torch.Tensor, sample: Sample) -> InversionResult:
