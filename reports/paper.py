@@ -55,7 +55,7 @@ def prepare(results: pd.DataFrame) -> pd.DataFrame:
             rows[total] = rows[f"inversion_{total}"] + rows[f"edit_{total}"]
     differs = differing_hyperparameters(rows)
     rows["variant"] = rows["config_hash"].map(lambda digest: differs.get(digest, ""))
-    keys = rows[["model", "data", "metrics_setup", "variant"]].astype(str).agg(" | ".join, axis=1)
+    keys = rows[["model", "data", "metrics_setup", "variant"]].map(str).agg(" | ".join, axis=1)  # missing: "nan"
     letters = {key: chr(ord("a") + i) for i, key in enumerate(dict.fromkeys(keys))}
     rows["setup"] = keys.map(letters)
     return rows

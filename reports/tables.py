@@ -100,7 +100,8 @@ def deduplicate(results: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     if results.empty:
         return results, []
     rows = complete_rows(results)
-    identity = rows[RESULT_IDENTITY].astype(str).agg("|".join, axis=1)
+    # element by element: pandas 3's astype(str) keeps a missing value missing, which join cannot take
+    identity = rows[RESULT_IDENTITY].map(str).agg("|".join, axis=1)
     latest = rows.assign(_identity=identity).sort_values("finished_at", kind="stable", na_position="first")
     kept = latest.drop_duplicates("_identity", keep="last").sort_index().drop(columns="_identity")
     dropped = len(rows) - len(kept)
