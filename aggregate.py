@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     if unreadable:
         (args.out / "unreadable_rows.txt").write_text("\n".join(unreadable) + "\n", encoding="utf-8")
         print(
-            f"skipped {len(unreadable)} unreadable line(s) of results files (damaged; not counted anywhere, "
+            f"skipped {len(unreadable)} unreadable line(s) of results files (damaged, or a field of the wrong type "
+            "or out of its range; not counted anywhere, "
             f"listed in {args.out / 'unreadable_rows.txt'}):\n  " + "\n  ".join(unreadable[:10]),
             file=sys.stderr,
         )

@@ -8,10 +8,10 @@ editors built on it compose with every inversion.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
-from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -84,6 +84,12 @@ class Editor(ABC):
     def model_problems(self, model_config: Mapping[str, Any]) -> list[str]:
         """Why this editor's settings do not fit the model a conf/model/*.yaml node describes, checked before the
         model loads (each with its fix); [] when they fit or cannot be known before loading. Default: []."""
+        return []
+
+    def prompt_problems(self, sample: Sample, tokenizer: Any, limit: int) -> list[str]:
+        """Why this editor cannot edit `sample` with a text encoder that reads `limit` tokens of `tokenizer` (each
+        with its fix), checked before the model loads; [] when it can. Default: [] (the prompts are cut as the
+        reference pipeline cuts them; invbench/prompt_limits.py records it)."""
         return []
 
     def observes_inversion(self) -> bool:

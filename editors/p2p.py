@@ -28,10 +28,10 @@ With identical prompts the target branch equals the source branch.
 
 from __future__ import annotations
 
-import logging
 import dataclasses
-from dataclasses import dataclass
+import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
 
@@ -46,6 +46,7 @@ from editors.prompt_tokens import (
     replacement_mapper,
     swap_compatible,
     token_positions,
+    words_beyond_limit,
 )
 from invbench.errors import InvbenchError
 from invbench.hyperparameters import Fraction, Guidance, NonNegative, Steps
@@ -170,6 +171,13 @@ class PromptToPrompt(Editor):
     blend_map_divisor: Steps
     attention_outside_windows: Literal["materialised", "fused"]
 
+    def prompt_problems(self, sample: Sample, tokenizer: Any, limit: int) -> list[str]:
+        """A blended word the local blend or the re-weighting reads must lie within the tokens the encoder reads
+        (the reference indexes its 77 maps with the word's positions and fails on one beyond them)."""
+        if sample.blended_words is None or not (self.local_blend or self.reweight is not None):
+            return []
+        return words_beyond_limit(tokenizer, sample, limit)
+
     def uncond_self_replace_until(self, num_steps: int) -> int:
         return 0  # P2P edits the conditional half only; P2Plus overrides this
 
@@ -215,6 +223,9 @@ class PromptToPrompt(Editor):
         if inversion.source_tokens == "target":
             info["source_tokens"] = "target"
         blend, token_scale = None, None
+        beyond = words_beyond_limit(tokenizer, sample, MAX_TOKENS) if sample.blended_words is not None else []
+        if beyond and (self.local_blend or self.reweight is not None):
+            raise InvbenchError(f"sample {sample.id}: {beyond[0]}")
         if sample.blended_words is not None:
             target_word = sample.blended_words[1]
             source_positions = token_positions(tokenizer, source, source_word)

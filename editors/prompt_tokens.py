@@ -31,7 +31,7 @@ def token_positions(tokenizer, prompt: str, word: str | int) -> list[int]:
     wanted = {word} if isinstance(word, int) else {i for i, w in enumerate(words) if w == word}
     if not wanted:
         return []
-    pieces = [tokenizer.decode([token]).strip("#") for token in tokenizer.encode(prompt)][1:-1]
+    pieces = [tokenizer.decode([token]).strip("#") for token in tokenizer.encode(prompt, verbose=False)][1:-1]
     positions, length, current = [], 0, 0
     for index, piece in enumerate(pieces):
         if current >= len(words):  # more tokens than the words account for: the reference would fail here
@@ -42,6 +42,23 @@ def token_positions(tokenizer, prompt: str, word: str | int) -> list[int]:
         if length >= len(words[current]):
             current, length = current + 1, 0
     return positions
+
+
+def words_beyond_limit(tokenizer, sample, limit: int) -> list[str]:
+    """For each of a sample's blended words that lies (wholly or partly) beyond the `limit` tokens a text encoder
+    reads (start and end tokens included), what and where, with the fix; [] when both lie within."""
+    problems = []
+    for which, prompt, word in (("source", sample.source_prompt, sample.blended_words[0]),
+                                ("target", sample.target_prompt, sample.blended_words[1])):  # fmt: skip
+        positions = token_positions(tokenizer, prompt, word)
+        if positions and max(positions) >= limit - 1:
+            problems.append(
+                f"blended word '{word}' sits at token {max(positions)} of the {which} prompt, but the text encoder "
+                f"reads {limit} tokens (start and end included: words up to token {limit - 2}), so the blend and "
+                "re-weighting would act on a word the model never sees. Fix: shorten the prompt so that the word "
+                "comes earlier, or drop blended_words (no local blend)"
+            )
+    return problems
 
 
 def replacement_mapper(tokenizer, source: str, target: str) -> torch.Tensor:
@@ -56,8 +73,9 @@ def replacement_mapper(tokenizer, source: str, target: str) -> torch.Tensor:
             f"'{target}' has {len(target_words)}"
         )
     swapped = [i for i, (a, b) in enumerate(zip(source_words, target_words)) if a != b]
-    source_spans = [token_positions(tokenizer, source, i) for i in swapped]
-    target_spans = [token_positions(tokenizer, target, i) for i in swapped]
+    # a word beyond the encoder's tokens is cut from the prompt: the model never reads it, so nothing maps it
+    source_spans = [[p for p in token_positions(tokenizer, source, i) if p < MAX_TOKENS] for i in swapped]
+    target_spans = [[p for p in token_positions(tokenizer, target, i) if p < MAX_TOKENS] for i in swapped]
     mapper = torch.zeros(MAX_TOKENS, MAX_TOKENS)
     i = j = span = 0
     while i < MAX_TOKENS and j < MAX_TOKENS:

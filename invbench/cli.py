@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,7 +15,7 @@ from invbench.offline import stay_offline
 stay_offline()
 
 import invbench.resolvers  # noqa: E402,F401  (conf/config.yaml names folders with them)
-from invbench.errors import InvbenchError  # noqa: E402
+from invbench.errors import InvbenchError, OutputFault  # noqa: E402
 
 _HYDRA_SYNTAX = set("[](){}'\"$:")
 
@@ -42,7 +43,11 @@ def normalise_group_choices(arguments: list[str], conf_dir: Path) -> list[str]:
 def exit_on_user_error(log: logging.Logger, in_sweep: bool = False) -> Iterator[None]:
     """A user's mistake (an InvbenchError) is logged with what to fix and ends the program with exit code 2,
     without a traceback; anything else propagates. In a sweep's job the error propagates after the log line, so
-    that the launcher records this job as failed and the sweep goes on with the others."""
+    that the launcher records this job as failed and the sweep goes on with the others.
+
+    A fault of the machine (OutputFault: a full disk, a read-only or vanished folder) ends the program with exit code
+    3 and its one message, a local sweep included: its next jobs would meet the same disk. A job that submitit runs
+    (Slurm, submitit_local) lets it propagate instead, so that the launcher reports it as that job's failure."""
     try:
         yield
     except InvbenchError as error:
@@ -50,6 +55,11 @@ def exit_on_user_error(log: logging.Logger, in_sweep: bool = False) -> Iterator[
         if in_sweep:
             raise
         sys.exit(2)
+    except OutputFault as fault:
+        log.error("%s", fault)
+        if in_sweep and os.environ.get("SUBMITIT_FOLDER"):
+            raise
+        sys.exit(OutputFault.EXIT_CODE)
 
 
 def start(main: Callable[[], None], script: str) -> None:

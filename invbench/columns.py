@@ -53,6 +53,48 @@ COLUMNS: dict[str, Column] = {
     )
 }  # fmt: skip
 
+INF = float("inf")
+# The values each number column can hold (NaN is always allowed: a metric with nothing to measure, e.g. no
+# unedited region): distances, errors, seconds, counts and memory are never negative, SSIM lies in [-1, 1], and CLIP
+# similarity is 100 x a cosine clipped at 0. PSNR may be +inf (identical images).
+VALID_RANGES: dict[str, tuple[float, float]] = {
+    key: (0.0, INF) for key in COLUMNS
+} | {
+    "ssim_unedit_part": (-1.0, 1.0),
+    "reconstruction_ssim": (-1.0, 1.0),
+    "clip_similarity_source_image": (0.0, 100.0),
+    "clip_similarity_target_image": (0.0, 100.0),
+    "clip_similarity_target_image_edit_part": (0.0, 100.0),
+    "metrics_seconds": (0.0, INF),
+    "batch_size": (1.0, INF),
+}
+# The text fields every reader relies on, and the values `status` takes
+TEXT_FIELDS = ("sample_id", "inversion", "editor", "model", "config_hash", "metrics_setup", "category", "error")
+STATUSES = ("ok", "failed")
+
+
+def row_problems(row: dict) -> list[str]:
+    """Why a result row does not fit the schema: 'field 'x': value ... is not ...' for each field of the wrong type
+    or out of its range ([] when it fits). Fields a row lacks are not checked (rows of another kind lack many)."""
+    import math
+
+    problems = []
+    if row.get("status") not in STATUSES:
+        problems.append(f"field 'status': {row.get('status')!r} is not one of {', '.join(STATUSES)}")
+    for field in TEXT_FIELDS:
+        if field in row and row[field] is not None and not isinstance(row[field], str):
+            problems.append(f"field '{field}': {row[field]!r} is not text")
+    for field, (low, high) in VALID_RANGES.items():
+        value = row.get(field)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            problems.append(f"field '{field}': {value!r} is not a number")
+        elif not math.isnan(value) and not low <= value <= high:
+            problems.append(f"field '{field}': {value!r} is outside [{low:g}, {high:g}]")
+    return problems
+
+
 # What a metric suite writes per sample (metrics/pie_bench.py), in its order
 METRIC_COLUMNS = tuple(key for key, column in COLUMNS.items() if column.kind == "metric")
 # The mean table (reports/tables.py): metrics at the papers' scale, then the costs the runner records

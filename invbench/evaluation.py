@@ -27,9 +27,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
-from PIL import Image
 
-from invbench.errors import ConfigError, InvbenchError
+from invbench.columns import METRIC_COLUMNS
+from invbench.errors import ConfigError, ImageError, InvbenchError
+from invbench.images import decode_image
 from invbench.job_folder import exclusive_use, refuse_mixing, remove_stale_partials
 from invbench.paths import contained_path_problem
 from invbench.results import (
@@ -40,10 +41,10 @@ from invbench.results import (
     read_rows,
     write_json_atomically,
 )
-from invbench.runner import describe_sample, write_summary
+from invbench.provenance import row_fields
+from invbench.runner import describe_sample, refuse_other_code, write_summary
 from invbench.runtime import configure_threads, keep_freed_memory, resolve_device
 from metrics import METRICS, MetricSuite
-from invbench.columns import METRIC_COLUMNS
 from pie_bench import PIE_MASK_SHAPE, InvalidSample, Sample, edit_class_lookup, load_dataset, select
 
 log = logging.getLogger(__name__)
@@ -70,9 +71,15 @@ def split_reference_composite(image: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return edited, reconstruction
 
 
-def read_rgb(path: Path) -> np.ndarray:
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
+def read_rgb(path: Path, what: str) -> np.ndarray:
+    """An output image's 8-bit RGB pixels; an image that cannot be decoded is an ImageError naming `what` (the
+    sample and field) and the file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{what}: no output image at {path}")
+    try:
+        return decode_image(path.read_bytes()).pixels
+    except ImageError as error:
+        raise ImageError(f"{what} ({path}): {error}") from None
 
 
 def evaluate_folder(cfg: DictConfig, output_dir: Path, launcher_cpus: int | None = None) -> pd.DataFrame:
@@ -102,6 +109,7 @@ def _evaluate_folder(cfg: DictConfig, output_dir: Path, launcher_cpus: int | Non
     previous = results.latest_rows()
     metrics_digest = config_hash(config["metrics"])
     refuse_mixing(output_dir, previous, {"scored_from": str(source), "metrics_config_hash": metrics_digest})
+    code_changes = refuse_other_code(output_dir, previous, config["resume_with_other_code"])
     write_json_atomically(  # what this evaluation is meant to produce, so that aggregate.py can tell what is missing
         output_dir / SELECTION_FILE,
         {
@@ -121,7 +129,14 @@ def _evaluate_folder(cfg: DictConfig, output_dir: Path, launcher_cpus: int | Non
         scored = _score(row, sample, images, metrics) | {
             "metrics_config_hash": metrics_digest,
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),  # when it was scored
+            **row_fields(),  # the scorer's code and libraries (a run's own are kept as run_code_version)
         }
+        if code_changes:
+            scored["resumed_with_other_code"] = code_changes
+        if scored.get("metrics_resized_from"):
+            side = scored["metrics_resized_from"]
+            log.warning("sample %s: the edit is %dx%d, rescaled to 512x512 for the metrics (metrics_resized_from)",
+                        row["sample_id"], side, side)  # fmt: skip
         results.append(scored)
         log.info("[%d/%d] %s: %s%s", position, len(todo), row["sample_id"], scored["status"], _reason(scored))
     ids = {row["sample_id"] for row, _, _ in jobs}
@@ -150,6 +165,9 @@ def _run_folder_jobs(folder: Path) -> list[_Job]:
     for row in latest.values():
         original = {key: value for key, value in row.items() if key not in _SCORE_FIELDS + METRIC_COLUMNS}
         original["scored_from"] = str(folder)
+        for key in ("code_version", "library_versions"):  # the run's; the row gets the scorer's when scored
+            if key in original:
+                original[f"run_{key}"] = original.pop(key)
         problem = (
             _run_row_problem(row, folder, entries.get(row["sample_id"]), writers) if row["status"] == "ok" else None
         )
@@ -159,7 +177,11 @@ def _run_folder_jobs(folder: Path) -> list[_Job]:
             continue
 
         def read(row: Mapping[str, Any] = row) -> tuple[np.ndarray, np.ndarray | None, bool]:
-            return read_rgb(folder / row["edited_image"]), read_rgb(folder / row["reconstruction_image"]), True
+            images = [
+                read_rgb(folder / row[column], f"{folder / RESULTS_FILE}: sample '{row['sample_id']}', {column}")
+                for column in ("edited_image", "reconstruction_image")
+            ]
+            return *images, True
 
         jobs.append((original, entries[row["sample_id"]], read))
     return jobs
@@ -214,9 +236,7 @@ def _reference_folder_jobs(folder: Path, config: Mapping[str, Any]) -> list[_Job
             if problem:
                 raise InvbenchError(f"output of sample '{entry.id}' (image_path): {problem}")
             path = folder / REFERENCE_IMAGES_FOLDER / entry.image_path
-            if not path.is_file():
-                raise FileNotFoundError(f"no output image at {path}")
-            return (*split_reference_composite(read_rgb(path)), False)
+            return (*split_reference_composite(read_rgb(path, f"output of sample '{entry.id}'")), False)
 
         jobs.append((row, entry, read))
     return jobs

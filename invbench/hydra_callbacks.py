@@ -1,4 +1,5 @@
-"""Hydra callbacks: after a sweep, print and save one table over all of its jobs, then the jobs that failed."""
+"""Hydra callbacks: before a run or sweep, check that its output folder can be written; after a sweep, print and save
+one table over all of its jobs, then the jobs that failed."""
 
 from __future__ import annotations
 
@@ -8,6 +9,38 @@ from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+
+from invbench.errors import OutputFault
+
+
+class OutputCheck(Callback):
+    """Hydra creates the output folder and opens its log file before invbench's code runs, and a folder that cannot
+    be written (read-only, no space, no permission) then ends in Hydra's tracebacks. Check it first: one message
+    that names the folder and the fix, and exit code 3 (as every OutputFault)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_writable(Path(config.hydra.run.dir))
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        check_writable(Path(config.hydra.sweep.dir))
+
+
+def check_writable(folder: Path) -> None:
+    """Create `folder` (as Hydra will) and write and remove a file in it; exit with the fault's message if not."""
+    import os
+
+    probe = folder / f".invbench-write-check.{os.getpid()}"
+    try:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"invbench" * 512)  # 4 KiB, as the first log lines and job_status.json take
+        finally:
+            probe.unlink(missing_ok=True)
+    except OSError as error:
+        fault = OutputFault("write the output folder", folder, error)
+        print(f"invbench: {str(fault).replace('resumes in the same folder with the samples not yet done', 'starts')}",
+              file=sys.stderr)  # fmt: skip
+        sys.exit(OutputFault.EXIT_CODE)
 
 
 class SweepSummary(Callback):

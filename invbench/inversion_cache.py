@@ -14,6 +14,7 @@ neither read nor fill it.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from invbench.paths import temporary_sibling
+from invbench.paths import PARTIAL_SUFFIX, remove_quietly, temporary_sibling, writing
 
 log = logging.getLogger(__name__)
 
@@ -66,18 +67,50 @@ class InversionCache:
         self.folder, self.device = folder, device
 
     def load(self, key: str) -> dict[str, Any] | None:
+        """The entry stored under `key`, or None: absent, unreadable or not the entry of that key (each recomputed,
+        never fatal)."""
         path = self.folder / f"{key}.pt"
         if not path.is_file():
             return None
         try:
-            return torch.load(path, map_location=self.device, weights_only=False)
-        except Exception as error:  # a damaged entry is recomputed, never fatal
+            entry = torch.load(path, map_location=self.device, weights_only=False)
+        except Exception as error:
             log.warning("inversion cache entry %s is unreadable (%s); computing the inversion again", path, error)
             return None
+        if not isinstance(entry, dict) or entry.get("key") != key:
+            found = entry.get("key") if isinstance(entry, dict) else type(entry).__name__
+            log.warning("inversion cache entry %s holds the entry of key %s, not its own; computing the inversion "
+                        "again", path, found)  # fmt: skip
+            return None
+        return entry
 
     def store(self, key: str, entry: Mapping[str, Any]) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        """Store an entry with its own key in it (checked on load). Serialised in memory first, so that a failed
+        write (a full disk: OutputFault) leaves no partial entry behind."""
         path = self.folder / f"{key}.pt"
+        buffer = io.BytesIO()
+        torch.save({**entry, "key": key}, buffer)
         temporary = temporary_sibling(path)
-        torch.save(dict(entry), temporary)
-        os.replace(temporary, path)
+        with writing("store an inversion in the sweep's cache", path):
+            self.folder.mkdir(parents=True, exist_ok=True)
+            try:
+                temporary.write_bytes(buffer.getbuffer())
+                os.replace(temporary, path)
+            finally:
+                remove_quietly(temporary)
+
+    def remove_stale_partials(self, older_than_s: float = 3600) -> list[Path]:
+        """Half-written entries of writers that were killed (an entry takes well under a second to write, so one
+        older than `older_than_s` has no live writer, on this node or another)."""
+        import time
+
+        if not self.folder.is_dir():
+            return []
+        stale = [
+            path
+            for path in self.folder.glob(f".*{PARTIAL_SUFFIX}")
+            if time.time() - path.stat().st_mtime > older_than_s
+        ]
+        for path in stale:
+            remove_quietly(path)
+        return stale

@@ -20,6 +20,7 @@ JOB_KEYS = (
     "device",
     "num_threads",
     "inversion_cache",
+    "resume_with_other_code",
     "batch_size",
     "precision",
     "num_steps",
@@ -39,6 +40,7 @@ class RunSettings:
     num_threads: Annotated[int, at_least(1)] | None
     num_steps: Steps
     inversion_cache: bool
+    resume_with_other_code: bool
     batch_size: Annotated[int, at_least(1)]
     precision: Literal["reference", "bfloat16", "float16"]
 
@@ -77,7 +79,10 @@ def check_job_config(config: Mapping[str, Any]) -> CheckedJob:
 
     run = {
         key: config[key]
-        for key in ("seed", "device", "num_threads", "num_steps", "inversion_cache", "batch_size", "precision")
+        for key in (
+            "seed", "device", "num_threads", "num_steps", "inversion_cache", "resume_with_other_code", "batch_size",
+            "precision",
+        )  # fmt: skip
     }
     check_fields(RunSettings, run, "conf/config.yaml or the command line", "")
     model = config["model"]

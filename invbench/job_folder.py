@@ -12,17 +12,21 @@ from __future__ import annotations
 
 import fcntl
 import json
+import logging
 import os
 import socket
+import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from invbench.errors import ConfigError, InvbenchError
-from invbench.paths import PARTIAL_SUFFIX
+from invbench.errors import ConfigError, InvbenchError, OutputFault
+from invbench.paths import PARTIAL_SUFFIX, writing
 from invbench.results import write_json_atomically
+
+log = logging.getLogger(__name__)
 
 LOCK_FILE = ".invbench.lock"
 NEW_FOLDER = (
@@ -35,13 +39,35 @@ class FolderInUseError(InvbenchError):
     """Another process is working in this folder."""
 
 
+class FolderLock:
+    """The lock a process holds on a job folder. `check()` before each write of a result: the folder may have been
+    deleted or unmounted, or its lock file replaced, while the job ran; writing on would then scatter a job's rows
+    over two folders."""
+
+    def __init__(self, path: Path, descriptor: int):
+        self.path, self.descriptor = path, descriptor
+
+    def check(self) -> None:
+        try:
+            ours = os.stat(self.path).st_ino == os.fstat(self.descriptor).st_ino
+        except OSError as error:
+            raise OutputFault("keep the lock on", self.path, error) from error
+        if not ours:
+            raise OutputFault(
+                "keep the lock on",
+                self.path,
+                fix="another process replaced the folder's lock file: make sure that no other job writes this folder",
+            )
+
+
 @contextmanager
-def exclusive_use(folder: Path, purpose: str) -> Iterator[None]:
+def exclusive_use(folder: Path, purpose: str) -> Iterator[FolderLock]:
     """Hold the folder's lock while the block runs; fail at once, naming the holder, if another process holds it.
     The lock dies with its process (even under SIGKILL), so a killed job never blocks its own resume."""
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK_FILE
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    with writing("create and lock the job folder", folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -56,9 +82,10 @@ def exclusive_use(folder: Path, purpose: str) -> Iterator[None]:
             "started_at": _now(),
             "purpose": purpose,
         }
-        os.ftruncate(descriptor, 0)
-        os.pwrite(descriptor, (json.dumps(holder) + "\n").encode(), 0)
-        yield
+        with writing("write the lock file", path):
+            os.ftruncate(descriptor, 0)
+            os.pwrite(descriptor, (json.dumps(holder) + "\n").encode(), 0)
+        yield FolderLock(path, descriptor)
     finally:
         os.close(descriptor)  # releases the lock
 
@@ -75,21 +102,26 @@ def remove_stale_partials(folder: Path) -> list[Path]:
     """Delete half-written files (`.<name>.<pid>.partial`) that a killed process left; call with the lock held, so
     that none of them can belong to a live writer. Returns what was removed."""
     stale = [path for path in folder.rglob(f".*{PARTIAL_SUFFIX}") if path.is_file()]
-    for path in stale:
-        path.unlink()
+    with writing("remove half-written files from", folder):
+        for path in stale:
+            path.unlink()
     return stale
 
 
-def refuse_mixing(folder: Path, rows: list[Mapping[str, Any]], expected: Mapping[str, Any]) -> None:
+def refuse_mixing(
+    folder: Path, rows: list[Mapping[str, Any]], expected: Mapping[str, Any], explain: Mapping[str, str] | None = None
+) -> None:
     """Refuse to add rows to a folder whose rows differ in any field of `expected` (e.g. config_hash,
-    metrics_config_hash, metrics_setup). Rows without a field (written by an older invbench) are not checked on it."""
+    metrics_config_hash, metrics_setup). Rows without a field (written by an older invbench) are not checked on it.
+    `explain`: field -> what differs, in words (e.g. the configuration keys behind a hash)."""
     for field, value in expected.items():
         found = sorted({str(row[field]) for row in rows if row.get(field) is not None} - {str(value)})
         if found:
+            details = f" What differs: {explain[field]}." if explain and explain.get(field) else ""
             raise ConfigError(
-                f"{folder} already holds results with another {field} ({', '.join(found)}); this run's is {value}. "
-                f"A folder holds one configuration, one dataset and one metric setup, or its means would mix them. "
-                f"{NEW_FOLDER}."
+                f"{folder} already holds results with another {field} ({', '.join(found)}); this run's is {value}."
+                f"{details} A folder holds one configuration, one dataset and one metric setup, or its means would "
+                f"mix them. {NEW_FOLDER}."
             )
 
 
@@ -164,6 +196,8 @@ def read_job_status(folder: Path) -> dict[str, Any] | None:
 
 def _ended_by(error: BaseException) -> tuple[str, str]:
     """(state, reason) of a job that ended with `error`."""
+    if isinstance(error, OutputFault):
+        return "failed", str(error)
     if isinstance(error, SystemExit):
         if error.code == REQUEUE_EXIT_CODE and os.environ.get("SUBMITIT_FOLDER"):
             return "preempted", "signalled (time limit or preemption) and requeued: it resumes in this folder"
@@ -181,8 +215,44 @@ def _scheduler_job_id() -> str | None:
     return os.environ.get("SLURM_JOB_ID") or (str(os.getppid()) if os.environ.get("SUBMITIT_FOLDER") else None)
 
 
+STATUS_RESERVED_BYTES = 8192
+
+
 def _write_status(folder: Path, record: Mapping[str, Any]) -> None:
-    write_json_atomically(folder / STATUS_FILE, record)
+    """Write job_status.json. The file keeps STATUS_RESERVED_BYTES of room (trailing spaces), so that on a disk
+    too full for a new file the record of how the job ended still fits, overwritten in place; only a folder that
+    cannot be written at all keeps the previous record."""
+    path = folder / STATUS_FILE
+    record = dict(record)
+    if len(str(record.get("reason", ""))) > STATUS_RESERVED_BYTES // 2:
+        record["reason"] = str(record["reason"])[: STATUS_RESERVED_BYTES // 2] + " ..."
+    try:
+        write_json_atomically(path, record, reserve=STATUS_RESERVED_BYTES)
+    except OutputFault:
+        text = (json.dumps(record, indent=2, default=str) + "\n").ljust(STATUS_RESERVED_BYTES).encode("utf-8")
+        try:
+            descriptor = os.open(path, os.O_WRONLY)
+            try:
+                os.pwrite(descriptor, text, 0)
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+        except OSError as error:
+            log.warning("could not record the job's state in %s: %s", path, error)
+
+
+class LogFile(logging.FileHandler):
+    """The job's log file (Hydra's `file` handler, conf/config.yaml). A write that fails (a full disk) is reported
+    once, in one line, instead of logging's traceback for every record; the console still shows every line."""
+
+    failed = False
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if not self.failed:
+            self.failed = True
+            error = sys.exc_info()[1]
+            sys.stderr.write(f"invbench: cannot write the log file {self.baseFilename} ({error}); the log goes on "
+                             "on the console only\n")  # fmt: skip
 
 
 def _now() -> str:

@@ -4,8 +4,12 @@ the data root or the job folder, whatever a file says."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
+
+from invbench.errors import OutputFault
 
 PARTIAL_SUFFIX = ".partial"
 
@@ -38,3 +42,20 @@ def temporary_sibling(path: Path) -> Path:
     """Where to write `path` before renaming it into place: a hidden name that carries this process's id, so that
     two writers never rename each other's half-written file."""
     return path.with_name(f".{path.name}.{os.getpid()}{PARTIAL_SUFFIX}")
+
+
+@contextlib.contextmanager
+def writing(what: str, path: Path) -> Iterator[None]:
+    """Where invbench writes one of its own files: an OSError there is the machine's fault (a full disk, a read-only
+    or vanished folder), never a sample's, and becomes an OutputFault that names `what` was being written where."""
+    try:
+        yield
+    except OSError as error:
+        raise OutputFault(what, path, error) from error
+
+
+def remove_quietly(path: Path) -> None:
+    """Delete a half-written file after a failed write; a folder that cannot be written cannot be cleaned either,
+    and the next start removes what stays (job_folder.remove_stale_partials)."""
+    with contextlib.suppress(OSError):
+        path.unlink(missing_ok=True)

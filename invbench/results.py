@@ -3,8 +3,9 @@
 A row is appended only after the sample's images are on disk, and every append is flushed and fsynced, so a row
 means "done". A job killed mid-append leaves at most a torn last line without its newline: it is dropped when the
 file is opened for a resume (that sample then simply runs again) and ignored by readers. Damage elsewhere (a blank
-line, a line cut and followed by a newline, text that is not a row) never blocks a folder: readers skip such lines
-and name each one as file:line, and a resume runs the sample of a skipped line again.
+line, a line cut and followed by a newline, text that is not a row, a row whose fields do not fit the schema: a
+number field holding text, a value out of its range, invbench/columns.py) never blocks a folder: readers skip such
+lines and name each one as file:line with the field at fault, and a resume runs the sample of a skipped line again.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from invbench.paths import temporary_sibling
+from invbench.columns import row_problems
+from invbench.paths import remove_quietly, temporary_sibling, writing
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,8 @@ def scan_rows(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
         else:
             if not isinstance(row, dict) or not isinstance(row.get("sample_id"), str) or "status" not in row:
                 problem = "not a result row (no sample_id and status)"
+            elif row_problems(row):
+                problem = f"sample '{row['sample_id']}': " + "; ".join(row_problems(row))
         if problem:
             unreadable.append(f"{path}:{number}: {problem}")
         else:
@@ -66,8 +70,9 @@ def scan_rows(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
 class ResultsFile:
     def __init__(self, path: Path):
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._drop_torn_tail()
+        with writing("open the results file", path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._drop_torn_tail()
 
     def _drop_torn_tail(self) -> None:
         if not self.path.exists():
@@ -93,15 +98,34 @@ class ResultsFile:
         return {row["sample_id"] for row in self.latest_rows() if row["status"] == "ok"}
 
     def append(self, row: Mapping[str, Any]) -> None:
-        line = json.dumps(row, default=str) + "\n"
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        """Append one row, durably; a write that fails (a full disk) is undone, so the file never keeps a torn row,
+        and raises OutputFault."""
+        line = (json.dumps(row, default=str) + "\n").encode("utf-8")
+        with writing("append a row to", self.path):
+            descriptor = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                start = os.fstat(descriptor).st_size
+                try:
+                    written = 0
+                    while written < len(line):
+                        written += os.write(descriptor, line[written:])
+                    os.fsync(descriptor)
+                except OSError:
+                    os.ftruncate(descriptor, start)
+                    raise
+            finally:
+                os.close(descriptor)
 
 
-def write_json_atomically(path: Path, record: Mapping[str, Any]) -> None:
-    """Write a JSON file so that a reader sees the old or the new version, never a half-written one."""
+def write_json_atomically(path: Path, record: Mapping[str, Any], reserve: int = 0) -> None:
+    """Write a JSON file so that a reader sees the old or the new version, never a half-written one. `reserve`:
+    pad it with spaces (valid JSON) to at least that many bytes, so that a later write of that size can overwrite
+    it in place where a full disk refuses new files (job_folder's status)."""
     temporary = temporary_sibling(path)
-    temporary.write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
-    os.replace(temporary, path)
+    text = (json.dumps(record, indent=2, default=str) + "\n").ljust(reserve)
+    with writing("write", path):
+        try:
+            temporary.write_text(text, encoding="utf-8")
+            os.replace(temporary, path)
+        finally:
+            remove_quietly(temporary)

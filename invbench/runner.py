@@ -9,8 +9,12 @@ setup, or while another process works in the folder (invbench/job_folder.py).
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import json
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timezone
 from functools import partial
@@ -23,8 +27,8 @@ from omegaconf import DictConfig, OmegaConf
 from submitit.core.utils import UncompletedJobError
 
 from editors import Editor
-from invbench.errors import InvbenchError
-from invbench.images import fit_square, save_png
+from invbench.errors import ConfigError, InvbenchError, OutputFault
+from invbench.images import fit_changes, fit_square, save_png
 from invbench.inversion_cache import (
     CACHE_FOLDER,
     COST_KEYS,
@@ -35,6 +39,8 @@ from invbench.inversion_cache import (
 )
 from invbench.job_config import check_job_config
 from invbench.job_folder import (
+    NEW_FOLDER,
+    FolderLock,
     exclusive_use,
     job_logs,
     job_status,
@@ -43,6 +49,9 @@ from invbench.job_folder import (
     remove_stale_partials,
 )
 from invbench.models import DiffusionModel, load_model
+from invbench.paths import writing
+from invbench.prompt_limits import check_samples, prompt_encoders
+from invbench.provenance import differences, row_fields
 from invbench.registry import hyperparameters
 from invbench.resident import resident
 from invbench.results import RESULTS_FILE, SELECTION_FILE, ResultsFile, config_hash, write_json_atomically
@@ -56,7 +65,7 @@ from invbench.runtime import (
 from inversions import Inversion
 from metrics import CostMeter, MetricSuite
 from pie_bench import Benchmark, InvalidSample, Sample, edit_class_lookup, load_dataset, select
-from pie_bench.dataset import decode_image, sha256
+from pie_bench.dataset import sha256
 from reports import mean_table, to_markdown
 
 log = logging.getLogger(__name__)
@@ -65,7 +74,8 @@ log = logging.getLogger(__name__)
 RESULT_DEFINING_KEYS = ("model", "scheduler", "inversion", "editor", "edit_classes", "seed")
 EDITED_FOLDER, RECONSTRUCTION_FOLDER = "edited", "reconstruction"
 # Exceptions that mean "stop the job", raised wherever the job happens to be (e.g. from a signal handler)
-JOB_STOPPING = (UncompletedJobError,)
+# A fault of the machine (OutputFault) stops the job too: it is never a sample's failure.
+JOB_STOPPING = (UncompletedJobError, OutputFault)
 
 
 def run_job(
@@ -79,11 +89,13 @@ def run_job(
     number in its sweep (None for a single run): recorded so that a sweep's job list can find the job's folder.
     `logs` (name -> path) are recorded in job_status.json, which says how the job ended."""
     output_dir = Path(output_dir)
-    with exclusive_use(output_dir, "launch.py job"), job_status(output_dir, logs or job_logs()):
-        return _run_job(cfg, output_dir, launcher_cpus, job_num)
+    with exclusive_use(output_dir, "launch.py job") as lock, job_status(output_dir, logs or job_logs()):
+        return _run_job(cfg, output_dir, launcher_cpus, job_num, lock)
 
 
-def _run_job(cfg: DictConfig, output_dir: Path, launcher_cpus: int | None, job_num: int | None) -> pd.DataFrame:
+def _run_job(
+    cfg: DictConfig, output_dir: Path, launcher_cpus: int | None, job_num: int | None, lock: FolderLock
+) -> pd.DataFrame:
     config: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)
     # Everything that can be checked without the model is checked first, so a typo fails in a second.
     checked = check_job_config(config)
@@ -99,12 +111,16 @@ def _run_job(cfg: DictConfig, output_dir: Path, launcher_cpus: int | None, job_n
     dataset = config["dataset"]
     benchmark = load_dataset(dataset, edit_class_lookup(config["edit_classes"]), strict=False)
     selected = select(benchmark.entries, dataset["categories"], dataset["num_shards"], dataset["shard_index"])
+    # prompts against the text encoders' limits, with the tokenizers alone: a refusal costs no model load
+    selected, prompt_cuts = check_samples(selected, prompt_encoders(config["model"]), editor)
     for stale in remove_stale_partials(output_dir):
         log.info("removed %s, half-written by a process that was killed", stale)
     results = ResultsFile(output_dir / RESULTS_FILE)
     previous = results.latest_rows()
-    refuse_mixing(output_dir, previous, {"config_hash": digest, "metrics_config_hash": metrics_digest})
+    explain = _what_changed(output_dir, config, previous)
+    refuse_mixing(output_dir, previous, {"config_hash": digest, "metrics_config_hash": metrics_digest}, explain)
     refuse_other_data(output_dir, previous, benchmark.mapping_file, current_data(benchmark))
+    code_changes = refuse_other_code(output_dir, previous, config["resume_with_other_code"])
     write_json_atomically(
         output_dir / SELECTION_FILE,
         {
@@ -142,7 +158,7 @@ def _run_job(cfg: DictConfig, output_dir: Path, launcher_cpus: int | None, job_n
         _set_precision(model, config["precision"])
         if device.type == "cuda" and not model_reused:
             model.warm_up(batches=sorted({1, 2, 4, 4 * config["batch_size"]}))
-        _write_run_record(output_dir, config, digest, device)
+        _write_run_record(output_dir, config, digest, device, len(selected) - len(todo))
         shared = {
             "inversion": inversion.name,
             "editor": editor.name,
@@ -157,9 +173,13 @@ def _run_job(cfg: DictConfig, output_dir: Path, launcher_cpus: int | None, job_n
             "seed": config["seed"],
             "dataset": dataset["name"],
             "mapping_file": str(benchmark.mapping_file),
+            "images_root": str(benchmark.images_root),
             "metrics_setup": metrics.setup,
             "metrics_config_hash": metrics_digest,
+            **row_fields(),
         }
+        if code_changes:  # resume_with_other_code=true: these rows say which changes they were computed across
+            shared["resumed_with_other_code"] = code_changes
         meter = CostMeter(model.denoiser, device)
         sharing = _inversion_sharing(config, output_dir, job_num, editor, device)
         logger.start(config, output_dir, group=output_dir.parent.name if job_num is not None else output_dir.name)
@@ -170,7 +190,7 @@ def _run_job(cfg: DictConfig, output_dir: Path, launcher_cpus: int | None, job_n
                 config["batch_size"],
                 f"inversion={inversion.name}" if not inversion.batches else f"editor={editor.name}",
             )
-        work = partial(
+        process_group = partial(
             _process_group,
             model=model,
             inversion=inversion,
@@ -181,11 +201,19 @@ def _run_job(cfg: DictConfig, output_dir: Path, launcher_cpus: int | None, job_n
             seed=config["seed"],
             sharing=sharing,
         )
+
+        def work(group: list[Sample | InvalidSample]) -> Iterator[dict[str, Any]]:
+            lock.check()  # the folder still ours and still there, before any work goes into it
+            return process_group(group)
+
         try:
             groups = (todo[start : start + batch_size] for start in range(0, len(todo), batch_size))
             done_rows = ((entry, row) for group in groups for entry, row in zip(group, work(group), strict=True))
             for position, (entry, row) in enumerate(done_rows, 1):
                 row = {**shared, **row}
+                if entry.id in prompt_cuts:
+                    row["prompt_truncated"] = prompt_cuts[entry.id]
+                lock.check()
                 results.append(row)
                 logger.log_sample(row)
                 log.info(
@@ -198,9 +226,13 @@ def _run_job(cfg: DictConfig, output_dir: Path, launcher_cpus: int | None, job_n
                     row.get("total_seconds", float("nan")),
                     f" - {row['error']}" if row["error"] else "",
                 )
-        finally:
+        except BaseException:
             meter.close()
-            logger.finish(pd.DataFrame(results.rows()).drop_duplicates("sample_id", keep="last"))
+            with contextlib.suppress(Exception):  # what stopped the job is the error to report, not the logger's
+                logger.finish(_latest(results))
+            raise
+        meter.close()
+        logger.finish(_latest(results))
 
     selected_ids = {entry.id for entry in selected}
     job_rows = pd.DataFrame([row for row in results.rows() if row["sample_id"] in selected_ids])
@@ -211,7 +243,68 @@ def _run_job(cfg: DictConfig, output_dir: Path, launcher_cpus: int | None, job_n
         skipped=len(selected) - len(todo),
         locations={"edited images": output_dir / EDITED_FOLDER, "reconstructions": output_dir / RECONSTRUCTION_FOLDER},
     )
+    if len(job_rows) and (job_rows["status"] != "ok").all():
+        raise NoSampleSucceeded(
+            f"all {len(job_rows)} samples of this job failed (reasons in {output_dir / 'summary.md'}): nothing in "
+            "it can be scored. Fix what the reasons name and rerun the same command: it retries the failed samples"
+        )
     return job_rows
+
+
+class NoSampleSucceeded(InvbenchError):
+    """Every selected sample failed: the job ends with a non-zero exit code (2) after writing its summary."""
+
+
+def refuse_other_code(output_dir: Path, rows: list[Mapping[str, Any]], allowed: bool) -> list[str]:
+    """The ways this process's code and libraries differ from those of the folder's results (invbench/provenance.py):
+    refused (ConfigError listing them) unless `resume_with_other_code`, where they are returned for the rows to
+    record. Failed rows are left out: they hold no result."""
+    found = differences([row for row in rows if row.get("status") == "ok"])
+    if found and not allowed:
+        listed = "\n  ".join(found)
+        raise ConfigError(
+            f"{output_dir} holds results computed by other code or libraries than this run's:\n  {listed}\n"
+            "Rows from two versions would be averaged together, and nothing in a table could tell them apart. "
+            f"{NEW_FOLDER}. Only if you know the difference cannot change any result: resume_with_other_code=true "
+            "(the new rows then record these differences in `resumed_with_other_code`)."
+        )
+    return found
+
+
+def _what_changed(output_dir: Path, config: Mapping[str, Any], rows: list[Mapping[str, Any]]) -> dict[str, str]:
+    """For the refusal of a changed configuration: config_hash and metrics_config_hash -> the keys whose values
+    differ from the folder's run.json, in words ({} without a run.json or a difference to name)."""
+    try:
+        recorded = json.loads((output_dir / "run.json").read_text(encoding="utf-8"))["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    keys = (*RESULT_DEFINING_KEYS, "precision")
+    return {
+        "config_hash": "; ".join(config_differences({k: recorded.get(k) for k in keys}, {k: config[k] for k in keys})),
+        "metrics_config_hash": "; ".join(config_differences(recorded.get("metrics"), config["metrics"], "metrics")),
+    }
+
+
+def config_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """'key.path: old -> new' for every value that differs between two nested configurations."""
+    if isinstance(old, Mapping) and isinstance(new, Mapping):
+        found = []
+        for key in sorted(set(old) | set(new), key=str):
+            path = f"{prefix}.{key}" if prefix else str(key)
+            if key not in old:
+                found.append(f"{path}: (absent) -> {new[key]!r}")
+            elif key not in new:
+                found.append(f"{path}: {old[key]!r} -> (absent)")
+            else:
+                found += config_differences(old[key], new[key], path)
+        return found
+    return [] if old == new else [f"{prefix}: {old!r} -> {new!r}"]
+
+
+def _latest(results: ResultsFile) -> pd.DataFrame:
+    """The folder's latest row of each sample (none: an empty frame with the columns readers index)."""
+    rows = results.latest_rows()
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=["sample_id", "status"])
 
 
 def _precision_key(config: Mapping[str, Any]) -> dict[str, str]:
@@ -244,7 +337,12 @@ def _inversion_sharing(
         return None
     defining = {key: config[key] for key in ("model", "scheduler", "inversion", "seed")} | {"device": str(device)}
     defining |= _precision_key(config)
-    return InversionCache(output_dir.parent / CACHE_FOLDER, device), defining
+    versions = row_fields()  # a sweep resumed with other code (resume_with_other_code) never reuses the old entries
+    defining |= {"source_sha256": versions["code_version"]["source_sha256"], "libraries": versions["library_versions"]}
+    cache = InversionCache(output_dir.parent / CACHE_FOLDER, device)
+    for stale in cache.remove_stale_partials():
+        log.info("removed %s, half-written by a process that was killed", stale)
+    return cache, defining
 
 
 def _invert(
@@ -312,9 +410,7 @@ def _process_group(
             continue
         try:
             row = describe_sample(entry)
-            image_bytes = entry.read_image_bytes()
-            row["image_sha256"] = sha256(image_bytes)
-            prepared[k] = (row, fit_square(decode_image(image_bytes), model.resolution), editor.prepare_sample(entry))
+            prepared[k] = (row, read_source(entry, row, model.resolution), editor.prepare_sample(entry))
         except Exception:  # reported with its reason when the sample runs alone
             continue
     rows: dict[int, dict[str, Any]] = {}
@@ -416,6 +512,8 @@ def _write_and_score(
 
 
 def _save_images(entry: Sample, row: dict[str, Any], edited: Any, reconstruction: Any, output_dir: Path) -> None:
+    if not output_dir.is_dir():  # deleted while the sample ran: never recreate it with a stray image in it
+        raise OutputFault("write the images into", output_dir, FileNotFoundError(errno.ENOENT, "vanished"))
     image_file = entry.output_name  # validated by the reader: inside the job folder, one per sample
     save_png(edited, output_dir / EDITED_FOLDER / image_file)
     save_png(reconstruction, output_dir / RECONSTRUCTION_FOLDER / image_file)
@@ -442,9 +540,7 @@ def _process(
         if isinstance(entry, InvalidSample):
             raise InvbenchError(" | ".join(entry.problems))
         seed_everything(seed)
-        image_bytes = entry.read_image_bytes()
-        row["image_sha256"] = sha256(image_bytes)  # the bytes this row was computed from
-        image = fit_square(decode_image(image_bytes), model.resolution)
+        image = read_source(entry, row, model.resolution)
         seen = editor.prepare_sample(entry)  # what the inversion and the editor work on
         inverted, reused_peak = _invert(
             model, inversion, editor, image, row["image_sha256"], seen, meter, sharing, output_dir
@@ -477,6 +573,18 @@ def _process(
         row.update(_costs(meter))
     row["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return row
+
+
+def read_source(entry: Sample, row: dict[str, Any], resolution: int) -> Any:
+    """The sample's image decoded and fitted to the model's square. The row records the bytes it came from
+    (`image_sha256`), what the file holds (`image_source`) and everything decoding and fitting changed
+    (`image_changes`: kind -> what; the job summary counts them)."""
+    data = entry.read_image_bytes()
+    row["image_sha256"] = sha256(data)
+    decoded = entry.decode(data)
+    row["image_source"] = decoded.source
+    row["image_changes"] = decoded.changes | fit_changes(decoded.pixels.shape, resolution)
+    return fit_square(decoded.pixels, resolution)
 
 
 def _require_finite(method: str, latents: torch.Tensor) -> None:
@@ -535,16 +643,25 @@ def current_data(benchmark: Benchmark) -> dict[str, tuple[str | None, Callable[[
     return {entry.id: (entry.entry_sha256, partial(image_digest, entry)) for entry in benchmark.entries}
 
 
-def _write_run_record(output_dir: Path, config: Mapping[str, Any], digest: str, device: torch.device) -> None:
-    """run.json: the configuration and environment of the first start in this folder (kept on resume)."""
+def _write_run_record(
+    output_dir: Path, config: Mapping[str, Any], digest: str, device: torch.device, done_before: int
+) -> None:
+    """run.json: the configuration, when the folder was first started, and the environment (code version included)
+    of every start that did work in it, the latest as `environment`."""
     path = output_dir / "run.json"
-    if path.exists():
-        return
+    try:
+        starts = json.loads(path.read_text(encoding="utf-8")).get("starts", [])
+    except (OSError, ValueError, AttributeError):
+        starts = []
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    environment = environment_info(device)
+    starts.append({"started_at": now, "samples_done_before": done_before, "environment": environment})
     record = {
         "config_hash": digest,
-        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "environment": environment_info(device),
+        "started_at": starts[0]["started_at"],
+        "environment": environment,
         "config": config,
+        "starts": starts,
     }
     write_json_atomically(path, record)
 
@@ -563,8 +680,34 @@ def write_summary(rows: pd.DataFrame, output_dir: Path, skipped: int, locations:
         "",
         to_markdown(mean_table(rows)),
     ]
+    notes = adjustments(rows)
+    if notes:
+        lines += ["", "what was adapted to fit (each row records its own):"] + [f"  {note}" for note in notes]
     if len(failed):
         lines += ["", "failed samples:"] + [f"  {r.sample_id}: {r.error}" for r in failed.itertuples()]
     text = "\n".join(lines)
-    (output_dir / "summary.md").write_text(text + "\n", encoding="utf-8")
+    with writing("write the summary", output_dir / "summary.md"):
+        (output_dir / "summary.md").write_text(text + "\n", encoding="utf-8")
     print(text)
+
+
+def adjustments(rows: pd.DataFrame) -> list[str]:
+    """One line per kind of thing the job did to fit a user's data to the model and the metrics, with how many
+    samples it concerns: image conversions and fitting (`image_changes`), prompts cut to the text encoder
+    (`prompt_truncated`), edits rescaled for the metrics (`metrics_resized_from`)."""
+    notes = []
+    if "image_changes" in rows:
+        counts = Counter(kind for changes in rows["image_changes"] if isinstance(changes, dict) for kind in changes)
+        notes += [f"source images, {kind}: {count} (image_changes)" for kind, count in sorted(counts.items())]
+    if "prompt_truncated" in rows:
+        cut = int(rows["prompt_truncated"].map(lambda value: isinstance(value, dict) and bool(value)).sum())
+        if cut:
+            notes.append(f"prompts cut to the text encoder's tokens, as the reference pipeline does: {cut} "
+                         "(prompt_truncated)")  # fmt: skip
+    if "metrics_resized_from" in rows:
+        sizes = rows["metrics_resized_from"].dropna()
+        if len(sizes):
+            sides = ", ".join(f"{int(side)}x{int(side)}" for side in sorted(set(sizes)))
+            notes.append(f"edits rescaled to 512x512 for the metrics: {len(sizes)}, from {sides} "
+                         "(metrics_resized_from)")  # fmt: skip
+    return notes

@@ -7,8 +7,6 @@ import logging
 import os
 import platform
 import random
-import subprocess
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -86,18 +84,12 @@ def seed_everything(seed: int) -> None:
 
 
 def environment_info(device: torch.device) -> dict[str, Any]:
-    import diffusers
-    import transformers
-
-    import invbench
+    from invbench.provenance import code_version, library_versions
 
     info = {
-        "invbench": invbench.__version__,
-        "git_commit": _git_commit(),
+        **code_version(),
         "python": platform.python_version(),
-        "torch": torch.__version__,
-        "diffusers": diffusers.__version__,
-        "transformers": transformers.__version__,
+        **library_versions(),
         "host": platform.node(),
         "device": str(device),
         "torch_threads": torch.get_num_threads(),
@@ -106,16 +98,3 @@ def environment_info(device: torch.device) -> dict[str, Any]:
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
-
-
-def _git_commit() -> str | None:
-    """The commit of the invbench checkout, with '-dirty' when it has uncommitted changes; None outside git."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return commit + ("-dirty" if dirty.strip() else "")

@@ -33,8 +33,10 @@ def clip_vocab_and_merges() -> tuple[dict[str, int], tuple[tuple[str, str], ...]
     return {token: index for index, token in enumerate(tokens)}, tuple(merges)
 
 
+@lru_cache(maxsize=4)
 def build_clip_tokenizer(model_max_length: int = 77):
-    """A `transformers.CLIPTokenizer` with SD v1.x conventions (pads with <|endoftext|>).
+    """A `transformers.CLIPTokenizer` with SD v1.x conventions (pads with <|endoftext|>). One per length and process
+    (a tokenizer holds no state that encoding changes): the prompt checks and the model share it.
 
     It is loaded from vocab.json + merges.txt files, the one constructor that transformers 4.x and 5.x share.
     """

@@ -12,7 +12,6 @@ under a job folder, one per sample.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -21,7 +20,8 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
-from invbench.errors import BenchmarkFormatError, ConfigError
+from invbench.errors import BenchmarkFormatError, ConfigError, ImageError
+from invbench.images import DecodedImage, decode_image
 from invbench.paths import contained_path_problem, normalised
 from pie_bench.editing_types import EDITING_TYPES
 from pie_bench.masks import decode_mask, rle_problem
@@ -63,6 +63,10 @@ class Sample:
     mask_rle: tuple[int, ...] | None  # None: the sample has no edit mask (dataset=folder rows without one)
     entry_sha256: str  # of the mapping entry as written: a resumed or merged row must come from the same entry
     group: str | None = None  # what tables group by when it is not PIE-Bench's editing type
+    origin: str = ""  # where the entry was read, for messages: "mapping_file.json: sample '1'", "prompts.csv: row 3"
+    image_field: str = "image_path"  # the field that names the image, for messages
+    upright: bool = False  # apply the image's EXIF orientation (a user's photos); PIE-Bench's reference does not
+    output_stem: str | None = None  # the outputs' name inside a job's image folders, if not image_path's
 
     @property
     def category(self) -> str:
@@ -74,7 +78,10 @@ class Sample:
 
     @property
     def output_name(self) -> PurePosixPath:
-        """Where this sample's outputs go inside a job's image folders: its image_path as PNG."""
+        """Where this sample's outputs go inside a job's image folders: its image_path as PNG (PIE-Bench's layout),
+        or its own name where the reader gives one (one image may have several edits)."""
+        if self.output_stem is not None:
+            return normalised(self.output_stem + ".png")
         return output_name(self.image_path)
 
     def mask(self) -> np.ndarray:
@@ -84,25 +91,28 @@ class Sample:
         return decode_mask(self.mask_rle)
 
     def read_image(self) -> np.ndarray:
-        """The source image as uint8 H×W×3 RGB (grayscale expanded, alpha dropped), unresized."""
-        return decode_image(self.read_image_bytes())
+        """The source image as uint8 H×W×3 RGB, unresized (invbench/images.py decode_image)."""
+        return self.decode(self.read_image_bytes()).pixels
+
+    def decode(self, data: bytes) -> DecodedImage:
+        """This sample's image file bytes -> its pixels and what decoding changed; an ImageError names the sample's
+        file, entry and field."""
+        try:
+            return decode_image(data, apply_exif_orientation=self.upright)
+        except ImageError as error:
+            raise ImageError(f"{self.where_image()}: {error}") from None
+
+    def where_image(self) -> str:
+        where = self.origin or f"sample '{self.id}'"
+        return f"{where}, field '{self.image_field}' ('{self.image_path}', {self.image_file})"
 
     def read_image_bytes(self) -> bytes:
-        """The image file as stored: decode it with `decode_image`, fingerprint it with `sha256`."""
+        """The image file as stored: decode it with `decode`, fingerprint it with `sha256`."""
         if not self.image_file.is_file():
             raise FileNotFoundError(
-                f"sample '{self.id}': image not found at {self.image_file} (field image_path='{self.image_path}'). "
-                f"Fix: put the image there, or correct image_path in the mapping file."
+                f"{self.where_image()}: image not found. Fix: put the image there, or correct {self.image_field}."
             )
         return self.image_file.read_bytes()
-
-
-def decode_image(data: bytes) -> np.ndarray:
-    """Image file bytes -> uint8 H×W×3 RGB (grayscale expanded, alpha dropped)."""
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as image:
-        return np.asarray(image.convert("RGB"))
 
 
 def sha256(data: bytes) -> str:
@@ -130,6 +140,7 @@ class Benchmark:
     root: Path
     mapping_file: Path
     entries: list[Sample | InvalidSample]
+    images_root: Path | None = None  # the folder samples' image paths are relative to (absolute)
 
     @property
     def samples(self) -> list[Sample]:
@@ -158,17 +169,32 @@ def load_benchmark(
             f"{path} does not exist. dataset.root must be a PIE-Bench folder holding {mapping_file} and "
             f"{IMAGES_FOLDER}/ (the 'data' folder of cure-lab/PnPInversion's benchmark download)."
         )
+    repeated: list[str] = []
+
+    def keep_repeats(pairs: list[tuple[str, object]]) -> dict:  # json.loads keeps the last of a repeated key
+        seen: set[str] = set()
+        repeated.extend(key for key, _ in pairs if key in seen or seen.add(key))
+        return dict(pairs)
+
     try:
-        mapping = json.loads(path.read_text(encoding="utf-8"))
+        mapping = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=keep_repeats)
     except json.JSONDecodeError as error:
         raise BenchmarkFormatError(f"{path} is not valid JSON: {error}") from None
+    except UnicodeDecodeError as error:
+        raise BenchmarkFormatError(f"{path} is not UTF-8 text ({error}). Fix: save it as UTF-8") from None
+    if repeated:
+        raise BenchmarkFormatError(
+            f"{path}: the key(s) {sorted(set(repeated))} appear more than once in one object (a sample id given to "
+            "two entries, or a field given twice in one entry); a JSON reader silently keeps only the last. Fix: give "
+            "each sample its own id and each field once"
+        )
     if not isinstance(mapping, dict):
         raise BenchmarkFormatError(
             f"{path}: expected a JSON object {{sample id: annotation}}, got {type(mapping).__name__}"
         )
 
     entries = [_parse_entry(str(key), value, root, path, edit_classes) for key, value in mapping.items()]
-    benchmark = Benchmark(root=root, mapping_file=path, entries=_refuse_shared_outputs(entries, path))
+    benchmark = Benchmark(root, path, _refuse_shared_outputs(entries, path), (root / IMAGES_FOLDER).resolve())
     invalid = benchmark.invalid
     if invalid and strict:
         lines = [problem for entry in invalid[:20] for problem in entry.problems]
@@ -247,6 +273,7 @@ def _parse_entry(
         blended_words=blended_words,
         mask_rle=tuple(int(v) for v in item["mask"]),
         entry_sha256=entry_digest(item),
+        origin=f"{path.name}: sample '{sample_id}'",
     )
 
 

@@ -25,6 +25,12 @@ def load_dataset(dataset: Mapping[str, Any], edit_classes: Mapping[int, str], st
     """The samples a `dataset` config (conf/dataset/*.yaml) names; `format` defaults to pie_bench (older run
     records have none)."""
     kind = dataset.get("format", "pie_bench")
+    if dataset.get("root") == "???":  # a mandatory value the command line did not give
+        example = "/path/to/your/folder" if kind == "folder" else "/path/to/PIE-Bench/data"
+        raise ConfigError(
+            f"dataset.root is not set: dataset={dataset.get('name', kind)} needs the folder its data is in. Fix: add "
+            f"dataset.root={example} to the command"
+        )
     if kind not in DATASET_FORMATS:
         raise ConfigError(f"dataset.format={kind!r} is not one of {sorted(DATASET_FORMATS)} (conf/dataset/)")
     if kind != "pie_bench" and dataset.get("categories") is not None:

@@ -4,13 +4,14 @@
 Columns (a header row names them; order does not matter):
 - `image` (required): the source image, any size PIL reads;
 - `source_prompt`, `target_prompt` (required): plain prompts (PIE-Bench's [ ] marks are stripped if present);
-- `id` (optional): the sample id (default: the image path without its suffix);
+- `id` (optional): the sample id, which also names the row's outputs (default: the image path without its suffix,
+  with `_row<N>` after it when several rows edit one image);
 - `mask` (optional): a black-and-white image of the region to edit (white = edit), resized to 512×512 with nearest
   neighbours and read as PIE-Bench's masks are (the 1-pixel frame counts as edited). Without it the unedited- and
   edited-region metrics are NaN and the row says why;
 - `blended_words` (optional): "<word in source prompt> <word in target prompt>", for P2P's local blend;
 - `group` (optional): what tables group the rows by (default "all");
-- `edit_class` (optional): TODInv's edit class (`global`, `shape`, `texture`; default `global`).
+- `edit_class` (optional): TODInv's edit class (`structure`, `appearance` or `global`; default `global`).
 Rows are kept in file order; a bad row becomes an invalid sample that names the file, row, field and fix, and the job
 runs the others. Samples have no PIE-Bench editing type, so `dataset.categories` must stay null.
 """
@@ -20,19 +21,21 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import numpy as np
 
 from invbench.errors import BenchmarkFormatError
 from invbench.paths import contained_path_problem
-from pie_bench.dataset import Benchmark, InvalidSample, Sample, _refuse_shared_outputs, entry_digest, strip_brackets
+from pie_bench.dataset import Benchmark, InvalidSample, Sample, entry_digest, strip_brackets
+from pie_bench.editing_types import edit_class_problem
 from pie_bench.masks import PIE_MASK_SHAPE, encode_mask
 
 REQUIRED = ("image", "source_prompt", "target_prompt")
 OPTIONAL = ("id", "mask", "blended_words", "group", "edit_class")
-EDIT_CLASSES = ("global", "shape", "texture")
 
 
 def load_folder(root: str | Path, prompts_file: str, strict: bool = True) -> Benchmark:
@@ -44,8 +47,9 @@ def load_folder(root: str | Path, prompts_file: str, strict: bool = True) -> Ben
             f"(CSV or .jsonl) with columns {', '.join(REQUIRED)} (optional: {', '.join(OPTIONAL)})."
         )
     rows = _read_rows(path)
-    entries = [_parse_row(number, row, root, path) for number, row in rows]
-    benchmark = Benchmark(root=root, mapping_file=path, entries=_refuse_shared_outputs(entries, path))
+    uses = Counter(str(row.get("image") or "") for _, row in rows if isinstance(row, dict) and not row.get("id"))
+    entries = [_parse_row(number, row, root, path, uses) for number, row in rows]
+    benchmark = Benchmark(root, path, _refuse_repeated_ids(entries, path), root.resolve())
     if benchmark.invalid and strict:
         lines = [problem for entry in benchmark.invalid for problem in entry.problems]
         raise BenchmarkFormatError(f"{len(lines)} problem(s) in {path}:\n" + "\n".join(lines))
@@ -53,7 +57,13 @@ def load_folder(root: str | Path, prompts_file: str, strict: bool = True) -> Ben
 
 
 def _read_rows(path: Path) -> list[tuple[int, dict]]:
-    text = path.read_text(encoding="utf-8-sig")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise BenchmarkFormatError(
+            f"{path}: not UTF-8 text (byte {error.start}: {error.object[error.start:error.start + 1]!r}). Fix: save "
+            "it as UTF-8 (a spreadsheet's 'CSV UTF-8' export)"
+        ) from None
     if path.suffix == ".jsonl":
         rows = []
         for number, line in enumerate(text.splitlines(), start=1):
@@ -74,13 +84,19 @@ def _read_rows(path: Path) -> list[tuple[int, dict]]:
     return [(number, row) for number, row in enumerate(reader, start=2)]  # row 1 is the header
 
 
-def _parse_row(number: int, row: object, root: Path, path: Path) -> Sample | InvalidSample:
+def default_id(row: Mapping[str, Any], number: int, uses: Counter) -> str:
+    """A row's sample id when it gives none: its image path without the suffix, and the row number after it when
+    several rows edit that image ('photo', or 'photo_row2' and 'photo_row3')."""
+    image = str(row.get("image") or "")
+    if not image:
+        return f"row{number}"
+    stem = PurePosixPath(image).with_suffix("").as_posix()
+    return stem if uses[image] <= 1 else f"{stem}_row{number}"
+
+
+def _parse_row(number: int, row: object, root: Path, path: Path, uses: Counter) -> Sample | InvalidSample:
     problems: list[str] = []
-    sample_id = (
-        str(row.get("id") or Path(str(row.get("image") or f"row{number}")).with_suffix(""))
-        if isinstance(row, dict)
-        else f"row{number}"
-    )
+    sample_id = (str(row.get("id") or default_id(row, number, uses))) if isinstance(row, dict) else f"row{number}"
 
     def problem(field: str, what: str) -> None:
         problems.append(f"{path.name}: row {number} (sample '{sample_id}'), field '{field}': {what}")
@@ -88,6 +104,10 @@ def _parse_row(number: int, row: object, root: Path, path: Path) -> Sample | Inv
     if not isinstance(row, dict) or "__error__" in row:
         what = row.get("__error__") if isinstance(row, dict) else f"expected an object, got {row!r}"
         return InvalidSample(sample_id, (f"{path.name}: row {number}: {what}",), None, None, entry_digest(row))
+    id_problem = contained_path_problem(sample_id, root) if row.get("id") else None
+    if id_problem or (row.get("id") and PurePosixPath(sample_id).suffix.lower() == ".png"):
+        what = id_problem or f"{sample_id!r} ends in .png"
+        problem("id", f"{what}. Fix: a name for the row's outputs, e.g. 'cat_to_tiger'")
     for field in REQUIRED:
         if not isinstance(row.get(field), str) or not row[field].strip():
             problem(field, f"{row.get(field)!r} is missing or empty. Fix: give the {field.replace('_', ' ')}")
@@ -106,8 +126,9 @@ def _parse_row(number: int, row: object, root: Path, path: Path) -> Sample | Inv
         else:
             blended_words = (words[0], words[1])
     edit_class = row.get("edit_class") or "global"
-    if edit_class not in EDIT_CLASSES:
-        problem("edit_class", f"{edit_class!r} is not one of {EDIT_CLASSES}. Fix: one of them, or leave it empty")
+    class_problem = edit_class_problem(edit_class)
+    if class_problem:
+        problem("edit_class", f"{class_problem}. Fix: one of them, or leave it empty for global")
     mask_rle = None
     if not problems and row.get("mask"):
         try:
@@ -132,7 +153,30 @@ def _parse_row(number: int, row: object, root: Path, path: Path) -> Sample | Inv
         mask_rle=mask_rle,
         entry_sha256=entry_digest(_with_mask_digest(row, root)),
         group=row.get("group") or "all",
+        origin=f"{path.name}: row {number} (sample '{sample_id}')",
+        image_field="image",
+        upright=True,  # a user's photo as a viewer shows it; the row says so when its EXIF turned it
+        output_stem=sample_id,  # one image may have several edits: each row's outputs are named by its id
     )
+
+
+def _refuse_repeated_ids(entries: list[Sample | InvalidSample], path: Path) -> list[Sample | InvalidSample]:
+    """A row whose id an earlier row already has becomes invalid: results, images and resumes are keyed by it."""
+    first: dict[str, int] = {}
+    checked: list[Sample | InvalidSample] = []
+    for position, entry in enumerate(entries):
+        earlier = first.setdefault(entry.id, position)
+        if earlier != position:
+            entry = InvalidSample(
+                f"{entry.id}#{position + 1}",
+                (f"{path.name}: sample id '{entry.id}' is given to two rows (entries {earlier + 1} and "
+                 f"{position + 1}). Fix: give each row its own id",),
+                None,
+                entry.image_path,
+                entry.entry_sha256,
+            )  # fmt: skip
+        checked.append(entry)
+    return checked
 
 
 def _read_mask(file: Path) -> np.ndarray:

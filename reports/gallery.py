@@ -31,19 +31,24 @@ figure img { width: 180px; height: 180px; object-fit: cover; background: #eee; }
 
 
 def source_images(results: pd.DataFrame) -> dict[str, Path]:
-    """Sample id -> source image, found through each row's mapping file (or its job's selection.json); only paths
-    that stay inside the data root are linked."""
+    """Sample id -> source image: the row's image_path inside its `images_root` (every dataset format records it), or
+    for rows that predate it inside the PIE-Bench layout of its mapping file (or its job's selection.json); only
+    paths that stay inside that folder are linked."""
     found: dict[str, Path] = {}
     for run_dir, rows in results.groupby("run_dir"):
         selection = Path(run_dir) / SELECTION_FILE
         job_mapping = json.loads(selection.read_text(encoding="utf-8"))["mapping_file"] if selection.exists() else None
-        for row in rows.itertuples():
-            mapping_file = row.mapping_file if isinstance(row.mapping_file, str) else job_mapping
-            if mapping_file is None or row.sample_id in found:
+        for row in rows.to_dict("records"):
+            if row["sample_id"] in found:
                 continue
-            images = Path(mapping_file).parent / "annotation_images"
-            if contained_path_problem(row.image_path, images) is None:
-                found[row.sample_id] = images / row.image_path
+            images_root = row.get("images_root")
+            if not isinstance(images_root, str):
+                mapping_file = row.get("mapping_file") if isinstance(row.get("mapping_file"), str) else job_mapping
+                if mapping_file is None:
+                    continue
+                images_root = Path(mapping_file).parent / "annotation_images"
+            if contained_path_problem(row.get("image_path"), Path(images_root)) is None:
+                found[row["sample_id"]] = Path(images_root) / row["image_path"]
     return found
 
 

@@ -153,3 +153,26 @@ def test_a_killed_local_job_is_ended_not_running(tmp_path):
     status(tmp_path / "run", "running", pid=gone.pid, host=socket.gethostname())
     (row_,) = coverage([tmp_path / "run"]).to_dict("records")
     assert row_["job_state"] == "ended-failed" and "is gone without writing how it ended" in row_["reason"]
+
+
+def test_rows_whose_fields_break_the_schema_are_named_by_file_line_and_field(tmp_path):
+    from conftest import run
+
+    job = tmp_path / "job"
+    job.mkdir()
+    good = {"sample_id": "a", "status": "ok", "inversion": "ddim", "editor": "direct", "psnr_unedit_part": 20.0,
+            "total_seconds": 1.0, "category": "random", "edit_class": "global"}  # fmt: skip
+    lines = [good, {**good, "sample_id": "b", "psnr_unedit_part": "n/a"}, {**good, "sample_id": "c",
+             "total_seconds": -4}, {**good, "sample_id": "d", "ssim_unedit_part": 3.5}, {**good, "sample_id": "e",
+             "status": "done"}]  # fmt: skip
+    (job / "results.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    code, output = run("aggregate.py", str(job), "--out", str(tmp_path / "tables"), "--no-figures", "--no-gallery",
+                       cwd=tmp_path)  # fmt: skip
+    assert code == 0, output
+    path = job / "results.jsonl"
+    assert f"{path}:2: sample 'b': field 'psnr_unedit_part': 'n/a' is not a number" in output
+    assert f"{path}:3: sample 'c': field 'total_seconds': -4 is outside [0, inf]" in output
+    assert f"{path}:4: sample 'd': field 'ssim_unedit_part': 3.5 is outside [-1, 1]" in output
+    assert f"{path}:5: sample 'e': field 'status': 'done' is not one of ok, failed" in output
+    assert "Traceback" not in output
+    assert "skipped 4 unreadable line(s)" in output

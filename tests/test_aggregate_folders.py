@@ -19,7 +19,7 @@ import aggregate
 from invbench.evaluation import evaluate_folder
 from invbench.images import fit_square
 from invbench.results import read_rows
-from invbench.runner import run_job
+from invbench.runner import NoSampleSucceeded, run_job
 from pie_bench.dataset import BUNDLED_MINI_ROOT
 
 SAMPLES = "dataset.categories=[1,9]"  # a masked edit and a whole-image style edit
@@ -63,7 +63,8 @@ def folders(tmp_path_factory) -> dict[str, Path]:
     del mapping["121000000001"]["image_path"]
     (broken / "mapping_file.json").write_text(json.dumps(mapping))
     kinds["only_failed"] = root / "only_failed"
-    run_job(compose(*FAST, SAMPLES, f"dataset.root={broken}"), kinds["only_failed"])
+    with pytest.raises(NoSampleSucceeded):  # its rows are written; the job itself ends as failed
+        run_job(compose(*FAST, SAMPLES, f"dataset.root={broken}"), kinds["only_failed"])
 
     kinds["metrics_none"] = root / "metrics_none"
     run_job(compose(*FAST[:2], SAMPLES, "metrics=none", "editor=p2p"), kinds["metrics_none"])
@@ -153,7 +154,10 @@ def test_tables_figures_and_gallery_say_what_rows_lack(folders, tmp_path, capsys
     assert "(scored by evaluate.py from saved outputs, which record no cost)" in text
     assert "data: " + str(Path(folders["only_failed"]).parent / "broken_data" / "mapping_file.json") in text
     failed = pd.read_csv(tmp_path / "failed.csv")
-    assert len(failed) == 2 and failed["error"].str.contains("image_path").any()
+    samples, jobs = failed[failed["sample_id"].notna()], failed[failed["sample_id"].isna()]
+    assert len(samples) == 2 and samples["error"].str.contains("image_path").any()
+    (job,) = jobs["error"]  # the job whose samples all failed ended as failed, and says so
+    assert job.startswith("job ended: NoSampleSucceeded: all 2 samples of this job failed"), job
     page = (tmp_path / "gallery" / "index.html").read_text()
     assert "failed: " in page
     for source in re.findall(r'<img [^>]*src="([^"]+)"', page):

@@ -40,11 +40,13 @@ def test_todinv_edit_classes_follow_the_paper():
 
 def test_edit_class_mapping_must_cover_every_type_once():
     with pytest.raises(ConfigError, match="both"):
-        edit_class_lookup({"a": [0, 1, 2, 3, 4], "b": [4, 5, 6, 7, 8, 9]})
+        edit_class_lookup({"global": [0, 1, 2, 3, 4], "structure": [4, 5, 6, 7, 8, 9]})
     with pytest.raises(ConfigError, match=r"\[9\] belong to no class"):
-        edit_class_lookup({"a": list(range(9))})
+        edit_class_lookup({"global": list(range(9))})
     with pytest.raises(ConfigError, match="not a PIE-Bench editing type"):
-        edit_class_lookup({"a": list(range(11))})
+        edit_class_lookup({"global": list(range(11))})
+    with pytest.raises(ConfigError, match="'shape' is not an edit class here; write 'structure'"):
+        edit_class_lookup({"shape": [0, 1, 2, 3, 4], "global": [5, 6, 7, 8, 9]})
 
 
 def write_mapping(root, mapping):
@@ -153,7 +155,7 @@ def test_missing_or_broken_mapping_file_is_explained(tmp_path):
 def test_missing_image_is_a_clear_error(tmp_path):
     root = write_mapping(tmp_path, {"000000000000": GOOD})
     (sample,) = load_benchmark(root, CLASSES).samples
-    with pytest.raises(FileNotFoundError, match="sample '000000000000': image not found .* image_path="):
+    with pytest.raises(FileNotFoundError, match="sample '000000000000', field 'image_path' .* image not found"):
         sample.read_image()
 
 

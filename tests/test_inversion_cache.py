@@ -40,6 +40,25 @@ def test_the_key_changes_with_whatever_changes_the_inversion(sample):
     assert len({key, *changed}) == 6
 
 
+def test_an_entry_is_used_only_under_its_own_key_and_stale_partials_go(tmp_path, caplog):
+    import os
+    import time
+
+    from invbench.inversion_cache import InversionCache
+
+    cache = InversionCache(tmp_path, torch.device("cpu"))
+    cache.store("one", {"inverted": torch.ones(3)})
+    assert torch.equal(cache.load("one")["inverted"], torch.ones(3)) and cache.load("one")["key"] == "one"
+    os.replace(tmp_path / "one.pt", tmp_path / "two.pt")  # another key's file holding this entry
+    assert cache.load("two") is None and "holds the entry of key one, not its own" in caplog.text
+    (tmp_path / "two.pt").write_bytes(b"damaged")
+    assert cache.load("two") is None  # unreadable: computed again, never fatal
+    stale, fresh = tmp_path / ".x.pt.1.partial", tmp_path / ".y.pt.2.partial"
+    stale.write_bytes(b""), fresh.write_bytes(b"")
+    os.utime(stale, (time.time() - 7200, time.time() - 7200))
+    assert cache.remove_stale_partials() == [stale] and fresh.exists()  # a live writer's file is kept
+
+
 def test_editors_that_observe_the_inversion_never_share_it():
     assert EDITORS.build(conf_file("editor/rf_edit.yaml") | {"guidance_scale": 2.0}).observes_inversion()
     assert not EDITORS.build(conf_file("editor/p2p.yaml")).observes_inversion()

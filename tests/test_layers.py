@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-ORCHESTRATION = {"runner", "evaluation", "job_config", "compatibility", "hydra_callbacks", "resolvers", "cli"}
+ORCHESTRATION = {
+    "runner", "evaluation", "job_config", "compatibility", "hydra_callbacks", "resolvers", "cli", "prompt_limits"
+}  # fmt: skip
 UPPER_PACKAGES = ("editors", "inversions", "metrics", "reports", "pie_bench")
 
 

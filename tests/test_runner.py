@@ -16,7 +16,7 @@ from PIL import Image
 from invbench.errors import ConfigError, ModelNotAvailableError
 from invbench.job_folder import FolderInUseError
 from invbench.results import read_rows
-from invbench.runner import run_job
+from invbench.runner import NoSampleSucceeded, run_job
 from pie_bench.dataset import BUNDLED_MINI_ROOT
 
 ROW_FIELDS = {
@@ -114,7 +114,8 @@ def test_missing_image_fails_that_sample_only(compose, tmp_path):
     status = dict(zip(rows["sample_id"], rows["status"]))
     assert status == {"121000000001": "failed", "623000000006": "ok", "723000000007": "ok"}
     error = rows.set_index("sample_id").loc["121000000001", "error"]
-    assert error.startswith("FileNotFoundError: sample '121000000001': image not found")
+    assert error.startswith("FileNotFoundError: mapping_file.json: sample '121000000001', field 'image_path' (")
+    assert "image not found. Fix: put the image there, or correct image_path." in error
 
 
 def test_a_bad_sample_or_a_failing_batch_never_costs_the_others_their_results(compose, tmp_path, monkeypatch):
@@ -178,9 +179,11 @@ def test_mapping_paths_never_leave_the_job_folder_or_overwrite_a_source(compose,
 
 def test_a_diverged_method_fails_its_sample_instead_of_scoring_nan(compose, tmp_path):
     # pix2pix-zero's KL step of 20 (the reference's, for SD's unit-variance noise) diverges on the tiny model
-    rows = run_job(compose(*FAST, "inversion=pix2pix_zero", "dataset.categories=[1]"), tmp_path)
-    assert rows["status"].tolist() == ["failed"]
-    assert "inversion=pix2pix_zero produced" in rows["error"][0] and "non-finite latent values" in rows["error"][0]
+    with pytest.raises(NoSampleSucceeded, match="all 1 samples of this job failed"):  # the job exits non-zero
+        run_job(compose(*FAST, "inversion=pix2pix_zero", "dataset.categories=[1]"), tmp_path)
+    (row,) = read_rows(tmp_path / "results.jsonl")
+    assert row["status"] == "failed"
+    assert "inversion=pix2pix_zero produced" in row["error"] and "non-finite latent values" in row["error"]
     assert not (tmp_path / "edited").exists()  # nothing written that a gallery or evaluate.py could pick up
 
 
@@ -202,11 +205,51 @@ def test_invalid_sample_is_recorded_and_retried_after_a_fix(compose, tmp_path):
     assert set(rows["status"]) == {"ok"}
 
 
-def test_other_configuration_in_the_same_folder_is_refused(compose, tmp_path):
+def test_other_configuration_in_the_same_folder_is_refused_naming_the_keys(compose, tmp_path):
     run_job(compose(*FAST, "dataset.categories=[6]"), tmp_path)
-    with pytest.raises(ConfigError, match="already holds results with another config_hash .* hydra.run.dir="):
-        run_job(compose(*FAST, "dataset.categories=[6]", "editor.guidance_scale=5"), tmp_path)
+    refusal = "already holds results with another config_hash .* hydra.run.dir="
+    with pytest.raises(ConfigError, match=refusal) as refused:
+        run_job(compose(*FAST, "dataset.categories=[6]", "editor.guidance_scale=5", "seed=7"), tmp_path)
+    assert "What differs: editor.guidance_scale: 7.5 -> 5.0; seed: 1234 -> 7." in str(refused.value)
+    with pytest.raises(ConfigError, match="What differs: metrics.reference_compat: True -> False"):
+        run_job(compose(*FAST, "dataset.categories=[6]", "metrics.reference_compat=false"), tmp_path)
     run_job(compose(*FAST, "dataset.categories=[1]"), tmp_path)  # another selection, same configuration: fine
+
+
+def test_rows_record_their_code_and_libraries_and_a_resume_with_others_is_refused(compose, tmp_path):
+    from invbench.provenance import code_version, library_versions
+
+    run_job(compose(*FAST, "dataset.categories=[6]"), tmp_path)
+    (row,) = read_rows(tmp_path / "results.jsonl")
+    assert row["code_version"] == code_version() and row["library_versions"] == library_versions()
+    assert set(row["library_versions"]) == {"torch", "diffusers", "transformers", "Pillow", "numpy"}
+    assert len(row["code_version"]["source_sha256"]) == 64
+    path = tmp_path / "results.jsonl"
+    older = {**row, "code_version": {**row["code_version"], "source_sha256": "0" * 64, "git_commit": "a" * 40,
+                                     "git_dirty": False},
+             "library_versions": {**row["library_versions"], "Pillow": "9.0.0"}}  # fmt: skip
+    path.write_text(json.dumps(older) + "\n")  # as if written by other code with another Pillow
+    with pytest.raises(ConfigError, match="other code or libraries") as refused:
+        run_job(compose(*FAST, "dataset.categories=[1,6]"), tmp_path)
+    message = str(refused.value)
+    assert "invbench's code: 0.1.0, commit aaaaaaaaaaaa, source 000000000000 ->" in message
+    assert f"Pillow 9.0.0 -> {library_versions()['Pillow']}" in message and "resume_with_other_code=true" in message
+    rows = run_job(compose(*FAST, "dataset.categories=[1,6]", "resume_with_other_code=true"), tmp_path)
+    new = rows.set_index("sample_id").loc["121000000001"]
+    assert any("Pillow 9.0.0" in line for line in new["resumed_with_other_code"])
+    record = json.loads((tmp_path / "run.json").read_text())
+    assert [start["samples_done_before"] for start in record["starts"]] == [0, 1]
+    assert record["environment"]["source_sha256"] == code_version()["source_sha256"]
+
+
+def test_the_source_digest_covers_every_source_file_and_only_those(tmp_path, monkeypatch):
+    from invbench import provenance
+
+    before, read, module = provenance.source_digest(), Path.read_bytes, Path(provenance.__file__)
+    monkeypatch.setattr(Path, "read_bytes", lambda self: read(self) + (b"#" if self == module else b""))
+    assert provenance.source_digest() != before  # one byte more in one module moves it
+    monkeypatch.undo()
+    assert provenance.source_digest() == before
 
 
 @pytest.mark.parametrize(

@@ -51,6 +51,38 @@ class Backbone(ABC):
         """The family's sampling schedule on `num_steps` steps. Default: deterministic DDIM (ε-prediction)."""
         return DDIMSchedule(scheduler_config, num_steps)
 
+    # The text encoders a prompt goes through: (name, the tokenizer's subfolder in a diffusers checkpoint, the tokens
+    # the pipeline gives it: a number or the conf/model key holding it). Every family's reference pipeline cuts a
+    # longer prompt to that many tokens (tokenizer(..., max_length, truncation=True)), and so does invbench.
+    text_encoders: ClassVar[tuple[tuple[str, str, int | str], ...]] = (("CLIP", "tokenizer", 77),)
+
+    @classmethod
+    def prompt_tokenizers(cls, config: Mapping[str, Any]) -> list[tuple[str, Any, int]]:
+        """(encoder name, tokenizer, tokens it reads) for each of `text_encoders`, without loading any network, so
+        that prompts can be checked before the model loads. A checkpoint's tokenizer that is not on this machine is
+        left out (loading the model then says what is missing)."""
+        found = []
+        for name, subfolder, length in cls.text_encoders:
+            tokens = int(config[length]) if isinstance(length, str) else length
+            if config["kind"] == "random_init":
+                from invbench.tokenizer import build_clip_tokenizer
+
+                tokenizer = build_clip_tokenizer()  # the random models' encoders (their "T5" too) read CLIP's ids
+            else:
+                from transformers import AutoTokenizer
+
+                try:
+                    tokenizer = AutoTokenizer.from_pretrained(
+                        config.get("path") or config["repo_id"],
+                        subfolder=subfolder,
+                        local_files_only=True,
+                        revision=config.get("revision"),
+                    )
+                except (OSError, ValueError):
+                    continue
+            found.append((name, tokenizer, tokens))
+        return found
+
     # Whether guidance is an input of the denoiser (FLUX.1-dev's distilled guidance) rather than a combination of a
     # conditional and an unconditional evaluation (classifier-free guidance)
     guidance_embedded: bool = False

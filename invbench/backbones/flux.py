@@ -37,6 +37,7 @@ CLIP_TOKENS = 77
 @register("flux")
 class Flux(Backbone):
     kinds = ("flux", "random_init")
+    text_encoders = (("CLIP", "tokenizer", CLIP_TOKENS), ("T5", "tokenizer_2", "t5_tokens"))
 
     def __init__(self, denoiser, vae, encoders, tokenizers, config: Mapping[str, Any], flow_config: Mapping[str, Any]):
         self.denoiser, self.vae = denoiser, vae
@@ -53,6 +54,7 @@ class Flux(Backbone):
         if config["kind"] == "flux":
             return cls._pretrained(config, dtype)
         from diffusers import FluxTransformer2DModel
+
         from invbench.random_sd import (
             plain_config,
             random_clip_text_encoder,

@@ -30,6 +30,11 @@ CLIP_TOKENS = 77
 @register("sd3")
 class StableDiffusion3(Backbone):
     kinds = ("stable_diffusion_3", "random_init")
+    text_encoders = (
+        ("CLIP", "tokenizer", CLIP_TOKENS),
+        ("OpenCLIP", "tokenizer_2", CLIP_TOKENS),
+        ("T5", "tokenizer_3", "t5_tokens"),
+    )
 
     def __init__(self, denoiser, vae, encoders, tokenizers, t5_tokens: int, flow_config: Mapping[str, Any]):
         self.denoiser, self.vae = denoiser, vae
@@ -43,6 +48,7 @@ class StableDiffusion3(Backbone):
         if config["kind"] == "stable_diffusion_3":
             return cls._pretrained(config, dtype)
         from diffusers import SD3Transformer2DModel
+
         from invbench.random_sd import (
             latent_side,
             plain_config,

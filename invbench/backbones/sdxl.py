@@ -31,6 +31,7 @@ TOKENS = 77  # rows of token embeddings; the pooled row follows
 @register("sdxl")
 class StableDiffusionXL(Backbone):
     kinds = ("stable_diffusion_xl", "random_init")
+    text_encoders = (("CLIP", "tokenizer", TOKENS), ("OpenCLIP", "tokenizer_2", TOKENS))
 
     def __init__(self, denoiser, vae, text_encoder, text_encoder_2, tokenizer, tokenizer_2, resolution: int):
         self.denoiser, self.vae = denoiser, vae
