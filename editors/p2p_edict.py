@@ -68,7 +68,7 @@ class BaseAttentionOnTarget(AttentionController):
             replaced = target * (1 - mask) + base.index_select(-1, self.indices.to(probs.device)) * mask
         else:
             replaced = base
-        probs = probs.clone()
+        # in place: with SD v1.4 at 512² the maps reach 3 GB, and a copy ran edict + p2p_edict out of 24 GB
         probs[-1, TARGET] = replaced
         return probs
 
