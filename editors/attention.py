@@ -145,6 +145,26 @@ def copy_source_rows(rows: torch.Tensor, branches: int) -> torch.Tensor:
     return grouped[:, :1].expand_as(grouped).reshape(rows.shape)
 
 
+class LargestTensor:
+    """The largest tensor attention control materialised or was handed since `reset`: the maps a controller sees
+    (which fused attention never builds), and what it returns as a layer's context or values. That is what a method's
+    attention control costs in memory on top of the denoiser's own, and what grows with resolution (a 512² image's
+    self-attention maps are 4,096 × 4,096 per head); rows record it per sample (`largest_attention_map_mb`)."""
+
+    def __init__(self) -> None:
+        self.bytes = 0
+
+    def note(self, tensor: torch.Tensor) -> torch.Tensor:
+        self.bytes = max(self.bytes, tensor.numel() * tensor.element_size())
+        return tensor
+
+    def reset(self) -> None:
+        self.bytes = 0
+
+
+LARGEST_CONTROLLED = LargestTensor()
+
+
 class AttentionController:
     """Base class: sees (and may replace) every attention map of the layers it `wants`, step by step.
 
@@ -396,14 +416,14 @@ class _ControlledProcessor:
         batch, tokens, _ = (hidden_states if encoder_hidden_states is None else encoder_hidden_states).shape
         attention_mask = attn.prepare_attention_mask(attention_mask, tokens, batch)
         context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
-        context = self.controller.context(self.site, context)
+        context = LARGEST_CONTROLLED.note(self.controller.context(self.site, context))
         if encoder_hidden_states is not None and attn.norm_cross:
             context = attn.norm_encoder_hidden_states(context)
         value_context = context if encoder_hidden_states is None else self.controller.value_context(self.site, context)
         projections = (attn.to_q(hidden_states), attn.to_k(context), attn.to_v(value_context))
         query, key, value = (attn.head_to_batch_dim(x) for x in projections)
         if self.controller.wants(self.site):
-            probs = attn.get_attention_scores(query, key, attention_mask)
+            probs = LARGEST_CONTROLLED.note(attn.get_attention_scores(query, key, attention_mask))
             rows, heads = probs.shape[0], attn.heads
             branches = self.controller.num_branches
             grouped = probs.view(rows // heads // branches, branches, heads, *probs.shape[1:])
@@ -445,7 +465,7 @@ class _ControlledJointProcessor:
             query, key = torch.cat([query, text_query], dim=2), torch.cat([key, text_key], dim=2)
             value = torch.cat([value, text_value], dim=2)
         if self.controller.wants(self.site):
-            probs = (query @ key.transpose(-1, -2) * query.shape[-1] ** -0.5).softmax(dim=-1)
+            probs = LARGEST_CONTROLLED.note((query @ key.transpose(-1, -2) * query.shape[-1] ** -0.5).softmax(dim=-1))
             branches = self.controller.num_branches
             grouped = probs.view(batch // branches, branches, *probs.shape[1:])
             out = self.controller.attention(self.site, grouped).reshape(probs.shape).to(value.dtype) @ value
@@ -481,13 +501,13 @@ class _ControlledFluxProcessor:
             text_key = attn.norm_added_k(heads(attn.add_k_proj(encoder_hidden_states)))
             query, key = torch.cat([text_query, query], dim=1), torch.cat([text_key, key], dim=1)
             value = torch.cat([heads(attn.add_v_proj(encoder_hidden_states)), value], dim=1)
-        value = self.controller.values(self.site, value)
+        value = LARGEST_CONTROLLED.note(self.controller.values(self.site, value))
         if image_rotary_emb is not None:
             query = apply_rotary_emb(query, image_rotary_emb, sequence_dim=1)
             key = apply_rotary_emb(key, image_rotary_emb, sequence_dim=1)
         query, key, value = (x.transpose(1, 2) for x in (query, key, value))  # (batch, heads, tokens, d)
         if self.controller.wants(self.site):
-            probs = (query @ key.transpose(-1, -2) * query.shape[-1] ** -0.5).softmax(dim=-1)
+            probs = LARGEST_CONTROLLED.note((query @ key.transpose(-1, -2) * query.shape[-1] ** -0.5).softmax(dim=-1))
             branches = self.controller.num_branches
             grouped = probs.view(len(probs) // branches, branches, *probs.shape[1:])
             out = self.controller.attention(self.site, grouped).reshape(probs.shape).to(value.dtype) @ value

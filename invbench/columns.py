@@ -50,6 +50,7 @@ COLUMNS: dict[str, Column] = {
         Column("unet_evals", "UNet evals", "UNet evals", 1, False, 0, "Cost", "cost"),
         Column("unet_backward_evals", "UNet backward", "backward", 1, False, 0, "Cost", "cost"),
         Column("peak_memory_mb", "Peak memory (MB)", "MB", 1, False, 0, "Cost", "cost"),
+        Column("largest_attention_map_mb", "Largest attention map (MB)", "map MB", 1, False, 0, "Cost", "cost"),
     )
 }  # fmt: skip
 

@@ -603,6 +603,7 @@ def _costs(meter: CostMeter) -> dict[str, Any]:
     costs = dict(meter.values)
     costs["total_seconds"] = costs.get("inversion_seconds", 0.0) + costs.get("edit_seconds", 0.0)
     costs["peak_memory_mb"], costs["memory_kind"] = meter.peak_memory()
+    costs["largest_attention_map_mb"] = meter.largest_controlled_mb()
     return costs
 
 

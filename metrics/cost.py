@@ -6,7 +6,8 @@ too. Backward evaluations count the latents of UNet forwards whose output a grad
 optimisation-based inversion's loss.backward(): each costs about two forwards), so that optimisation is not
 understated. Peak memory is the CUDA allocator's peak on GPU, and on CPU the process's peak resident set size, reset per
 sample through /proc/self/clear_refs (Linux); where that reset is unavailable the value is the process-lifetime peak
-and `memory_kind` says so.
+and `memory_kind` says so. The largest tensor attention control materialised (maps a controller reads, contexts and
+values it hands a layer) is recorded too: it is what grows with resolution.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from editors.attention import LARGEST_CONTROLLED
 from invbench.runtime import release_freed_memory
 
 _CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -62,8 +64,9 @@ class CostMeter:
             hook.remove()
 
     def start_sample(self) -> None:
-        """Forget the previous sample: zero the values and reset the memory peak."""
+        """Forget the previous sample: zero the values and reset the memory peak and the largest controlled tensor."""
         self.values = {}
+        LARGEST_CONTROLLED.reset()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
@@ -85,6 +88,10 @@ class CostMeter:
             self.values[f"{name}_unet_evals"] = self._evaluations - evaluations
             self.values[f"{name}_unet_calls"] = self._calls - calls
             self.values[f"{name}_unet_backward_evals"] = self._backward_evaluations - backward
+
+    def largest_controlled_mb(self) -> float:
+        """The largest tensor attention control materialised or held since `start_sample` (editors/attention.py)."""
+        return LARGEST_CONTROLLED.bytes / 2**20
 
     def peak_memory(self) -> tuple[float, str]:
         """(megabytes, what was measured) since `start_sample`."""
