@@ -20,6 +20,16 @@ from invbench.errors import ConfigError, ModelNotAvailableError
 log = logging.getLogger(__name__)
 
 BACKBONE_MODES = ("auto", "real", "tiny")
+# Set in the config of a real architecture saved with random weights (benchmarks/metric_backbones.py: a rehearsal
+# of the real loading code and metric paths); the description then says so in every row's metrics_setup
+RANDOM_WEIGHTS_MARK = "invbench_random_weights"
+
+
+def described(source: str, random_weights: bool) -> str:
+    """A backbone's source as rows record it, marked when its weights are random."""
+    return f"{source} (RANDOM weights: its values mean nothing)" if random_weights else source
+
+
 T = TypeVar("T")
 
 

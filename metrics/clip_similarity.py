@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from metrics.backbone import Backbone, resolve_backbone, seeded
+from metrics.backbone import RANDOM_WEIGHTS_MARK, Backbone, described, resolve_backbone, seeded
 
 
 class _ProjectedFeatures(torch.nn.Module):
@@ -86,7 +86,7 @@ def load_clip(config: Mapping[str, Any], mode: str) -> Backbone:
             image_processor=_pil_image_processor_class().from_pretrained(source, local_files_only=True),
             tokenizer=CLIPTokenizer.from_pretrained(source, local_files_only=True),
         )
-        return (clip, processor), str(source)
+        return (clip, processor), described(str(source), getattr(clip.config, RANDOM_WEIGHTS_MARK, False))
 
     def tiny():
         from invbench.tokenizer import build_clip_tokenizer

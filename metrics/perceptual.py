@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from invbench.errors import ConfigError
-from metrics.backbone import Backbone, resolve_backbone, seeded
+from metrics.backbone import Backbone, described, resolve_backbone, seeded
 
 _TRUNK_WEIGHTS = {"squeeze": "SqueezeNet1_1_Weights", "alex": "AlexNet_Weights", "vgg": "VGG16_Weights"}
 
@@ -51,8 +51,9 @@ def load_lpips(config: Mapping[str, Any], mode: str) -> Backbone:
         checkpoint = trunk_checkpoint(net)
         if not checkpoint.is_file():
             raise FileNotFoundError(f"no ImageNet {net} trunk at {checkpoint}")
+        random_trunk = checkpoint.with_name(checkpoint.name + ".invbench-random").is_file()  # a rehearsal's
         with _quiet_torchvision():
-            return lpips.LPIPS(net=net, verbose=False), f"lpips-{net}"
+            return lpips.LPIPS(net=net, verbose=False), described(f"lpips-{net}", random_trunk)
 
     def tiny():
         with seeded(config["tiny_seed"]), _quiet_torchvision():

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
-from metrics.backbone import Backbone, resolve_backbone, seeded
+from metrics.backbone import RANDOM_WEIGHTS_MARK, Backbone, described, resolve_backbone, seeded
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # Module-name endings of the attention key projection: transformers 5 (`attention.k_proj`) and 4
@@ -91,7 +91,7 @@ def load_dino(config: Mapping[str, Any], mode: str) -> Backbone:
         vit = ViTModel.from_pretrained(
             source, local_files_only=True, add_pooling_layer=False, layer_norm_eps=config["layer_norm_eps"]
         )
-        return vit, str(source)
+        return vit, described(str(source), getattr(vit.config, RANDOM_WEIGHTS_MARK, False))
 
     def tiny():
         with seeded(config["tiny"]["seed"]):
