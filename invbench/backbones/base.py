@@ -32,7 +32,8 @@ class Backbone(ABC):
     @abstractmethod
     def load(cls, config: Mapping[str, Any], dtype: torch.dtype) -> tuple[Backbone, str]:
         """The backbone described by a conf/model/*.yaml node of one of `kinds`, and where its weights came from.
-        Pretrained weights are read in `dtype` from local files only; random ones are built in float32."""
+        Pretrained weights are read in `dtype` from local files only; random ones are built in float32, or in their
+        half precision (invbench/random_sd.py construction_dtype)."""
 
     @abstractmethod
     def modules(self) -> dict[str, torch.nn.Module]:

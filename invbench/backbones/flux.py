@@ -56,6 +56,7 @@ class Flux(Backbone):
         from diffusers import FluxTransformer2DModel
 
         from invbench.random_sd import (
+            construction_dtype,
             plain_config,
             random_clip_text_encoder,
             random_t5_encoder,
@@ -65,19 +66,21 @@ class Flux(Backbone):
         from invbench.tokenizer import build_clip_tokenizer
 
         weights = random_model_warning(config, "a FLUX.1-architecture", "model=flux")
-        tokenizer = build_clip_tokenizer()
-        clip, t5 = config["text_encoder"], config["text_encoder_2"]
-        torch.manual_seed(config["seed"])
-        transformer = FluxTransformer2DModel(
-            in_channels=4 * config["vae"]["latent_channels"],  # 2×2 packed latents
-            joint_attention_dim=t5["d_model"],
-            pooled_projection_dim=clip["hidden_size"],
-            **plain_config(config["transformer"]),
-        )
-        tame_output(transformer.proj_out, config)  # as model=tiny's UNet: a smooth velocity field
-        encoders = [random_clip_text_encoder(config, clip, tokenizer)]
-        encoders.append(random_t5_encoder(config, t5, tokenizer))
-        backbone = cls(transformer, random_vae(config), encoders, (tokenizer, tokenizer), config, config["scheduler"])
+        with construction_dtype(config):
+            tokenizer = build_clip_tokenizer()
+            clip, t5 = config["text_encoder"], config["text_encoder_2"]
+            torch.manual_seed(config["seed"])
+            transformer = FluxTransformer2DModel(
+                in_channels=4 * config["vae"]["latent_channels"],  # 2×2 packed latents
+                joint_attention_dim=t5["d_model"],
+                pooled_projection_dim=clip["hidden_size"],
+                **plain_config(config["transformer"]),
+            )
+            tame_output(transformer.proj_out, config)  # as model=tiny's UNet: a smooth velocity field
+            encoders = [random_clip_text_encoder(config, clip, tokenizer)]
+            encoders.append(random_t5_encoder(config, t5, tokenizer))
+            vae = random_vae(config)
+        backbone = cls(transformer, vae, encoders, (tokenizer, tokenizer), config, config["scheduler"])
         return backbone, weights
 
     @classmethod

@@ -50,6 +50,7 @@ class StableDiffusion3(Backbone):
         from diffusers import SD3Transformer2DModel
 
         from invbench.random_sd import (
+            construction_dtype,
             latent_side,
             plain_config,
             random_clip_text_encoder,
@@ -60,23 +61,25 @@ class StableDiffusion3(Backbone):
         from invbench.tokenizer import build_clip_tokenizer
 
         weights = random_model_warning(config, "an SD3-architecture", "model=sd3")
-        tokenizer = build_clip_tokenizer()
-        first, second, t5 = config["text_encoder"], config["text_encoder_2"], config["text_encoder_3"]
-        torch.manual_seed(config["seed"])
-        transformer = SD3Transformer2DModel(
-            sample_size=latent_side(config),
-            in_channels=config["vae"]["latent_channels"],
-            out_channels=config["vae"]["latent_channels"],
-            joint_attention_dim=t5["d_model"],
-            pooled_projection_dim=first["projection_dim"] + second["projection_dim"],
-            **plain_config(config["transformer"]),
-        )
-        tame_output(transformer.proj_out, config)  # as model=tiny's UNet: a smooth velocity field
-        encoders = [random_clip_text_encoder(config, node, tokenizer, projection=True) for node in (first, second)]
-        encoders.append(random_t5_encoder(config, t5, tokenizer))
-        tokenizers = (tokenizer, tokenizer, tokenizer)
-        flow = config["scheduler"]
-        return cls(transformer, random_vae(config), encoders, tokenizers, config["t5_tokens"], flow), weights
+        with construction_dtype(config):
+            tokenizer = build_clip_tokenizer()
+            first, second, t5 = config["text_encoder"], config["text_encoder_2"], config["text_encoder_3"]
+            torch.manual_seed(config["seed"])
+            transformer = SD3Transformer2DModel(
+                sample_size=latent_side(config),
+                in_channels=config["vae"]["latent_channels"],
+                out_channels=config["vae"]["latent_channels"],
+                joint_attention_dim=t5["d_model"],
+                pooled_projection_dim=first["projection_dim"] + second["projection_dim"],
+                **plain_config(config["transformer"]),
+            )
+            tame_output(transformer.proj_out, config)  # as model=tiny's UNet: a smooth velocity field
+            encoders = [random_clip_text_encoder(config, node, tokenizer, projection=True) for node in (first, second)]
+            encoders.append(random_t5_encoder(config, t5, tokenizer))
+            tokenizers = (tokenizer, tokenizer, tokenizer)
+            flow = config["scheduler"]
+            vae = random_vae(config)
+        return cls(transformer, vae, encoders, tokenizers, config["t5_tokens"], flow), weights
 
     @classmethod
     def _pretrained(cls, config: Mapping[str, Any], dtype: torch.dtype) -> tuple[Backbone, str]:
