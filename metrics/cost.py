@@ -2,10 +2,11 @@
 
 UNet evaluations count latents pushed through the UNet (a batched call of B latents counts B; classifier-free
 guidance on one branch counts 2), which does not depend on how a method batches its calls; forward calls are counted
-too. Backward evaluations count the latents of UNet forwards whose output a gradient was taken through (an
-optimisation-based inversion's loss.backward(): each costs about two forwards), so that optimisation is not
-understated. Peak memory is the CUDA allocator's peak on GPU, and on CPU the process's peak resident set size, reset per
-sample through /proc/self/clear_refs (Linux); where that reset is unavailable the value is the process-lifetime peak
+too. Backward evaluations count the latents of UNet forwards that a gradient was taken through: from the output (an
+optimisation-based inversion's loss.backward()) or, from a loss inside the network, into its input (pix2pix-zero's
+guidance on attention maps); each costs about two forwards, so that optimisation is not understated. Peak memory is
+the CUDA allocator's peak on GPU, and on CPU the process's peak resident set size, reset per sample through
+/proc/self/clear_refs (Linux); where that reset is unavailable the value is the process-lifetime peak
 and `memory_kind` says so. The largest tensor attention control materialised (maps a controller reads, contexts and
 values it hands a layer) is recorded too: it is what grows with resolution.
 """
@@ -36,7 +37,7 @@ class CostMeter:
         self._rss_reset = False
         self._hooks = [
             unet.register_forward_pre_hook(self._count, with_kwargs=True),
-            unet.register_forward_hook(self._count_backward_later),
+            unet.register_forward_hook(self._count_backward_later, with_kwargs=True),
         ]
 
     def _count(self, module, args, kwargs) -> None:
@@ -45,19 +46,33 @@ class CostMeter:
         self._evaluations += sample.shape[0]
         self._calls += 1
 
-    def _count_backward_later(self, module, args, output) -> None:
-        """Count this forward's latents as backward evaluations when a gradient flows back through its output."""
+    def _count_backward_later(self, module, args, kwargs, output) -> None:
+        """Count this forward's latents as backward evaluations when a gradient flows back through it: from its
+        output (a loss on the prediction: NTI, SPDInv), or, where none reaches the output, into its input from inside
+        (a loss on attention maps, as pix2pix-zero's guidance: a backward through part of the network, counted as
+        one)."""
+        if not torch.is_grad_enabled():
+            return
         if isinstance(output, torch.Tensor):
             prediction = output
         else:
             prediction = output.sample if hasattr(output, "sample") else output[0]
-        if prediction.requires_grad:
-            latents = prediction.shape[0]
+        sample = args[0] if args else kwargs.get("sample", kwargs.get("hidden_states"))
+        latents = sample.shape[0]
+        through_output = []
 
-            def count(gradient: torch.Tensor) -> None:
+        def from_output(gradient: torch.Tensor) -> None:
+            through_output.append(True)
+            self._backward_evaluations += latents
+
+        def into_input(gradient: torch.Tensor) -> None:
+            if not through_output:  # the output's gradient comes first when there is one: counted there
                 self._backward_evaluations += latents
 
-            prediction.register_hook(count)
+        if prediction.requires_grad:
+            prediction.register_hook(from_output)
+        if sample.requires_grad:
+            sample.register_hook(into_input)
 
     def close(self) -> None:
         for hook in self._hooks:

@@ -47,6 +47,40 @@ def test_counts_backward_passes_through_the_unet_only_where_a_gradient_flows():
     assert meter.values["optimise_unet_backward_evals"] == 3 * 2
 
 
+class InnerLoss(torch.nn.Module):
+    """A network whose loss is taken inside it (as pix2pix-zero's guidance on cross-attention maps), never on its
+    output."""
+
+    def forward(self, sample, timestep, encoder_hidden_states=None):
+        self.inner = sample * 3
+        return self.inner.detach() * 2
+
+
+def test_counts_a_backward_from_a_loss_inside_the_network_once():
+    """pix2pix-zero's guidance takes the gradient of a loss on attention maps with respect to the latents: no gradient
+    reaches the output, yet it is a backward pass through the network (the real-size rehearsal showed 0 here)."""
+    module = InnerLoss()
+    meter = CostMeter(module, torch.device("cpu"))
+    meter.start_sample()
+    with meter.phase("edit"):
+        for _ in range(2):
+            latents = torch.ones(3, 4, 2, 2, requires_grad=True)
+            module(latents, 1)
+            torch.autograd.grad((module.inner**2).sum(), latents)
+        module(torch.ones(3, 4, 2, 2, requires_grad=True), 1)  # a graph, no gradient taken
+    meter.close()
+    assert meter.values["edit_unet_backward_evals"] == 2 * 3
+    # a gradient through the output that also reaches the input is one backward, not two
+    module = CountMe()
+    meter = CostMeter(module, torch.device("cpu"))
+    meter.start_sample()
+    with meter.phase("optimise"):
+        latents = torch.ones(2, 4, 2, 2, requires_grad=True)
+        (module(latents, 1) ** 2).sum().backward()
+    meter.close()
+    assert meter.values["optimise_unet_backward_evals"] == 2
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="per-sample peak RSS needs /proc/self/clear_refs")
 def test_peak_memory_is_reset_per_sample():
     """As in a job, freed memory is kept for reuse (`keep_freed_memory`): the meter gives it back first."""
