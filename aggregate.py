@@ -2,6 +2,7 @@
 
     python aggregate.py multirun/2026-11-22_10-00-00 outputs/2026-11-22_11-00-00_ddim+direct --out tables
     python aggregate.py multirun/... --published todinv_table1 --compare todinv+p2p nti+p2p
+    python aggregate.py --published                # the published tables: paper, models, rows
 
 Reads every results.jsonl under the given folders (job folders, sweep folders or results files). Writes, in --out:
 table1 (TODInv Table 1 layout), per_category and class_{appearance,structure,global} (Tables 4-6) as CSV, Markdown
@@ -17,15 +18,20 @@ import argparse
 import sys
 from pathlib import Path
 
+LIST_PUBLISHED = "list"
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", nargs="+", type=Path, help="run folders, sweep folders or results.jsonl files")
+    parser.add_argument("runs", nargs="*", type=Path, help="run folders, sweep folders or results.jsonl files")
     parser.add_argument("--out", type=Path, default=Path("tables"), help="output folder (default: %(default)s)")
     parser.add_argument(
         "--published",
         metavar="NAME_OR_CSV",
-        help="compare with published numbers: a table shipped in reports/published/ (todinv_table1) or a CSV path",
+        nargs="?",
+        const=LIST_PUBLISHED,
+        help="compare with published numbers: a table shipped in reports/published/ (todinv_table1) or a CSV path; "
+        "alone, list the shipped tables",
     )
     parser.add_argument(
         "--compare",
@@ -44,7 +50,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--wandb-mode", default="online", choices=["online", "offline", "disabled"], help="(default: %(default)s)"
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not args.runs and args.published != LIST_PUBLISHED:
+        parser.error("give the run folders to aggregate (or --published alone to list the published tables)")
+    return args
 
 
 def add_failed_jobs(path: Path, jobs) -> None:
@@ -62,6 +71,14 @@ def add_failed_jobs(path: Path, jobs) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.published == LIST_PUBLISHED:
+        from reports.published import list_published
+        from reports.tables import to_markdown as markdown
+
+        print(markdown(list_published()))
+        print("\nCompare runs with one: aggregate.py <runs> --published <table>; every value per method: "
+              "docs/published_values.md")  # fmt: skip
+        return 0
 
     from invbench.errors import InvbenchError
     from reports import coverage, describe_coverage, load_results, mean_table, to_markdown

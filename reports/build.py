@@ -84,10 +84,10 @@ def build_reports(results: pd.DataFrame, out: Path, options: ReportOptions) -> R
 
 
 def _published(table: PaperTable, rows: pd.DataFrame, name: str, out: Path) -> list[Path]:
-    from reports.published import compare_with_published, load_published, published_markdown
+    from reports.published import compare_with_published, load_published, our_setups, published_markdown
 
     published, source = load_published(name)
-    comparison = compare_with_published(table, published)
+    comparison = compare_with_published(table, published, our_setups(rows))
     setups = "; ".join(sorted({f"model={m}, metrics: {s}" for m, s in zip(rows["model"], rows["metrics_setup"])}))
     # a model with random weights (every embedded and *_random model: rows say "random-init ...") or tiny metric
     # backbones make numbers that no published table can be compared with

@@ -152,7 +152,7 @@ def test_published_numbers_are_matched_by_registry_name():
     assert psnr["delta"] == pytest.approx(30 - 27.03) and psnr["published_inside_our_interval"]  # [26, 34]
     ssim = comparison[(comparison["inversion"] == "nti") & (comparison["metric"] == "ssim_unedit_part")].iloc[0]
     assert ssim["delta"] == pytest.approx(80 - 84.11) and not ssim["published_inside_our_interval"]  # [80, 80]
-    with pytest.raises(ConfigError, match="shipped tables: \\['todinv_table1'\\]"):
+    with pytest.raises(ConfigError, match="shipped tables: \\[.*'todinv_table1'.*\\]"):
         load_published("nope")
 
 
