@@ -25,7 +25,8 @@ from reports.paper import PaperTable
 from reports.tables import to_markdown
 
 PUBLISHED_DIR = Path(__file__).resolve().parent / "published"
-MODEL_CONF = Path(__file__).resolve().parent.parent / "conf" / "model"
+CONF = Path(__file__).resolve().parent.parent / "conf"
+MODEL_CONF = CONF / "model"
 # paper column -> our table column (both at the papers' scale)
 PUBLISHED_COLUMNS = {
     "structure_distance_e3": "structure_distance",
@@ -77,8 +78,11 @@ def load_published(name_or_path: str) -> tuple[pd.DataFrame, str]:
             f"{path}: row {bad.index[0] + 1}, registry_match={bad['registry_match'].iloc[0]!r}: expected one of "
             f"{REGISTRY_MATCHES}"
         )
-    frame["inversion"] = frame["inversion"].astype(str).str.lower()
-    frame["editor"] = frame["editor"].astype(str).str.lower()
+    frame["inversion_config"] = frame["inversion"].astype(str).str.lower()
+    frame["editor_config"] = frame["editor"].astype(str).str.lower()
+    # rows record registry names (a variant's too): match on those, and compare settings with the configuration
+    frame["inversion"] = frame["inversion_config"].map(lambda name: registry_name("inversion", name))
+    frame["editor"] = frame["editor_config"].map(lambda name: registry_name("editor", name))
     return frame.rename(columns=PUBLISHED_COLUMNS), source
 
 
@@ -98,32 +102,68 @@ def list_published() -> pd.DataFrame:
 
 
 @cache
+def config_node(axis: str, name: str) -> dict:
+    """conf/<axis>/<name>.yaml with the bases it names in `defaults` merged under it (as Hydra composes a variant)."""
+    path = CONF / axis / f"{name}.yaml"
+    if not path.is_file():
+        return {}
+    node = yaml.safe_load(path.read_text()) or {}
+    merged: dict = {}
+    for base in node.get("defaults", []):
+        if isinstance(base, str) and base != "_self_":
+            merged |= config_node(axis, base)
+    return merged | {key: value for key, value in node.items() if key != "defaults"}
+
+
+def registry_name(axis: str, config: str) -> str:
+    """The registry name a configuration runs (a variant such as fireflow_edit runs rf_edit with its settings)."""
+    return config_node(axis, config).get("name", config)
+
+
+def setting_differences(hparams: dict, inversion_config: str, editor_config: str) -> list[str]:
+    """Where our run's method settings differ from the configurations a published row maps to."""
+    said = []
+    for axis, config in (("inversion", inversion_config), ("editor", editor_config)):
+        ours = (hparams or {}).get(axis) or {}
+        for key, value in config_node(axis, config).items():
+            if key in ("name", "num_steps") or (isinstance(value, str) and value.startswith("${")):
+                continue  # steps are compared on their own; interpolations are run-level settings
+            if key in ours and ours[key] != value:
+                said.append(f"{axis}.{key}={ours[key]} ({config}: {value})")
+    return said
+
+
+@cache
 def model_family(model: str) -> str | None:
     """The family (sd, sdxl, sd3, flux) of a conf/model name, or None for a model the registry does not have."""
     path = MODEL_CONF / f"{model}.yaml"
     return yaml.safe_load(path.read_text()).get("family") if path.is_file() else None
 
 
-def _steps_of(hparams) -> str:
+def _parsed(hparams) -> dict:
     if isinstance(hparams, str):  # rows written as text
         try:
             hparams = ast.literal_eval(hparams)
         except (ValueError, SyntaxError):
-            return "-"
-    if not isinstance(hparams, dict):
-        return "-"
+            return {}
+    return hparams if isinstance(hparams, dict) else {}
+
+
+def _steps_of(hparams: dict) -> str:
     steps = (hparams.get("inversion") or {}).get("num_steps", hparams.get("num_steps"))
     return "-" if steps is None else str(steps)
 
 
 def our_setups(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per (inversion, editor, setup) of prepared rows: our model and step count (values joined if they vary)."""
+    """Per (inversion, editor, setup) of prepared rows: our model, step count (values joined if they vary) and the
+    method settings (`hparams` of its first row)."""
     frame = rows[["inversion", "editor", "setup", "model"]].copy()
-    frame["steps"] = rows["hparams"].map(_steps_of) if "hparams" in rows else "-"
+    hparams = rows["hparams"].map(_parsed) if "hparams" in rows else pd.Series([{}] * len(rows), index=rows.index)
+    frame["steps"], frame["hparams"] = hparams.map(_steps_of), hparams
     return (
         frame.groupby(["inversion", "editor", "setup"], sort=False)
         .agg(our_model=("model", lambda v: "/".join(sorted(set(map(str, v))))),
-             our_steps=("steps", lambda v: "/".join(sorted(set(v)))))
+             our_steps=("steps", lambda v: "/".join(sorted(set(v)))), our_hparams=("hparams", "first"))
         .reset_index()
     )  # fmt: skip
 
@@ -154,6 +194,7 @@ def compare_with_published(
     row's label, model and steps beside ours (`ours`: `our_setups`), and what separates the two settings."""
     keys = [c.key for c in table.columns if c.key in published.columns]
     theirs_only = published.rename(columns={"model": "published_model", "steps": "published_steps"})
+    theirs_only["published_row"] = range(1, len(published) + 1)  # a table may print one label twice (Table 6)
     merged = table.cells.merge(theirs_only, on=["inversion", "editor"], suffixes=("", "_published"))
     if ours is not None:
         merged = merged.merge(ours, on=["inversion", "editor", "setup"], how="left")
@@ -162,14 +203,18 @@ def compare_with_published(
         row = row._asdict()
         our_model, our_steps = str(row.get("our_model", "-")), str(row.get("our_steps", "-"))
         setting = {
+            "published_row": row["published_row"],
             "paper_method": row["paper_method"],
             "published_model": row["published_model"],
             "published_steps": row["published_steps"],
             "our_model": our_model,
             "our_steps": our_steps,
             "registry_match": row["registry_match"],
-            "differs": differences(our_model, our_steps, row["published_model"], row["published_steps"])
-            if ours is not None else "our model and steps not given",
+            "differs": "; ".join(
+                filter(None, [differences(our_model, our_steps, row["published_model"], row["published_steps"]),
+                              *setting_differences(row.get("our_hparams"), row["inversion_config"],
+                                                   row["editor_config"])])
+            ) if ours is not None else "our model and steps not given",
         }  # fmt: skip
         for key in keys:
             ours_value, theirs = row[key], row[f"{key}_published"]
@@ -200,8 +245,8 @@ def published_markdown(comparison: pd.DataFrame, source: str, setups: str, real_
         return "\n".join(lines + ["No method of these runs appears in the published table."]) + "\n"
     metrics = list(dict.fromkeys(comparison["metric"]))
     wide = []
-    group = ["inversion", "editor", "setup", "paper_method", "published_model", "published_steps"]
-    for (inversion, editor, _, label, model, steps), part in comparison.groupby(group, sort=False):
+    group = ["inversion", "editor", "setup", "published_row", "paper_method", "published_model", "published_steps"]
+    for (inversion, editor, _, _, label, model, steps), part in comparison.groupby(group, sort=False):
         by_metric, first = part.set_index("metric"), part.iloc[0]
         line = {"Inversion": inversion, "Editing": editor, "Published row": label.replace("|", "\\|"),
                 "Model (ours / published)": f"{first['our_model']} / {model}",
@@ -253,7 +298,7 @@ def published_values_markdown() -> str:
         "`aggregate.py <runs> --published <table>`. Provenance of each table: reports/published/README.md.",
         "",
     ]
-    for (inversion, editor), part in every.groupby(["inversion", "editor"], sort=True):
+    for (inversion, editor), part in every.groupby(["inversion_config", "editor_config"], sort=True):
         shown = part[["table", "paper_method", "model", "steps", "registry_match", *metrics]].rename(
             columns={"paper_method": "published row", "registry_match": "match", **labels}
         )

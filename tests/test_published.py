@@ -156,7 +156,7 @@ def rows_of(model: str, steps: int, inversion: str, editor: str, psnr: list[floa
 def test_a_comparison_shows_both_settings_and_every_published_row_of_a_pair():
     """FireFlow's Table 4 has two rows for fireflow + fireflow_edit (15 and 8 steps): a run at 8 steps on
     flux_tiny is shown beside both, the 8-step row naming only the model, the 15-step one the step count too."""
-    rows = prepare(rows_of("flux_tiny", 8, "fireflow", "fireflow_edit", [20.0, 26.0]))
+    rows = prepare(rows_of("flux_tiny", 8, "fireflow", "rf_edit", [20.0, 26.0]))  # fireflow_edit runs rf_edit
     table = paper_table(rows, "T", resamples=50)
     published, source = load_published("fireflow_v1_table4")
     comparison = compare_with_published(table, published, our_setups(rows))
@@ -169,7 +169,7 @@ def test_a_comparison_shows_both_settings_and_every_published_row_of_a_pair():
     from reports.published import published_markdown
 
     text = published_markdown(comparison, source, "model=flux_tiny", real_setup=False)
-    assert "| fireflow | fireflow_edit | Ours (8 steps) | flux_tiny / flux | 8 / 8 |" in text
+    assert "| fireflow | rf_edit | Ours (8 steps) | flux_tiny / flux | 8 / 8 |" in text
     assert "WARNING" in text and "settings the paper did not run" in text
 
 
@@ -206,7 +206,7 @@ def sweeps(tmp_path_factory):
         f"hydra.sweep.dir={root / 'sd'}",
     ]
     flow = ["-m", "model=flux_tiny", "inversion=fireflow,rf_solver", "editor=fireflow_edit,rf_edit",
-            "editor.first_single_block=0", "editor.last_single_block=1", f"hydra.sweep.dir={root / 'flow'}"]  # fmt: skip
+            "++editor.first_single_block=0", "++editor.last_single_block=1", f"hydra.sweep.dir={root / 'flow'}"]  # fmt: skip
     for args in (sd, flow):
         code, output = run("launch.py", *args, *common, cwd=root)
         assert code == 0, output
