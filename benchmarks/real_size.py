@@ -270,9 +270,14 @@ def main(argv: list[str] | None = None) -> int:
         code, outputs, seconds = sweep(group, args, folder)
         rows = pair_rows(folder)
         print(f"sweep {number}: {len(group)} pairs, exit {code}, {seconds:.0f} s", flush=True)
+        if code < 0:  # the process was killed: its last log line is not the reason
+            outputs += f"\nthe sweep was killed by signal {-code}" + (
+                " (the kernel's out-of-memory killer)" if code == -9 else ""
+            )
         table += [row_of(pair, rows, outputs) for pair in group]
     header = (
-        f"{args.model} at {args.resolution}², {args.steps} steps, one sample, metrics on (tiny backbones); "
+        f"{args.model} at {args.resolution}², {args.steps} steps{''.join(f', {extra}' for extra in args.extra)}, "
+        "one sample, metrics on (tiny backbones); "
         f"{datetime.now(timezone.utc):%Y-%m-%d}, {machine()}, {args.device}; "
         f"{time.perf_counter() - started:.0f} s in all"
     )

@@ -19,7 +19,7 @@ from invbench.results import read_rows
 pytestmark = pytest.mark.ci_only
 
 
-# one pair per kind of machinery: P2P's maps at 4,096 tokens, an optimisation loop with backward passes, MasaCtrl's
+# one pair per kind of machinery: P2P's maps at 512², an optimisation loop with backward passes, MasaCtrl's
 # mutual self-attention, PnP's feature injection, edit-friendly DDPM's noise maps, pix2pix-zero's guidance by gradient
 SUBSET = ["ddim+p2p", "nti+p2p", "directinversion+masactrl", "directinversion+pnp",
           "edit_friendly+p2p_edit_friendly", "pix2pix_zero+pix2pix_zero"]  # fmt: skip

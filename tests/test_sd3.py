@@ -85,3 +85,21 @@ def test_launch_runs_flow_inversion_and_direct_on_sd3_tiny_and_refuses_eps_metho
         "launch.py", "model=sd3_tiny", "inversion=ddim", *FAST, f"hydra.run.dir={tmp_path}", cwd=tmp_path
     )
     assert code == 2 and "inversion=ddim works on the model families ['sd', 'sdxl'], but model=sd3_tiny" in output
+
+
+def test_a_half_precision_random_model_is_built_in_that_precision(monkeypatch):
+    """Built in float32 and cast afterwards, sd3_random's T5-XXL (19 GB in float32) never fit in 24 GB of host memory:
+    a bfloat16 random model's networks are constructed in bfloat16, and the default dtype is restored afterwards."""
+    from invbench import random_sd
+
+    seen, original = [], random_sd.random_t5_encoder
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_default_dtype())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(random_sd, "random_t5_encoder", spy)
+    config = conf_file("model/sd3_tiny.yaml") | {"resolution": 64, "dtype": "bfloat16", "seed": 7}
+    model = load_model(config, conf_file("scheduler/ddim.yaml"), torch.device("cpu"))
+    assert seen == [torch.bfloat16] and torch.get_default_dtype() == torch.float32
+    assert {p.dtype for p in model.backbone.denoiser.parameters()} == {torch.bfloat16}

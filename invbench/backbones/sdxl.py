@@ -45,22 +45,24 @@ class StableDiffusionXL(Backbone):
     def load(cls, config: Mapping[str, Any], dtype: torch.dtype) -> tuple[Backbone, str]:
         resolution = config["resolution"]
         if config["kind"] == "random_init":
-            from invbench.random_sd import random_clip_text_encoder, random_unet, random_vae
+            from invbench.random_sd import construction_dtype, random_clip_text_encoder, random_unet, random_vae
             from invbench.tokenizer import build_clip_tokenizer
 
             weights = random_model_warning(config, "an SDXL-architecture", "model=sdxl")
             tokenizer = build_clip_tokenizer()
             first, second = config["text_encoder"], config["text_encoder_2"]
-            unet = random_unet(
-                config,
-                cross_attention_dim=first["hidden_size"] + second["hidden_size"],
-                addition_embed_type="text_time",
-                projection_class_embeddings_input_dim=second["projection_dim"]
-                + 6 * config["unet"]["addition_time_embed_dim"],
-            )
-            encoders = [random_clip_text_encoder(config, first, tokenizer)]
-            encoders.append(random_clip_text_encoder(config, second, tokenizer, projection=True))
-            return cls(unet, random_vae(config), *encoders, tokenizer, tokenizer, resolution), weights
+            with construction_dtype(config):  # model.dtype=bfloat16: built at half the size, as sd3_random
+                unet = random_unet(
+                    config,
+                    cross_attention_dim=first["hidden_size"] + second["hidden_size"],
+                    addition_embed_type="text_time",
+                    projection_class_embeddings_input_dim=second["projection_dim"]
+                    + 6 * config["unet"]["addition_time_embed_dim"],
+                )
+                encoders = [random_clip_text_encoder(config, first, tokenizer)]
+                encoders.append(random_clip_text_encoder(config, second, tokenizer, projection=True))
+                vae = random_vae(config)
+            return cls(unet, vae, *encoders, tokenizer, tokenizer, resolution), weights
         from diffusers import AutoencoderKL, UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
