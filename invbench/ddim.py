@@ -8,9 +8,11 @@ Both directions are written out so that inversion and sampling use the same pair
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
 import torch
 
 
@@ -27,6 +29,27 @@ class DDIMSchedule:
         self.step_size = self.num_train_timesteps // max(num_steps, 1)
         self._alphas_cumprod = scheduler.alphas_cumprod.clone()
         self._final_alpha_cumprod = torch.as_tensor(scheduler.final_alpha_cumprod)
+        self._config = dict(scheduler.config)
+
+    def with_float64_alphas(self) -> DDIMSchedule:
+        """A copy whose ᾱ are computed in float64 from the configuration's betas, as early diffusers computed them
+        (in numpy). diffusers today computes them in float32, 3e-7 apart relative: a reference that runs in
+        float64 throughout (EDICT's) is followed to 1e-8 only on float64 ᾱ. Written out because diffusers no longer
+        offers it; linear and scaled_linear betas, the SD families'."""
+        config = self._config
+        start, end, count = config["beta_start"], config["beta_end"], config["num_train_timesteps"]
+        if config["beta_schedule"] == "linear":
+            betas = np.linspace(start, end, count, dtype=np.float64)
+        elif config["beta_schedule"] == "scaled_linear":
+            betas = np.linspace(start**0.5, end**0.5, count, dtype=np.float64) ** 2
+        else:
+            raise ValueError(f"beta_schedule={config['beta_schedule']!r}: float64 alphas cover linear, scaled_linear")
+        schedule = copy.copy(self)
+        schedule._alphas_cumprod = torch.from_numpy(np.cumprod(1.0 - betas))
+        schedule._final_alpha_cumprod = (
+            torch.tensor(1.0, dtype=torch.float64) if config["set_alpha_to_one"] else schedule._alphas_cumprod[0]
+        )
+        return schedule
 
     def alpha_cumprod(self, t: int) -> torch.Tensor:
         """ᾱ_t as a 0-dim tensor (ᾱ of the step before t = 0 for t < 0), kept as a tensor so that the arithmetic

@@ -91,12 +91,21 @@ class DiffusionModel:
         return self.backbone.encode_prompts(prompts, self.device, self.dtype)
 
     @torch.no_grad()
-    def encode_image(self, image: np.ndarray, generator: torch.Generator | None = None) -> torch.Tensor:
+    def encode_image(
+        self, image: np.ndarray, generator: torch.Generator | None = None, noise_dtype: torch.dtype | None = None
+    ) -> torch.Tensor:
         """uint8 H×W×3 image -> latent (1, 4, H/8, W/8): VAE posterior mean × scaling factor (as the reference), or
-        with `generator` a sample of the posterior drawn from it (as diffusers' img2img pipelines encode)."""
+        with `generator` a sample of the posterior drawn from it (as diffusers' img2img pipelines encode), its noise
+        drawn in `noise_dtype` if given (early diffusers drew float32 whatever the model's dtype), else the model's."""
         pixels = torch.tensor(image).permute(2, 0, 1)[None].to(self.device, self.dtype) / 127.5 - 1
         posterior = self.vae.encode(pixels).latent_dist
-        latent = posterior.mean if generator is None else posterior.sample(generator)
+        if generator is None:
+            latent = posterior.mean
+        elif noise_dtype is None:
+            latent = posterior.sample(generator)
+        else:
+            noise = torch.randn(posterior.mean.shape, generator=generator, device=self.device, dtype=noise_dtype)
+            latent = posterior.mean + posterior.std * noise.to(posterior.mean.dtype)
         shift = getattr(self.vae.config, "shift_factor", None)  # SD3/FLUX VAEs centre their latents; SD's do not
         return (
             latent * self.vae.config.scaling_factor

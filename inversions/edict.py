@@ -11,17 +11,18 @@ that, step by step in reverse, so denoising with the source prompt returns to z_
 (≤1e-6 relative with the model in float64, `model.dtype=float64`; in float32 the UNet's rounding of its inputs
 bounds it). Only the lowest `strength` fraction of the timestep grid is used, as in the reference. Every branch
 uses this reverse process and EDICT's guidance, whatever the editor's guidance; attention controllers see both UNet
-calls of a step. z_0 is a sample of the VAE posterior from torch's global generator (`image_latent:
-posterior_sample`), as the reference's `latent_dist.sample(generator=torch.cuda.manual_seed(1))`, whose generator is
-None; the reference draws again for its edit's own inversion (after the reconstruction's sample and noise), so its
-reconstruction and edit start from two different samples, where here both share the first. `posterior_mean` is ours.
+calls of a step. The grid is the reference's own DDIMScheduler's (`steps_offset` 0: 980 … 0 at 50 steps, of which
+strength 0.8 keeps 780 … 0; its scheduler is built by hand and never passes through a pipeline, unlike the P2P
+scripts'). z_0 is a sample of the VAE posterior as the reference draws it: `coupled_stablediffusion(seed=1)` reseeds
+the device's default generator with 1 (`torch.cuda.manual_seed(1)`) before each call's sample, whose noise early
+diffusers draws in float32; so its reconstruction and its edit start from the same sample, and so do ours (a
+generator seeded with `posterior_seed` on the model's device, float32 noise). `posterior_mean` is ours.
 The reference's `edict+p2p` is `editor=p2p_edict` (editors/p2p_edict.py). UNet evaluations: 2 per inversion step and 2 per branch per editing step, each doubled by
 classifier-free guidance when guidance_scale > 1.
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
@@ -31,7 +32,7 @@ import torch
 from invbench.errors import ConfigError
 from invbench.hyperparameters import Guidance, Range, Steps
 from invbench.models import EPSILON_UNETS, DiffusionModel, classifier_free
-from inversions.base import INVERSIONS, Inversion, InversionResult, StepHooks, encode_posterior
+from inversions.base import INVERSIONS, Inversion, InversionResult, StepHooks
 from pie_bench import Sample
 
 
@@ -91,16 +92,22 @@ class EDICTInversion(Inversion):
     mix: Annotated[float, Range(low=0, high=1, low_open=True, high_open=True)]
     guidance_scale: Guidance
     image_latent: Literal["posterior_sample", "posterior_mean"]
+    posterior_seed: int  # the reference's coupled_stablediffusion(seed=1)
+    steps_offset: Literal[0, 1]  # the grid's offset: 0 in the reference's hand-built scheduler
 
     def needs_unconditional_half(self) -> bool:
         return self.guidance_scale != 1  # every branch guides at EDICT's own scale
 
     def encode_source(self, model: DiffusionModel, image: np.ndarray) -> torch.Tensor:
-        return encode_posterior(model, image, self.image_latent)  # the reference's global-RNG sample by default
+        if self.image_latent == "posterior_mean":
+            return model.encode_image(image)
+        generator = torch.Generator(model.device).manual_seed(self.posterior_seed)
+        return model.encode_image(image, generator=generator, noise_dtype=torch.float32)
 
     @torch.no_grad()
     def invert(self, model: DiffusionModel, image_latent: torch.Tensor, sample: Sample) -> InversionResult:
-        schedule = copy.copy(model.schedule(self.num_steps))
+        # float64 ᾱ as the reference's scheduler (numpy): the reference runs in float64 throughout
+        schedule = model.schedule(self.num_steps, steps_offset=self.steps_offset).with_float64_alphas()
         used = int(self.strength * self.num_steps)
         schedule.timesteps, schedule.num_steps = schedule.timesteps[self.num_steps - used :], used
         uncond, cond = model.encode_prompts(["", sample.source_prompt]).chunk(2)
