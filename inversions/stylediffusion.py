@@ -173,7 +173,8 @@ class StyleDiffusion(Inversion):
         return InversionResult(
             schedule=schedule,
             latents=trajectory,
-            hooks=ValueMapping(modulation, int(self.target_value_steps * self.num_steps)),
+            # the reference's `i < NUM_DDIM_STEPS * tau_v`: every step below τ_v·N, so its ceiling (3 of 5 at 0.5)
+            hooks=ValueMapping(modulation, math.ceil(self.target_value_steps * self.num_steps)),
             info={"optimisation_steps": sum(iterations), "optimisation_steps_per_timestep": iterations},
         )
 

@@ -489,6 +489,83 @@ def run_edict(case_id: str) -> Callable[[Models, Perturb], tuple[Quantities, Qua
     return run
 
 
+def run_stylediffusion(case_id: str) -> Callable[[Models, Perturb], tuple[Quantities, Quantities]]:
+    """run_editing_stylediffusion.py (benchmarks/oracle/stylediffusion_reference.py): the image tokens of the same
+    encoder weights (the tiny stand-in, its MLP 4x wide as OpenAI's, in the reference's own class there), the DDIM
+    inversion, each step's trained scale and shift with as many Adam iterations, the source and target after every
+    editing step and the saved edit. The first mapping network starts from the reference's initial weights, which
+    it draws from the global generator where invbench seeds its own. The posterior mean is compared on its own and
+    the method continues from the reference's: the reference hands the VAE its image permuted from a batch array
+    (another memory layout than ours), which the tiny VAE's random encoder turns into 5e-4 (as ReNoise's)."""
+
+    def run(models: Models, perturb: Perturb) -> tuple[Quantities, Quantities]:
+        from inversions import stylediffusion
+        from inversions.stylediffusion import TOKENS
+
+        golden = torch.load(GOLDEN / f"{case_id}.pt", weights_only=False)
+        model, sample = models.sd_512, _sample(models, golden["sample"])
+        inversion, editor = _built(
+            models,
+            "inversion=stylediffusion",
+            "editor=p2p_stylediffusion",
+            f"num_steps={golden['steps']}",
+            "inversion.image_encoder.backbone=tiny",
+            f"inversion.image_encoder.tiny.config.intermediate_size={golden['image_encoder']['intermediate_size']}",
+        )
+        renamed = {"conv_start.": "0.", "conv_block.0.0.": "1.", "conv_block.0.1.": "2.", "conv_end.": "4."}
+        initial = {}
+        for name, value in golden["initial_network"].items():
+            prefix = next(old for old in renamed if name.startswith(old))
+            initial[renamed[prefix] + name.removeprefix(prefix)] = value
+        build, tokens = stylediffusion._mapping_network, []
+
+        def reference_start(image_tokens: int, seed: int):
+            network = build(image_tokens, seed)
+            network.load_state_dict(initial, strict=True)
+            return network
+
+        encode = type(inversion)._image_tokens
+
+        def kept(self, *args):
+            tokens.append(encode(self, *args))
+            return tokens[-1]
+
+        gradients, adam_step = [], torch.optim.Adam.step
+
+        def first_gradient(self, *args, **kwargs):
+            if not gradients:
+                gradients.append(torch.cat([p.grad.flatten() for p in self.param_groups[0]["params"]]))
+            return adam_step(self, *args, **kwargs)
+
+        with (
+            mock.patch.object(stylediffusion, "_mapping_network", reference_start),
+            mock.patch.object(type(inversion), "_image_tokens", kept),
+            mock.patch.object(torch.optim.Adam, "step", first_gradient),
+        ):
+            inverted = inversion.invert(model, perturb(golden["trajectory"][:1].clone()), sample)
+        # the training itself is chaotic on the tiny model (our own runs' scales part by 0.04 after step 0's 100 Adam
+        # iterations, by 10 after step 4's), so the edit is compared from the reference's trained scales and shifts
+        inverted.hooks.modulation[:] = [(m[None, :TOKENS], m[None, TOKENS:]) for m in golden["modulation"]]
+        ours = {
+            "z0": _source(model, sample).detach(),
+            "tokens": tokens[0],
+            "trajectory": torch.cat(inverted.latents),
+            "first_gradient": gradients[0],
+            "adam_steps": inverted.info["optimisation_steps"],
+            "steps_latents": p2p_latents_after_every_step(model, editor, inverted, sample),
+        }
+        ours["edited_image_crop"] = _crop(model.decode_latents(ours["steps_latents"][-1, 1:], "truncate")[0])
+        reference = {key: golden[key] for key in ("tokens", "trajectory", "first_gradient", "steps_latents")}
+        reference |= {
+            "z0": golden["trajectory"][:1],
+            "adam_steps": sum(golden["adam_steps"]),
+            "edited_image_crop": golden["edited_image_crop"],
+        }
+        return ours, reference
+
+    return run
+
+
 def _flow_golden(name: str) -> dict:
     return torch.load(GOLDEN / "flow" / f"{name}.pt", weights_only=False)
 
@@ -613,6 +690,7 @@ def all_cases() -> dict[str, list[OracleCase]]:
         "spdinv": ("spdinv", run_spdinv),
         "pix2pix_zero": ("pix2pix_zero", run_pix2pix_zero),
         "edict": ("edict", run_edict),
+        "stylediffusion": ("stylediffusion", run_stylediffusion),
     }
     cases: dict[str, list[OracleCase]] = {}
     for test, (folder, run) in folder_cases.items():

@@ -1,5 +1,5 @@
 """Reference equivalence: the reference's own code (cure-lab/PnPInversion's run_editing_*.py paths, patched for API
-drift only, and the official code of ReNoise, SPDInv and the flow methods; EDICT's own early diffusers) ran on our tiny models; tests/golden/oracle/
+drift only, and the official code of ReNoise, SPDInv and the flow methods; EDICT's own early diffusers; StyleDiffusion's with its image encoder class) ran on our tiny models; tests/golden/oracle/
 holds what it computed (benchmarks/oracle/ writes it from a reference checkout). invbench's configurations of the same
 names must compute the same, step by step, and save the same edit.
 
@@ -112,6 +112,15 @@ def test_edict_reproduces_the_reference_step_by_step(case, models, tolerances):
     """run_editing_edict.py (edict+p2p as editor=p2p_edict, edict+direct_forward as editor=direct), float64, 10 steps
     (8 at strength 0.8) on the reference's own grid: the same posterior sample, the same coupled pair after inversion,
     the same two updates of every editing step, the same final pair and saved edit."""
+    check(case, models, tolerances)
+
+
+@pytest.mark.parametrize("case", params(CASES["stylediffusion"]))
+def test_stylediffusion_reproduces_the_reference(case, models, tolerances):
+    """run_editing_stylediffusion.py (stylediffusion+p2p as editor=p2p_stylediffusion), 5 steps, its image encoder's
+    layout at the tiny width: the same image tokens, DDIM inversion, gradient of the first loss at the reference's
+    initial mapping network, as many Adam iterations, and from the reference's trained scales and shifts the same
+    source and target after every editing step and the same saved edit."""
     check(case, models, tolerances)
 
 
