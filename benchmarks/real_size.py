@@ -51,6 +51,7 @@ SMALLEST = {
     "pix2pix_zero_aligned": {"reg_steps": 1, "ac_rolls": 1},
     "aidi": {"iterations": 2, "memory": 2},
     "fpi": {"iterations": 1},
+    "fpi_plain": {"iterations": 1},
     "edit_friendly": {"skip": 1},
     # flow inversions keep their own step counts (their configs do not read num_steps)
     "flow": {"num_steps": 2},

@@ -2,8 +2,8 @@
 z_t = g(z_t) with g(z) = DDIM⁻¹(z_{t−Δ}; ε(z, t, c_src)), instead of DDIM inversion's one-shot guess
 z_t ≈ g(z_{t−Δ}).
 
-- `fpi` (Meiri et al., "Fixed-point Inversion for Text-to-image diffusion models", arXiv 2312.12540): plain
-  fixed-point iterations z ← g(z) from the DDIM guess.
+- `fpi_plain` (ours): plain fixed-point iterations z ← g(z) from the DDIM guess at guidance 1. FPI as its authors
+  run it (their prompt-aware adjustment, 20 iterations at guidance 2) is `fpi` (inversions/fpi.py).
 - `aidi` (Pan et al., "Effective Real Image Editing with Accelerated Iterative Diffusion Inversion", ICCV 2023): the
   same fixed point solved with Anderson acceleration (memory `memory`): each new iterate is the combination of the
   last g-values whose residuals g(z) − z cancel best in the least-squares sense.
@@ -57,9 +57,9 @@ def _converged(residual: torch.Tensor, latent: torch.Tensor, tolerance: float | 
     return tolerance is not None and float(residual.norm() / latent.norm()) < tolerance
 
 
-@INVERSIONS.register("fpi")
+@INVERSIONS.register("fpi_plain")
 @dataclass
-class FixedPointInversion(Inversion):
+class PlainFixedPointInversion(Inversion):
     families = EPSILON_UNETS
     num_steps: Steps
     iterations: Count

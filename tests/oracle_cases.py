@@ -566,6 +566,36 @@ def run_stylediffusion(case_id: str) -> Callable[[Models, Perturb], tuple[Quanti
     return run
 
 
+def run_fpi(case_id: str) -> Callable[[Models, Perturb], tuple[Quantities, Quantities]]:
+    """FPI's official code (benchmarks/oracle/fpi_reference.py), main.py's calls: the posterior sample, then from the
+    reference's sample the adjusted latent (the img2img pass, its noise from the run's seed as the reference's), the
+    latent after every step of 20 fixed-point iterations at guidance 2, and the reconstruction at guidance 2 (editor
+    `direct` at 2, its source branch)."""
+
+    def run(models: Models, perturb: Perturb) -> tuple[Quantities, Quantities]:
+        from editors import EDITORS
+        from invbench.images import fit_square
+
+        golden = torch.load(GOLDEN / f"{case_id}.pt", weights_only=False)
+        model, sample = models.sd_512, _sample(models, golden["sample"])
+        inversion, _ = _built(models, "inversion=fpi", f"num_steps={golden['steps']}")
+        torch.manual_seed(1234)  # the run's seed, set before the reference's img2img call draws
+        posterior = inversion.encode_source(model, fit_square(sample.read_image(), model.resolution)).detach()
+        # from the reference's own sample, the generator where the sample left it: the img2img pipeline hands the VAE
+        # a contiguous image, which the tiny VAE's random encoder rounds otherwise (4e-4, as ReNoise's)
+        inverted = inversion.invert(model, perturb(golden["posterior_sample"].clone()), sample)
+        editor = EDITORS.build({"name": "direct", "guidance_scale": inversion.guidance_scale})
+        ours = {
+            "posterior_sample": posterior,
+            "adjusted": inverted.latents[0],
+            "trajectory": torch.cat(inverted.latents),
+            "reconstruction": editor.edit(model, inverted, sample).reconstruction,
+        }
+        return ours, {key: golden[key] for key in ours}
+
+    return run
+
+
 def _flow_golden(name: str) -> dict:
     return torch.load(GOLDEN / "flow" / f"{name}.pt", weights_only=False)
 
@@ -691,6 +721,7 @@ def all_cases() -> dict[str, list[OracleCase]]:
         "pix2pix_zero": ("pix2pix_zero", run_pix2pix_zero),
         "edict": ("edict", run_edict),
         "stylediffusion": ("stylediffusion", run_stylediffusion),
+        "fpi": ("fpi", run_fpi),
     }
     cases: dict[str, list[OracleCase]] = {}
     for test, (folder, run) in folder_cases.items():

@@ -131,7 +131,7 @@ def test_pairs_that_cannot_reconstruct_are_refused(inversion, changes, guidance,
 
 def test_guidance_free_states_accept_any_editor_guidance():
     editor = EDITORS.build({"name": "direct", "guidance_scale": 1.0})
-    for inversion in ("ddim", "npi", "spdinv_plain", "edit_friendly", "fpi"):
+    for inversion in ("ddim", "npi", "spdinv_plain", "edit_friendly", "fpi", "fpi_plain"):
         check_pair(build("inversion", inversion), editor)
 
 

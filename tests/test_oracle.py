@@ -1,5 +1,5 @@
 """Reference equivalence: the reference's own code (cure-lab/PnPInversion's run_editing_*.py paths, patched for API
-drift only, and the official code of ReNoise, SPDInv and the flow methods; EDICT's own early diffusers; StyleDiffusion's with its image encoder class) ran on our tiny models; tests/golden/oracle/
+drift only, and the official code of ReNoise, SPDInv, FPI and the flow methods; EDICT's own early diffusers; StyleDiffusion's with its image encoder class) ran on our tiny models; tests/golden/oracle/
 holds what it computed (benchmarks/oracle/ writes it from a reference checkout). invbench's configurations of the same
 names must compute the same, step by step, and save the same edit.
 
@@ -121,6 +121,14 @@ def test_stylediffusion_reproduces_the_reference(case, models, tolerances):
     layout at the tiny width: the same image tokens, DDIM inversion, gradient of the first loss at the reference's
     initial mapping network, as many Adam iterations, and from the reference's trained scales and shifts the same
     source and target after every editing step and the same saved edit."""
+    check(case, models, tolerances)
+
+
+@pytest.mark.parametrize("case", params(CASES["fpi"]))
+def test_fpi_reproduces_its_official_code(case, models, tolerances):
+    """FPI's official code (dvirsamuel/FPI, main.py's calls), 10 steps: the same posterior sample, and from it the
+    same prompt-aware adjustment, the same latent after every step of 20 fixed-point iterations at guidance 2, the
+    same reconstruction at guidance 2."""
     check(case, models, tolerances)
 
 

@@ -181,11 +181,11 @@ def test_proxedit_paper_pulls_unedited_elements_back_to_the_source(tiny_model, s
 @pytest.mark.parametrize(
     "config",
     [
-        {"name": "fpi", "num_steps": STEPS, "iterations": 3, "tolerance": None},
+        {"name": "fpi_plain", "num_steps": STEPS, "iterations": 3, "tolerance": None},
         {"name": "aidi", "num_steps": STEPS, "iterations": 3, "memory": 2, "tolerance": None},
         RENOISE_AVERAGING,
     ],
-    ids=["fpi", "aidi", "renoise"],
+    ids=["fpi_plain", "aidi", "renoise"],
 )
 def test_fixed_point_inversions_lower_the_inversion_residual(tiny_model, sample, source_latent, config):
     cond = tiny_model.encode_prompts([sample.source_prompt])
@@ -270,7 +270,7 @@ def test_aidi_converges_faster_than_plain_iterations(tiny_model, sample, source_
             tiny_model, INVERSIONS.build(config).invert(tiny_model, source_latent, sample), cond
         )
         for name, config in {
-            "fpi": {"name": "fpi", "num_steps": STEPS, "iterations": 4, "tolerance": None},
+            "fpi": {"name": "fpi_plain", "num_steps": STEPS, "iterations": 4, "tolerance": None},
             "aidi": {"name": "aidi", "num_steps": STEPS, "iterations": 4, "memory": 3, "tolerance": None},
         }.items()
     }
@@ -380,7 +380,9 @@ def test_edit_friendly_ddpm_on_the_reference_grid_zeroes_its_last_noise_map(tiny
         (DIRECT_INVERSION | {"num_steps": 6}, 6 + 6 * 2, 24),  # inversion + one guided step per denoising step
         (DIRECT_INVERSION | {"num_steps": 6, "offset_branches": "source_and_target"}, 6 + 6 * 4, 24),
         (PROXEDIT | {"base": {"name": "npi", "num_steps": 6}}, 6, 24),
-        ({"name": "fpi", "num_steps": 6, "iterations": 2, "tolerance": None}, 6 * (1 + 2), 24),
+        ({"name": "fpi_plain", "num_steps": 6, "iterations": 2, "tolerance": None}, 6 * (1 + 2), 24),
+        # FPI: the adjustment's int(50 * 0.05) = 2 guided steps, then 2 guided iterations per step
+        ({"name": "fpi", "num_steps": 6, "iterations": 2, "guidance_scale": 2.0, "adjustment_strength": 0.05, "adjustment_grid_steps": 50, "image_latent": "posterior_mean"}, 2 * 2 + 6 * 2 * 2, 24),
         ({"name": "aidi", "num_steps": 6, "iterations": 3, "memory": 2, "tolerance": None}, 6 * (1 + 3), 24),
         # ReNoise on SD's grid (1, 167, 333, ...): the first pass of each step is a batch of 2 (the KL target's);
         # without the KL steps, which diverge on the tiny model's small noise predictions (std 0.03, not SD's 1)
@@ -390,8 +392,8 @@ def test_edit_friendly_ddpm_on_the_reference_grid_zeroes_its_last_noise_map(tiny
         # edit-friendly: one conditional evaluation per grid step; editing runs the 6 - 2 steps after the skip
         (EDIT_FRIENDLY | {"num_steps": 6, "skip": 2, "steps_offset": 1, "last_noise": "zero"}, 6, 4 * 2 * 2),
     ],
-    ids=["npi", "directinversion", "directinversion-add-target", "proxedit", "fpi", "aidi", "renoise", "edict",
-         "edit_friendly"],
+    ids=["npi", "directinversion", "directinversion-add-target", "proxedit", "fpi_plain", "fpi", "aidi", "renoise",
+         "edict", "edit_friendly"],
 )  # fmt: skip
 @pytest.mark.parametrize("editor", [None, P2P], ids=["direct", "p2p"])
 def test_unet_evaluations_match_each_algorithm(
