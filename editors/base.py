@@ -76,10 +76,12 @@ class Editor(ABC):
         the attention maps no step reads does so. Default: unchanged."""
         return self
 
-    def observe_inversion(self, model: DiffusionModel, inversion: Any) -> AbstractContextManager[None]:
+    def observe_inversion(self, model: DiffusionModel, inversion: Any) -> AbstractContextManager[dict[str, Any]]:
         """A context the runner inverts in, for an editor that reads what the inversion computes (RF-Edit's recorded
-        attention values). Default: nothing observed."""
-        return nullcontext()
+        attention values). It yields a dict, filled when the context closes, which the runner stores as the
+        result's `observed`: what the editor reads travels with the inversion result, not on the editor. Default:
+        nothing observed (an empty dict)."""
+        return nullcontext({})
 
     def model_problems(self, model_config: Mapping[str, Any]) -> list[str]:
         """Why this editor's settings do not fit the model a conf/model/*.yaml node describes, checked before the

@@ -3,7 +3,8 @@ wangjiangshan0725/RF-Solver-Edit, FLUX_Image_Edit/src/flux/modules/layers.py and
 sharing on FLUX. FireFlow's editing (Deng et al., ICML 2025, src/flux/modules/layers.py, `reuse_v`) is the same
 operation with other blocks and steps (`editor=fireflow_edit`).
 
-Contract: while the flow inversion runs (`observe_inversion`), the values of the FLUX single-stream blocks
+Contract: while the flow inversion runs (`observe_inversion`, which hands them to the inversion result's
+`observed`), the values of the FLUX single-stream blocks
 `first_single_block` … `last_single_block` are recorded at every evaluation of the inversion steps that pair with
 the first `inject` denoising steps; in those denoising steps each evaluation attends over the values the inversion
 computed in the same step at the same stage (the step's start, or its midpoint for the second-order solvers), in
@@ -33,6 +34,7 @@ from inversions.base import Inversion, InversionResult
 from pie_bench import Sample
 
 SIGMA_TOLERANCE = 1e-4  # evaluations match by noise level; grid levels are ≥ 1/N apart
+VALUES = "rf_edit_values"  # the key of the recorded values in InversionResult.observed: {(σ, layer): values}
 
 
 class _EvaluationLevel:
@@ -103,7 +105,6 @@ class RFEdit(Editor):
     inject: Count  # the first denoising steps with value sharing
     first_single_block: Count
     last_single_block: Count
-    _recorded: dict | None = field(default=None, init=False, repr=False)
 
     def _block_problem(self, model_name: str, available: int) -> str | None:
         if self.first_single_block <= self.last_single_block < available:
@@ -129,24 +130,28 @@ class RFEdit(Editor):
         return frozenset(f"single_transformer_blocks.{index}.attn" for index in blocks)
 
     @contextmanager
-    def observe_inversion(self, model: DiffusionModel, inversion: Inversion) -> Iterator[None]:
+    def observe_inversion(self, model: DiffusionModel, inversion: Inversion) -> Iterator[dict[str, Any]]:
+        """Records the selected blocks' values while the inversion runs; yields the dict that carries them, under
+        VALUES, into the inversion result's `observed`."""
         schedule = model.schedule(inversion.num_steps)
         sigmas = [float(schedule.sigma(t)) for t in schedule.timesteps] + [0.0]
         level = _EvaluationLevel(model.denoiser)
         recorder = _ValueRecorder(self._selected(model), level, lowest=sigmas[min(self.inject, len(sigmas) - 1)])
+        observed: dict[str, Any] = {}
         try:
             with attention_control(model.denoiser, recorder, model.backbone.latent_side):
-                yield
+                yield observed
         finally:
             level.close()
-        self._recorded = recorder.recorded if self.inject else {}
+        observed[VALUES] = recorder.recorded if self.inject else {}
 
     def edit(self, model: DiffusionModel, inversion: InversionResult, sample: Sample) -> EditResult:
-        recorded, self._recorded = self._recorded, None
+        recorded = inversion.observed.get(VALUES)
         if recorded is None and self.inject:
             raise ConfigError(
                 f"editor={self.name} injects the values recorded while the inversion ran: invert inside "
-                "editor.observe_inversion(model, inversion) (the runner does)"
+                "editor.observe_inversion(model, inversion) and store what it yields as the result's `observed` (the "
+                "runner does)"
             )
         schedule = inversion.schedule
         sigmas = [float(schedule.sigma(t)) for t in schedule.timesteps] + [0.0]

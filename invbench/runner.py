@@ -366,8 +366,9 @@ def _invert(
             meter.values.update(cached["costs"])
             restore_random_state(cached["random_state"])
             return cached["inverted"], cached["peak_memory_mb"]
-    with meter.phase("inversion"), editor.observe_inversion(model, inversion):
+    with meter.phase("inversion"), editor.observe_inversion(model, inversion) as observed:
         inverted = inversion.invert(model, inversion.encode_source(model, image), seen)
+    inverted.observed = observed
     _require_finite(f"inversion={inversion.name}", inverted.noise_latent)
     if sharing is not None:
         entry = {

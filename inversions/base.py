@@ -198,6 +198,10 @@ class InversionResult:
     info: dict[str, Any] = field(default_factory=dict)
     """Method-specific numbers for the result row, e.g. optimisation steps actually taken."""
 
+    observed: dict[str, Any] = field(default_factory=dict)
+    """What an editor that observes the inversion recorded while it ran (`Editor.observe_inversion`, e.g. RF-Edit's
+    attention values): whoever inverts inside that context stores what it yields here; empty otherwise."""
+
     @property
     def noise_latent(self) -> torch.Tensor:
         return self.latents[-1]

@@ -12,6 +12,7 @@ import torch
 from conftest import FAST, conf_file, relative_error, run
 
 from editors import EDITORS
+from editors.rf_edit import VALUES
 from invbench.compatibility import incompatibilities
 from invbench.errors import ConfigError
 from invbench.images import fit_square
@@ -199,8 +200,9 @@ def rf_edit(**changes):
 
 
 def observed_edit(model, editor, inversion, sample, latent):
-    with editor.observe_inversion(model, inversion):
+    with editor.observe_inversion(model, inversion) as observed:
         inverted = inversion.invert(model, latent, sample)
+    inverted.observed = observed  # as the runner stores it
     return inverted, editor.edit(model, inverted, sample)
 
 
@@ -229,12 +231,15 @@ def test_recorded_stages_follow_each_solver(flux_tiny, sample):
             rf_edit(inject=1),
             INVERSIONS.build(conf_file(f"inversion/{method}.yaml") | {"num_steps": 6}),
         )
-        with editor.observe_inversion(flux_tiny, inversion):
+        with editor.observe_inversion(flux_tiny, inversion) as observed:
             inversion.invert(flux_tiny, latent, sample)
-        levels = sorted({sigma for sigma, _ in editor._recorded})
+        recorded = observed[VALUES]
+        levels = sorted({sigma for sigma, _ in recorded})
         expected = [sigma_1, (sigma_0 + sigma_1) / 2][2 - stages :]
         assert levels == pytest.approx(expected, abs=1e-6), method
-        assert {name for _, name in editor._recorded} == {f"single_transformer_blocks.{i}.attn" for i in (0, 1)}
+        assert {name for _, name in recorded} == {f"single_transformer_blocks.{i}.attn" for i in (0, 1)}
+        # the editor keeps nothing: what it reads travels in the inversion result
+        assert not [name for name in vars(editor) if name.startswith("_")]
 
 
 def test_value_sharing_pairs_with_the_flow_solvers_only():
