@@ -49,7 +49,7 @@ SMALLEST = {
     "renoise": {"reg_steps": 1, "ac_rolls": 1},
     "pix2pix_zero": {"reg_steps": 1, "ac_rolls": 1},
     "pix2pix_zero_aligned": {"reg_steps": 1, "ac_rolls": 1},
-    "aidi": {"iterations": 2, "memory": 2},
+    "aidi_plain": {"iterations": 2, "memory": 2},
     "fpi": {"iterations": 1},
     "fpi_plain": {"iterations": 1},
     "edit_friendly": {"skip": 1},

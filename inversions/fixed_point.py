@@ -4,9 +4,11 @@ z_t ≈ g(z_{t−Δ}).
 
 - `fpi_plain` (ours): plain fixed-point iterations z ← g(z) from the DDIM guess at guidance 1. FPI as its authors
   run it (their prompt-aware adjustment, 20 iterations at guidance 2) is `fpi` (inversions/fpi.py).
-- `aidi` (Pan et al., "Effective Real Image Editing with Accelerated Iterative Diffusion Inversion", ICCV 2023): the
-  same fixed point solved with Anderson acceleration (memory `memory`): each new iterate is the combination of the
-  last g-values whose residuals g(z) − z cancel best in the least-squares sense.
+- `aidi_plain` (ours, after Pan et al., "Effective Real Image Editing with Accelerated Iterative Diffusion Inversion",
+  ICCV 2023): the same fixed point solved with Anderson acceleration (memory `memory`): each new iterate is the
+  combination of the last g-values whose residuals g(z) − z cancel best in the least-squares sense. It is not AIDI:
+  the paper's blended guidance and its own Anderson settings are not implemented (and no official code exists to
+  prove them against), so the registry has no `aidi`.
 
 Contract: a plain trajectory (edited with guided DDIM like DDIM inversion, so it composes with every editor), whose
 latents are closer to the fixed point: `fixed_point_residual` is lower than DDIM inversion's. UNet evaluations: per
@@ -77,7 +79,7 @@ class PlainFixedPointInversion(Inversion):
         return invert_solving_each_step(model, image_latent, sample, self.num_steps, solve)
 
 
-@INVERSIONS.register("aidi")
+@INVERSIONS.register("aidi_plain")
 @dataclass
 class AcceleratedIterativeInversion(Inversion):
     families = EPSILON_UNETS

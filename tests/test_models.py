@@ -77,7 +77,7 @@ def test_unknown_model_kind_and_dtype():
 
 def test_registry_lookup_and_hyperparameter_checks():
     assert INVERSIONS.get("DDIM").name == "ddim"  # names are case-insensitive
-    with pytest.raises(ConfigError, match="unknown inversion 'nope'. Available: aidi, ddim, directinversion"):
+    with pytest.raises(ConfigError, match="unknown inversion 'nope'. Available: aidi_plain, ddim, directinversion"):
         INVERSIONS.get("nope")
     with pytest.raises(ConfigError, match=r"conf/inversion/ddim.yaml: unknown hyperparameter\(s\) \['lr'\]"):
         INVERSIONS.build({"name": "ddim", "num_steps": 5, "guidance_scale": 1.0, "lr": 0.1})

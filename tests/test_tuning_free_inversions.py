@@ -182,10 +182,10 @@ def test_proxedit_paper_pulls_unedited_elements_back_to_the_source(tiny_model, s
     "config",
     [
         {"name": "fpi_plain", "num_steps": STEPS, "iterations": 3, "tolerance": None},
-        {"name": "aidi", "num_steps": STEPS, "iterations": 3, "memory": 2, "tolerance": None},
+        {"name": "aidi_plain", "num_steps": STEPS, "iterations": 3, "memory": 2, "tolerance": None},
         RENOISE_AVERAGING,
     ],
-    ids=["fpi_plain", "aidi", "renoise"],
+    ids=["fpi_plain", "aidi_plain", "renoise"],
 )
 def test_fixed_point_inversions_lower_the_inversion_residual(tiny_model, sample, source_latent, config):
     cond = tiny_model.encode_prompts([sample.source_prompt])
@@ -263,7 +263,7 @@ def test_patch_kl_on_hand_values():
     assert float(patch_kl(values, values)) < 1e-7  # a map against itself: only the ε terms remain
 
 
-def test_aidi_converges_faster_than_plain_iterations(tiny_model, sample, source_latent):
+def test_anderson_acceleration_converges_faster_than_plain_iterations(tiny_model, sample, source_latent):
     cond = tiny_model.encode_prompts([sample.source_prompt])
     residual = {
         name: fixed_point_residual(
@@ -271,10 +271,10 @@ def test_aidi_converges_faster_than_plain_iterations(tiny_model, sample, source_
         )
         for name, config in {
             "fpi": {"name": "fpi_plain", "num_steps": STEPS, "iterations": 4, "tolerance": None},
-            "aidi": {"name": "aidi", "num_steps": STEPS, "iterations": 4, "memory": 3, "tolerance": None},
+            "aidi_plain": {"name": "aidi_plain", "num_steps": STEPS, "iterations": 4, "memory": 3, "tolerance": None},
         }.items()
     }
-    assert residual["aidi"] < residual["fpi"]
+    assert residual["aidi_plain"] < residual["fpi"]
 
 
 def test_edict_inverts_and_regenerates_exactly_in_float64(sample, source_latent):
@@ -383,7 +383,7 @@ def test_edit_friendly_ddpm_on_the_reference_grid_zeroes_its_last_noise_map(tiny
         ({"name": "fpi_plain", "num_steps": 6, "iterations": 2, "tolerance": None}, 6 * (1 + 2), 24),
         # FPI: the adjustment's int(50 * 0.05) = 2 guided steps, then 2 guided iterations per step
         ({"name": "fpi", "num_steps": 6, "iterations": 2, "guidance_scale": 2.0, "adjustment_strength": 0.05, "adjustment_grid_steps": 50, "image_latent": "posterior_mean"}, 2 * 2 + 6 * 2 * 2, 24),
-        ({"name": "aidi", "num_steps": 6, "iterations": 3, "memory": 2, "tolerance": None}, 6 * (1 + 3), 24),
+        ({"name": "aidi_plain", "num_steps": 6, "iterations": 3, "memory": 2, "tolerance": None}, 6 * (1 + 3), 24),
         # ReNoise on SD's grid (1, 167, 333, ...): the first pass of each step is a batch of 2 (the KL target's);
         # without the KL steps, which diverge on the tiny model's small noise predictions (std 0.03, not SD's 1)
         (RENOISE | {"num_steps": 6, "lambda_kl": 0.0}, 6 * (2 + 1), 24),
@@ -392,7 +392,7 @@ def test_edit_friendly_ddpm_on_the_reference_grid_zeroes_its_last_noise_map(tiny
         # edit-friendly: one conditional evaluation per grid step; editing runs the 6 - 2 steps after the skip
         (EDIT_FRIENDLY | {"num_steps": 6, "skip": 2, "steps_offset": 1, "last_noise": "zero"}, 6, 4 * 2 * 2),
     ],
-    ids=["npi", "directinversion", "directinversion-add-target", "proxedit", "fpi_plain", "fpi", "aidi", "renoise",
+    ids=["npi", "directinversion", "directinversion-add-target", "proxedit", "fpi_plain", "fpi", "aidi_plain", "renoise",
          "edict", "edit_friendly"],
 )  # fmt: skip
 @pytest.mark.parametrize("editor", [None, P2P], ids=["direct", "p2p"])
@@ -419,7 +419,7 @@ def test_every_new_inversion_runs_with_direct_and_p2p_from_the_command_line(tmp_
 
     from invbench.results import read_rows
 
-    inversions = "npi,directinversion,proxedit,proxedit_nti,fpi,aidi,edict,edit_friendly"
+    inversions = "npi,directinversion,proxedit,proxedit_nti,fpi,aidi_plain,edict,edit_friendly"
     common = ["editor=direct,p2p", "dataset.categories=[1]", "model.resolution=64", "metrics=none"]
     # ReNoise's KL steps diverge on the tiny model's small noise predictions (tests/test_oracle.py): without them
     for name, choice in (
