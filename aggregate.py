@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(describe_coverage(jobs, args.runs))
     if args.wandb_project:
-        from invbench.loggers import push_report
+        from orchestration.loggers import push_report
 
         print(push_report(report, jobs, args.out, args.wandb_project, args.wandb_mode))
     return 0

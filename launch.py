@@ -17,7 +17,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from invbench.cli import exit_on_user_error, start
+from orchestration.cli import exit_on_user_error, start
 
 log = logging.getLogger("launch")
 
@@ -25,7 +25,7 @@ log = logging.getLogger("launch")
 @hydra.main(version_base=None, config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     from invbench.job_folder import job_logs
-    from invbench.runner import run_job
+    from orchestration.runner import run_job
 
     hydra_config = HydraConfig.get()
     output_dir = Path(hydra_config.runtime.output_dir)

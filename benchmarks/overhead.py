@@ -47,7 +47,7 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     folder = Path(tempfile.mkdtemp(prefix="invbench-overhead-"))
     sys.argv = [str(ROOT / "launch.py"), *sys.argv[1:], f"hydra.run.dir={folder}"]
-    import invbench.runner as runner
+    import orchestration.runner as runner
 
     run_job = runner.run_job
 

@@ -138,7 +138,7 @@ def pairs_with(editor: str) -> set[str]:
 
 def composes(inversion: str, editor: str) -> bool:
     from editors import EDITORS
-    from invbench.compatibility import incompatibilities
+    from orchestration.compatibility import incompatibilities
     from inversions import INVERSIONS
 
     built = INVERSIONS.build(composed("inversion", inversion)), EDITORS.build(composed("editor", editor))

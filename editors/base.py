@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from editors.attention import AttentionController, ControllerGroup, PerSampleControllers, attention_control
+from invbench.attention import AttentionController, ControllerGroup, PerSampleControllers, attention_control
 from invbench.models import DiffusionModel
 from invbench.registry import Registry
 from inversions.base import HOOKS, InversionResult, PerSampleHooks, StepHooks
@@ -35,7 +35,7 @@ class Editor(ABC):
     (all set from conf/editor/<name>.yaml, `guidance_scale` among them) and are registered in `EDITORS`.
 
     `uses` declares the inversion hooks (HOOKS names) the editor honours; a pairing with an inversion whose results
-    override others is refused before any job starts (invbench/compatibility.py). Editors built on
+    override others is refused before any job starts (orchestration/compatibility.py). Editors built on
     `denoise_branches` honour every hook; one running its own loop declares what it handles.
     """
 
@@ -68,7 +68,7 @@ class Editor(ABC):
 
     def source_guidance(self, state: frozenset[str]) -> float:
         """The guidance scale the source branch is denoised at, given the inversion state it is paired with: the
-        scale a guidance-tuned state must be computed for (invbench/compatibility.py). Default: `guidance_scale`."""
+        scale a guidance-tuned state must be computed for (orchestration/compatibility.py). Default: `guidance_scale`."""
         return self.guidance_scale
 
     def fast_path(self) -> Editor:
@@ -91,7 +91,7 @@ class Editor(ABC):
     def prompt_problems(self, sample: Sample, tokenizer: Any, limit: int) -> list[str]:
         """Why this editor cannot edit `sample` with a text encoder that reads `limit` tokens of `tokenizer` (each
         with its fix), checked before the model loads; [] when it can. Default: [] (the prompts are cut as the
-        reference pipeline cuts them; invbench/prompt_limits.py records it)."""
+        reference pipeline cuts them; orchestration/prompt_limits.py records it)."""
         return []
 
     def observes_inversion(self) -> bool:
@@ -121,7 +121,7 @@ def denoise_branches(
     cond: (B, L, D) prompt conditioning, branch 0 being the source branch. The loop is fixed; the inversion's hooks
     (inversions/base.py, `StepHooks`) give each step's conditioning (default: `cond`, and "" as the unconditional
     embedding), add their own attention controllers, take the step (default: guided DDIM) and correct its result.
-    A `controller` sees every attention map (editors/attention.py) and may change the latents before each step
+    A `controller` sees every attention map (invbench/attention.py) and may change the latents before each step
     (given the step's evaluation, for guidance by gradient) and after it.
     `target_uncond` (1, L, D), an editor's negative prompt, replaces the unconditional embedding of the target
     branches.

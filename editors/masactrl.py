@@ -25,7 +25,7 @@ from typing import Literal
 
 import torch
 
-from editors.attention import AttentionController, AttentionSite, attention_sites, copy_source_rows, forward_order
+from invbench.attention import AttentionController, AttentionSite, attention_sites, copy_source_rows, forward_order
 from editors.base import EDITORS, Editor, EditResult, denoise_branches, edit_samples_together
 from invbench.hyperparameters import Count, Guidance
 from invbench.models import EPSILON_UNETS, DiffusionModel

@@ -38,7 +38,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-from editors.attention import AttentionController, AttentionSite
+from invbench.attention import AttentionController, AttentionSite
 from editors.base import EDITORS, Editor, EditResult, denoise_branches, edit_samples_together
 from editors.prompt_tokens import (
     MAX_TOKENS,

@@ -27,7 +27,7 @@ from difflib import SequenceMatcher
 
 import torch
 
-from editors.attention import AttentionController, AttentionSite
+from invbench.attention import AttentionController, AttentionSite
 from editors.base import EDITORS, Editor, EditResult, denoise_branches
 from invbench.hyperparameters import Guidance
 from invbench.models import EPSILON_UNETS, DiffusionModel

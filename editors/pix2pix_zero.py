@@ -32,7 +32,7 @@ from typing import Literal
 
 import torch
 
-from editors.attention import AttentionController, AttentionSite
+from invbench.attention import AttentionController, AttentionSite
 from editors.base import EDITORS, Editor, EditResult, denoise_branches
 from invbench.hyperparameters import Guidance, NonNegative
 from invbench.models import EPSILON_UNETS, DiffusionModel

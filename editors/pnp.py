@@ -37,7 +37,7 @@ from typing import Literal
 
 import torch
 
-from editors.attention import AttentionController, AttentionSite
+from invbench.attention import AttentionController, AttentionSite
 from editors.base import EDITORS, Editor, EditResult, denoise_branches
 from invbench.errors import ConfigError
 from invbench.hyperparameters import Fraction, Guidance

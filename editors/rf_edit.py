@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from editors.attention import AttentionController, AttentionSite, attention_control
+from invbench.attention import AttentionController, AttentionSite, attention_control
 from editors.base import EDITORS, Editor, EditResult, denoise_branches
 from invbench.errors import ConfigError
 from invbench.hyperparameters import Count, Guidance

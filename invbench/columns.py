@@ -1,5 +1,5 @@
 """The result-row columns that hold numbers: each metric and cost defined once (key, kind, the papers' scale, which
-direction is better, labels, table group), and the views the runner, evaluate.py and the reports take of them. A new
+direction is better, labels, table group), and the views the runner, score.py and the reports take of them. A new
 metric or cost phase is one entry here (and the code that computes it)."""
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """invbench never touches the network during a run: weights come from local folders and caches only.
 
 `stay_offline()` puts the Hugging Face libraries into offline mode through their environment variables. They read
-these once, when huggingface_hub is first imported, so the entry points (launch.py, evaluate.py, through
-invbench/cli.py) call it before anything imports a model library; setting them inside a job is too late (a job then
+these once, when huggingface_hub is first imported, so the entry points (launch.py, score.py, through
+orchestration/cli.py) call it before anything imports a model library; setting them inside a job is too late (a job then
 still looked up the hub while loading a cached backbone, even with local_files_only). Whatever the shell says, a run
 is offline; downloading weights is a separate step done on purpose (README, 'Real models').
 """

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 # invbench's code: its packages and the scripts users run (tests and docs do not change a result)
-SOURCE_PACKAGES = ("invbench", "pie_bench", "inversions", "editors", "metrics", "reports",
+SOURCE_PACKAGES = ("invbench", "pie_bench", "inversions", "editors", "metrics", "reports", "orchestration",
                    "hydra_plugins.invbench_launcher", "hydra_plugins.invbench_sweeper")  # fmt: skip
-SOURCE_SCRIPTS = ("launch", "aggregate", "evaluate")
+SOURCE_SCRIPTS = ("launch", "aggregate", "score")
 LIBRARIES = {"torch": "torch", "diffusers": "diffusers", "transformers": "transformers", "Pillow": "pillow",
              "numpy": "numpy"}  # fmt: skip
 

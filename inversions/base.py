@@ -10,7 +10,7 @@ needs, and an editor built on the loop works with every inversion.
 
 Which hooks a method's results override is its *state*, declared on the method (`Inversion.state`, checked against
 real results by the tests), so that a pairing with an editor that cannot honour them is refused before any job
-starts (invbench/compatibility.py). Per-step hooks are indexed by the denoising step i = 0 .. num_steps-1, i.e. by
+starts (orchestration/compatibility.py). Per-step hooks are indexed by the denoising step i = 0 .. num_steps-1, i.e. by
 timestep `schedule.timesteps[i]`.
 """
 
@@ -31,7 +31,7 @@ from invbench.registry import Registry
 from pie_bench import Sample
 
 if TYPE_CHECKING:  # editors/ imports this module: a runtime import would be circular
-    from editors.attention import AttentionController
+    from invbench.attention import AttentionController
 
 # The hooks a method may override, with how they are named in messages: its state.
 HOOKS: dict[str, str] = {

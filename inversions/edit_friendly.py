@@ -30,7 +30,7 @@ import torch
 from invbench.ddim import DDIMSchedule
 from invbench.errors import ConfigError
 from invbench.hyperparameters import Count, Guidance, Positive, Steps
-from invbench.inversion_cache import random_state, restore_random_state
+from invbench.runtime import random_state, restore_random_state
 from invbench.models import EPSILON_UNETS, DiffusionModel, classifier_free
 from inversions.base import INVERSIONS, Inversion, InversionResult, StepHooks
 from pie_bench import Sample

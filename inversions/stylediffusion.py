@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
-from editors.attention import AttentionController, AttentionSite, ControllerGroup, ValueModulation, attention_control
+from invbench.attention import AttentionController, AttentionSite, ControllerGroup, ValueModulation, attention_control
 from invbench.errors import InvbenchError
 from invbench.hyperparameters import Count, Fraction, Guidance, NonNegative, Positive, Steps
 from invbench.models import DiffusionModel

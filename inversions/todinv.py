@@ -19,7 +19,7 @@ from typing import Annotated
 
 import torch
 
-from editors.attention import LevelConditioning, attention_control, attention_sites
+from invbench.attention import LevelConditioning, attention_control, attention_sites
 from invbench.errors import InvbenchError
 from invbench.hyperparameters import Count, Guidance, NonNegative, Positive, Steps, at_least
 from invbench.models import DiffusionModel

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from editors.attention import LARGEST_CONTROLLED
+from invbench.attention import LARGEST_CONTROLLED
 from invbench.runtime import release_freed_memory
 
 _CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -105,7 +105,7 @@ class CostMeter:
             self.values[f"{name}_unet_backward_evals"] = self._backward_evaluations - backward
 
     def largest_controlled_mb(self) -> float:
-        """The largest tensor attention control materialised or held since `start_sample` (editors/attention.py)."""
+        """The largest tensor attention control materialised or held since `start_sample` (invbench/attention.py)."""
         return LARGEST_CONTROLLED.bytes / 2**20
 
     def peak_memory(self) -> tuple[float, str]:

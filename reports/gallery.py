@@ -54,7 +54,7 @@ def source_images(results: pd.DataFrame) -> dict[str, Path]:
 
 def _image(row, column: str) -> Path | None:
     """A row's image (edited_image or reconstruction_image), relative to the folder its images live in: the job
-    folder, or for evaluate.py rows the folder they were scored from; None when the row has none or it would lie
+    folder, or for score.py rows the folder they were scored from; None when the row has none or it would lie
     outside that folder."""
     folder = Path(row["scored_from"] if isinstance(row.get("scored_from"), str) else row["run_dir"])
     value = row.get(column)

@@ -122,7 +122,7 @@ def _missing_value_notes(rows: pd.DataFrame, table: PaperTable, absent: list[str
         if (good["metrics_setup"] == "none").all() and all(c.key not in COST_KEYS for c in empty):
             reason = "run with metrics=none"
         elif (good["model"] == "external").all() and all(c.key in COST_KEYS for c in empty):
-            reason = "scored by evaluate.py from saved outputs, which record no cost"
+            reason = "scored by score.py from saved outputs, which record no cost"
         else:
             reason = "undefined for its samples, see the NaN policy"
         labels = ", ".join(c.label for c in empty)

@@ -49,7 +49,7 @@ def load_results(paths: Iterable[str | Path]) -> pd.DataFrame:
     return frame
 
 
-# Fields the reports read. A row may lack any of them (metrics=none rows have no metrics, evaluate.py rows of another
+# Fields the reports read. A row may lack any of them (metrics=none rows have no metrics, score.py rows of another
 # tool's outputs no costs, a failed row no images, an older row no fingerprint): reports then skip what is missing
 # and say so, never fail.
 DESCRIPTIVE_COLUMNS = [
@@ -95,7 +95,7 @@ def complete_rows(results: pd.DataFrame) -> pd.DataFrame:
 
 def deduplicate(results: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """Count each result once: the same sample of the same configuration and metric setup found in several folders
-    (a job run twice, evaluate.py rows next to the rows they re-scored) keeps its latest row by finished_at.
+    (a job run twice, score.py rows next to the rows they re-scored) keeps its latest row by finished_at.
     Returns the rows and a note saying what was dropped."""
     if results.empty:
         return results, []

@@ -94,7 +94,7 @@ def source_latent(tiny_model, sample):
 @pytest.fixture
 def compose():
     """compose(*overrides) -> the job config as launch.py would build it (without Hydra's own node);
-    compose(*overrides, config_name="evaluate") -> evaluate.py's."""
+    compose(*overrides, config_name="score") -> score.py's."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 

@@ -16,10 +16,10 @@ from conftest import CONF, FAST
 from PIL import Image
 
 import aggregate
-from invbench.evaluation import evaluate_folder
+from orchestration.evaluation import evaluate_folder
 from invbench.images import fit_square
 from invbench.results import read_rows
-from invbench.runner import NoSampleSucceeded, run_job
+from orchestration.runner import NoSampleSucceeded, run_job
 from pie_bench.dataset import BUNDLED_MINI_ROOT
 
 SAMPLES = "dataset.categories=[1,9]"  # a masked edit and a whole-image style edit
@@ -72,12 +72,12 @@ def folders(tmp_path_factory) -> dict[str, Path]:
     kinds["evaluated_reference_layout"] = root / "evaluated_reference_layout"
     method = reference_layout(kinds["job"], root / "output")
     evaluate_folder(
-        compose(f"outputs={method}", SAMPLES, "metrics.backbones=tiny", config_name="evaluate"),
+        compose(f"outputs={method}", SAMPLES, "metrics.backbones=tiny", config_name="score"),
         kinds["evaluated_reference_layout"],
     )
-    kinds["evaluated_run"] = root / "evaluated_run"  # evaluate.py rows of the job itself, next to its launch.py rows
+    kinds["evaluated_run"] = root / "evaluated_run"  # score.py rows of the job itself, next to its launch.py rows
     evaluate_folder(
-        compose(f"outputs={kinds['job']}", "metrics.backbones=tiny", config_name="evaluate"), kinds["evaluated_run"]
+        compose(f"outputs={kinds['job']}", "metrics.backbones=tiny", config_name="score"), kinds["evaluated_run"]
     )
     kinds["damaged"] = root / "damaged"
     shutil.copytree(kinds["job"], kinds["damaged"])
@@ -141,7 +141,7 @@ def test_the_same_samples_in_several_folders_count_once_with_a_note(folders, tmp
     assert row["samples_ok"] == 2 and row["structure_distance_n"] == 2
     assert pd.read_csv(tmp_path / "mean_by_method.csv")["samples_ok"].tolist() == [2]
     assert "each such sample counts once, with its latest row (by finished_at)" in text
-    # evaluate.py's re-scoring of the job is the later row of the same samples: it replaces the job's rows
+    # score.py's re-scoring of the job is the later row of the same samples: it replaces the job's rows
     text = aggregate_ok([folders["job"], folders["evaluated_run"]], tmp_path / "with_evaluation")
     assert table1(tmp_path / "with_evaluation")["samples_ok"].tolist() == [2]
     assert f"folders whose rows were all superseded: {folders['job']}" in text
@@ -151,7 +151,7 @@ def test_tables_figures_and_gallery_say_what_rows_lack(folders, tmp_path, capsys
     text = aggregate_ok(list(folders.values()), tmp_path)
     assert "every column (no successful sample)" in text  # only_failed
     assert "(run with metrics=none)" in text
-    assert "(scored by evaluate.py from saved outputs, which record no cost)" in text
+    assert "(scored by score.py from saved outputs, which record no cost)" in text
     assert "data: " + str(Path(folders["only_failed"]).parent / "broken_data" / "mapping_file.json") in text
     failed = pd.read_csv(tmp_path / "failed.csv")
     samples, jobs = failed[failed["sample_id"].notna()], failed[failed["sample_id"].isna()]

@@ -4,7 +4,7 @@ attention, and attention control on SD3's joint attention agreeing with diffuser
 import pytest
 import torch
 
-from editors.attention import (
+from invbench.attention import (
     AttentionController,
     AttentionSite,
     attention_control,

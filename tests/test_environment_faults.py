@@ -147,7 +147,7 @@ def test_a_cache_entry_results_row_or_status_written_on_a_full_disk_leaves_nothi
         import torch
         sys.path.insert(0, {str(REPO)!r})
         from invbench.errors import OutputFault
-        from invbench.inversion_cache import InversionCache
+        from orchestration.inversion_cache import InversionCache
         from invbench.job_folder import job_status
         from invbench.results import ResultsFile
         disk = Path(os.environ["DISK"])

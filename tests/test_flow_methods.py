@@ -13,7 +13,7 @@ from conftest import FAST, conf_file, relative_error, run
 
 from editors import EDITORS
 from editors.rf_edit import VALUES
-from invbench.compatibility import incompatibilities
+from orchestration.compatibility import incompatibilities
 from invbench.errors import ConfigError
 from invbench.images import fit_square
 from invbench.models import load_model

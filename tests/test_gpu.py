@@ -8,7 +8,7 @@ from editors import denoise_branches
 from invbench.errors import ModelNotAvailableError
 from invbench.images import fit_square
 from invbench.models import load_model
-from invbench.runner import run_job
+from orchestration.runner import run_job
 from inversions import INVERSIONS
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]

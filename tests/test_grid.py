@@ -16,7 +16,7 @@ from grid_record import check_against_record
 
 from editors import EDITORS
 from editors.direct import DirectEditor
-from invbench.compatibility import check_pair, incompatibilities
+from orchestration.compatibility import check_pair, incompatibilities
 from invbench.errors import ConfigError
 from inversions import INVERSIONS
 

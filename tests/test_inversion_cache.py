@@ -1,4 +1,4 @@
-"""Inversions shared by a sweep's jobs (invbench/inversion_cache.py): a reused inversion gives a computed one's
+"""Inversions shared by a sweep's jobs (orchestration/inversion_cache.py): a reused inversion gives a computed one's
 outputs, rows say which it was and keep their method's cost, a damaged entry is computed again, and editors that
 observe the inversion never share it."""
 
@@ -13,7 +13,8 @@ import torch
 from conftest import FAST, conf_file, image_equal, read_pixels, run
 
 from editors import EDITORS
-from invbench.inversion_cache import CACHE_FOLDER, cache_key, random_state, restore_random_state
+from invbench.runtime import random_state, restore_random_state
+from orchestration.inversion_cache import CACHE_FOLDER, cache_key
 from invbench.results import read_rows
 
 
@@ -44,7 +45,7 @@ def test_an_entry_is_used_only_under_its_own_key_and_stale_partials_go(tmp_path,
     import os
     import time
 
-    from invbench.inversion_cache import InversionCache
+    from orchestration.inversion_cache import InversionCache
 
     cache = InversionCache(tmp_path, torch.device("cpu"))
     cache.store("one", {"inverted": torch.ones(3)})

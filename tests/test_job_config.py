@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from invbench.errors import ConfigError
 from invbench.hyperparameters import Range, Steps, check_value
-from invbench.job_config import JOB_KEYS, check_job_config
+from orchestration.job_config import JOB_KEYS, check_job_config
 from inversions import INVERSIONS
 
 INVERSION_CONFIGS, EDITOR_CONFIGS = method_configs("inversion"), method_configs("editor")  # on the tiny (sd) model

@@ -8,7 +8,7 @@ import torch
 from conftest import relative_error
 
 from editors import EDITORS
-from editors.attention import AttentionSite, attention_sites, forward_order
+from invbench.attention import AttentionSite, attention_sites, forward_order
 from editors.masactrl import MutualSelfAttention
 from inversions import INVERSIONS
 

@@ -157,7 +157,7 @@ def test_jpeg_emulation_equals_the_reference_composite_saved_as_jpg(tmp_path):
 
 
 def test_reference_composite_cropping():
-    from invbench.evaluation import split_reference_composite
+    from orchestration.evaluation import split_reference_composite
 
     panels = [np.full((512, 512, 3), value, np.uint8) for value in (10, 20, 30, 40)]
     edited, reconstruction = split_reference_composite(np.concatenate(panels, axis=1))

@@ -9,7 +9,7 @@ import torch
 from conftest import conf_file, relative_error
 
 from editors import EDITORS, denoise_branches
-from editors.attention import AttentionSite, AttentionStore, attention_sites
+from invbench.attention import AttentionSite, AttentionStore, attention_sites
 from editors.p2p import LocalBlend
 from editors.prompt_tokens import refinement_mapper, replacement_mapper, swap_compatible, token_positions
 from inversions import INVERSIONS

@@ -10,7 +10,7 @@ import torch
 from conftest import conf_file, relative_error
 
 from editors import EDITORS
-from editors.attention import AttentionSite
+from invbench.attention import AttentionSite
 from editors.p2p_edict import BaseAttentionOnTarget, token_alignment
 from inversions import INVERSIONS
 from metrics import CostMeter
@@ -88,7 +88,7 @@ def test_identical_prompts_keep_the_source_and_edict_costs_three_branches(tiny_m
 
 
 def test_the_controller_changes_the_target_prediction(tiny_model, sample, source_latent):
-    from editors.attention import attention_control
+    from invbench.attention import attention_control
 
     cond = tiny_model.encode_prompts([sample.source_prompt, sample.source_prompt, sample.target_prompt])
     uncond = tiny_model.encode_prompts([""]).expand(3, -1, -1)

@@ -9,7 +9,7 @@ import torch
 from conftest import conf_file, relative_error
 
 from editors import EDITORS
-from editors.attention import AttentionSite, attention_control
+from invbench.attention import AttentionSite, attention_control
 from editors.pix2pix_zero import CrossAttentionGuidance
 from inversions import INVERSIONS
 from metrics import CostMeter

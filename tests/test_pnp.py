@@ -8,9 +8,9 @@ import torch
 from conftest import conf_file, relative_error
 
 from editors import EDITORS
-from editors.attention import AttentionSite, copy_source_rows
+from invbench.attention import AttentionSite, copy_source_rows
 from editors.pnp import FeatureInjection
-from invbench.compatibility import incompatibilities
+from orchestration.compatibility import incompatibilities
 from invbench.errors import ConfigError
 from inversions import INVERSIONS
 

@@ -77,7 +77,7 @@ def mapped_rows() -> list[tuple[str, int, dict]]:
 def test_every_mapped_row_composes_on_its_model(name, index, row, compose):
     """A row mapped to the registry (registry_match yes or partial) names a pair the pre-launch checks accept, on the
     row's model where we have it (else on a model of the pair's first family)."""
-    from invbench.job_config import check_job_config
+    from orchestration.job_config import check_job_config
 
     overrides = [f"inversion={row['inversion']}", f"editor={row['editor']}"]
     if row["model"] in NOT_IN_THE_REGISTRY:  # its family's model of ours

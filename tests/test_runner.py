@@ -16,7 +16,7 @@ from PIL import Image
 from invbench.errors import ConfigError, ModelNotAvailableError
 from invbench.job_folder import FolderInUseError
 from invbench.results import read_rows
-from invbench.runner import NoSampleSucceeded, run_job
+from orchestration.runner import NoSampleSucceeded, run_job
 from pie_bench.dataset import BUNDLED_MINI_ROOT
 
 ROW_FIELDS = {
@@ -184,7 +184,7 @@ def test_a_diverged_method_fails_its_sample_instead_of_scoring_nan(compose, tmp_
     (row,) = read_rows(tmp_path / "results.jsonl")
     assert row["status"] == "failed"
     assert "inversion=pix2pix_zero produced" in row["error"] and "non-finite latent values" in row["error"]
-    assert not (tmp_path / "edited").exists()  # nothing written that a gallery or evaluate.py could pick up
+    assert not (tmp_path / "edited").exists()  # nothing written that a gallery or score.py could pick up
 
 
 def test_invalid_sample_is_recorded_and_retried_after_a_fix(compose, tmp_path):
@@ -394,7 +394,7 @@ def test_a_job_stopping_signal_is_never_a_sample_failure(compose, tmp_path, monk
 
 
 def test_a_process_keeps_one_model_per_kind_keyed_by_what_built_it():
-    from invbench.resident import release_all, resident
+    from orchestration.resident import release_all, resident
 
     built = []
 

@@ -110,7 +110,7 @@ EXACT = {"directinversion": 1e-4, "edict": 1e-4, "spdinv": 0.2}
 @pytest.mark.ci_only  # about 40 s for all on 2 cores; .ci/run runs it
 @pytest.mark.parametrize("name", declared(INVERSIONS, "inversion"))
 def test_every_inversion_declaring_sdxl_runs_on_it(name, sdxl_tiny, sdxl_latent, sample):
-    from invbench.compatibility import incompatibilities
+    from orchestration.compatibility import incompatibilities
 
     overrides = {"inversion.lambda_kl": 0.01} if name.startswith("pix2pix_zero") else {}  # 20 overflows the tiny model
     inversion = INVERSIONS.build(_config("inversion", name, **overrides))

@@ -11,7 +11,7 @@ import torch
 from conftest import conf_file, relative_error
 
 from editors import EDITORS, denoise_branches
-from editors.attention import AttentionController
+from invbench.attention import AttentionController
 from invbench.errors import ConfigError
 from invbench.images import fit_square
 from inversions import INVERSIONS, fixed_point_residual

@@ -83,7 +83,7 @@ def write_images(root) -> None:
 
 def test_a_users_folder_runs_with_everything_adapted_recorded_and_every_bad_file_named(tmp_path):
     """One job over every kind of file and prompt above, with TODInv + P2P (the pair that reads edit classes and
-    blended words); then the gallery shows every source and evaluate.py names a damaged output."""
+    blended words); then the gallery shows every source and score.py names a damaged output."""
     root = tmp_path / "data"
     rows = [
         row("wide.jpg", edit_class="structure", blended_words="cat tiger"),
@@ -150,7 +150,7 @@ def test_a_users_folder_runs_with_everything_adapted_recorded_and_every_bad_file
 
     (job / rows["alpha"]["edited_image"]).write_bytes(b"not a png any more")
     evaluation = tmp_path / "evaluation"
-    code, output = run("evaluate.py", f"outputs={job}", "metrics.backbones=tiny", f"hydra.run.dir={evaluation}",
+    code, output = run("score.py", f"outputs={job}", "metrics.backbones=tiny", f"hydra.run.dir={evaluation}",
                        cwd=tmp_path)  # fmt: skip
     assert code == 0, output
     scored = {row["sample_id"]: row for row in read_rows(evaluation / "results.jsonl")}

@@ -36,7 +36,7 @@ from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import LocalLauncher, SlurmLauncher
 from omegaconf import OmegaConf
 
-import invbench.resolvers  # noqa: F401  (a job process resolves its folder name with them)
+import orchestration.resolvers  # noqa: F401  (a job process resolves its folder name with them)
 from invbench.job_list import JOBS_FILE, write_job_list
 
 log = logging.getLogger(__name__)

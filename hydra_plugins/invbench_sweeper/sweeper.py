@@ -2,13 +2,13 @@
 report of failed jobs instead of a traceback.
 
 Hydra composes each job of a sweep once before launching (to catch composition errors early); this sweeper also
-checks each composed job (invbench/job_config.py: settings, hyperparameters, and whether its inversion and editor
+checks each composed job (orchestration/job_config.py: settings, hyperparameters, and whether its inversion and editor
 can run together). One refused job refuses the sweep, with every distinct reason and the jobs it concerns, so a grid
 never half-runs on a cluster before the broken corner shows up.
 
 A job that fails while running does not stop the sweep: Hydra's basic sweeper raises the first failure as soon as
 its batch returns, which hides the others and skips the sweep's table. Here failures are collected in
-`FAILED_JOBS`; the sweep summary (invbench/hydra_callbacks.py) prints the table of the jobs that succeeded, then
+`FAILED_JOBS`; the sweep summary (orchestration/hydra_callbacks.py) prints the table of the jobs that succeeded, then
 each failure with its reason and logs, and exits with code 1.
 """
 
@@ -24,12 +24,12 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 
-from invbench.cli import exit_on_user_error
+from orchestration.cli import exit_on_user_error
 from invbench.errors import ConfigError
+from orchestration.hydra_callbacks import FAILED_JOBS
 
 log = logging.getLogger(__name__)
 
-FAILED_JOBS: list[dict[str, Any]] = []  # {"overrides", "reason", "logs"} of this process's sweep
 
 
 class InvbenchSweeper(BasicSweeper):
@@ -56,7 +56,7 @@ class InvbenchSweeper(BasicSweeper):
             self.launcher.launch = launch
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
-        from invbench.job_config import JOB_KEYS, check_job_config  # torch and every method: only when sweeping
+        from orchestration.job_config import JOB_KEYS, check_job_config  # torch and every method: only when sweeping
 
         refused: dict[str, list[str]] = defaultdict(list)
         for overrides in batch:

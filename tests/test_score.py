@@ -1,4 +1,4 @@
-"""Metrics end to end: every row of a job carries every metric; evaluate.py re-scores run folders and scores the
+"""Metrics end to end: every row of a job carries every metric; score.py re-scores run folders and scores the
 reference layout (2048×512 JPEG composites) to the same numbers; missing outputs fail only their sample."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from conftest import FAST
 from PIL import Image
 
 from invbench.errors import ConfigError
-from invbench.evaluation import evaluate_folder
+from orchestration.evaluation import evaluate_folder
 from invbench.images import fit_square
 from invbench.results import read_rows
-from invbench.runner import run_job
+from orchestration.runner import run_job
 from invbench.columns import METRIC_COLUMNS
 
 CATEGORIES = "dataset.categories=[1,9]"  # a masked edit and a whole-image style edit (nothing unedited)
@@ -73,7 +73,7 @@ def test_metrics_take_under_a_second_per_sample_on_cpu():
 def test_evaluate_rescoring_a_run_folder_reproduces_the_job_metrics(run, compose, tmp_path):
     folder, rows = run
     rescored = evaluate_folder(
-        compose(f"outputs={folder}", "metrics.backbones=tiny", config_name="evaluate"), tmp_path
+        compose(f"outputs={folder}", "metrics.backbones=tiny", config_name="score"), tmp_path
     )
     rescored = rescored.set_index("sample_id")
     for sample_id in rows.index:
@@ -106,7 +106,7 @@ def test_evaluate_scores_reference_layout_composites_like_the_job(run, compose, 
             f"outputs={method_folder}",
             CATEGORIES.replace("[1,9]", "[1,6,9]"),
             "metrics.backbones=tiny",
-            config_name="evaluate",
+            config_name="score",
         ),
         tmp_path / "scores",
     ).set_index("sample_id")
@@ -128,7 +128,7 @@ def test_evaluate_refuses_row_paths_that_leave_the_run_folder_or_are_shared(run,
     stored[1]["reconstruction_image"] = str(outside)
     (copy / "results.jsonl").write_text("".join(json.dumps(row) + "\n" for row in stored))
     scored = evaluate_folder(
-        compose(f"outputs={copy}", "metrics.backbones=tiny", config_name="evaluate"), tmp_path / "a"
+        compose(f"outputs={copy}", "metrics.backbones=tiny", config_name="score"), tmp_path / "a"
     )
     assert scored["status"].tolist() == ["failed", "failed"]
     errors = scored.set_index("sample_id")["error"]
@@ -143,7 +143,7 @@ def test_evaluate_refuses_row_paths_that_leave_the_run_folder_or_are_shared(run,
     stored[1]["edited_image"] = stored[0]["edited_image"]
     (copy / "results.jsonl").write_text("".join(json.dumps(row) + "\n" for row in stored))
     scored = evaluate_folder(
-        compose(f"outputs={copy}", "metrics.backbones=tiny", config_name="evaluate"), tmp_path / "b"
+        compose(f"outputs={copy}", "metrics.backbones=tiny", config_name="score"), tmp_path / "b"
     )
     assert scored["status"].tolist() == ["failed", "failed"]
     assert all("is named by 2 samples' rows" in error for error in scored["error"])
@@ -151,11 +151,11 @@ def test_evaluate_refuses_row_paths_that_leave_the_run_folder_or_are_shared(run,
 
 def test_an_evaluation_folder_holds_one_source_and_one_metric_setup(run, compose, tmp_path):
     folder, _ = run
-    evaluate_folder(compose(f"outputs={folder}", "metrics.backbones=tiny", config_name="evaluate"), tmp_path / "eval")
+    evaluate_folder(compose(f"outputs={folder}", "metrics.backbones=tiny", config_name="score"), tmp_path / "eval")
     with pytest.raises(ConfigError, match="another metrics_config_hash"):
         evaluate_folder(
             compose(
-                f"outputs={folder}", "metrics.backbones=tiny", "metrics.reference_compat=false", config_name="evaluate"
+                f"outputs={folder}", "metrics.backbones=tiny", "metrics.reference_compat=false", config_name="score"
             ),
             tmp_path / "eval",
         )
@@ -163,5 +163,5 @@ def test_an_evaluation_folder_holds_one_source_and_one_metric_setup(run, compose
     shutil.copytree(folder, other)
     with pytest.raises(ConfigError, match="another scored_from"):
         evaluate_folder(
-            compose(f"outputs={other}", "metrics.backbones=tiny", config_name="evaluate"), tmp_path / "eval"
+            compose(f"outputs={other}", "metrics.backbones=tiny", config_name="score"), tmp_path / "eval"
         )

@@ -18,12 +18,10 @@ import io
 import json
 import logging
 import os
-import random
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from invbench.paths import PARTIAL_SUFFIX, remove_quietly, temporary_sibling, writing
@@ -45,21 +43,6 @@ def cache_key(defining: Mapping[str, Any], image_sha256: str, sample: Any) -> st
     }
     text = json.dumps({"defining": defining, "image": image_sha256, "sample": prepared}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
-def random_state() -> dict[str, Any]:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_random_state(state: Mapping[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if "cuda" in state:
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 class InversionCache:

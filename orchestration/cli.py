@@ -1,4 +1,4 @@
-"""Command-line conveniences shared by launch.py and evaluate.py. Importing this module puts the process offline
+"""Command-line conveniences shared by launch.py and score.py. Importing this module puts the process offline
 (invbench/offline.py), before anything imports a model library."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from invbench.offline import stay_offline
 
 stay_offline()
 
-import invbench.resolvers  # noqa: E402,F401  (conf/config.yaml names folders with them)
+import orchestration.resolvers  # noqa: E402,F401  (conf/config.yaml names folders with them)
 from invbench.errors import InvbenchError, OutputFault  # noqa: E402
 
 _HYDRA_SYNTAX = set("[](){}'\"$:")

@@ -43,9 +43,13 @@ def check_writable(folder: Path) -> None:
         sys.exit(OutputFault.EXIT_CODE)
 
 
+# {"overrides", "reason", "logs"} of the jobs of this process's sweep that failed: the sweeper
+# (hydra_plugins/invbench_sweeper) appends them, the summary below lists them
+FAILED_JOBS: list[dict[str, Any]] = []
+
+
 class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from hydra_plugins.invbench_sweeper.sweeper import FAILED_JOBS
         from reports import load_results, mean_table, to_markdown
 
         if not config.hydra.launcher.get("wait", True):

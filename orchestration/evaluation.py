@@ -33,6 +33,7 @@ from invbench.errors import ConfigError, ImageError, InvbenchError
 from invbench.images import decode_image
 from invbench.job_folder import exclusive_use, refuse_mixing, remove_stale_partials
 from invbench.paths import contained_path_problem
+from invbench.provenance import row_fields
 from invbench.results import (
     RESULTS_FILE,
     SELECTION_FILE,
@@ -41,10 +42,11 @@ from invbench.results import (
     read_rows,
     write_json_atomically,
 )
-from invbench.provenance import row_fields
-from invbench.runner import describe_sample, refuse_other_code, write_summary
 from invbench.runtime import configure_threads, keep_freed_memory, resolve_device
 from metrics import METRICS, MetricSuite
+from orchestration.records import write_summary
+from orchestration.resume import refuse_other_code
+from orchestration.samples import describe_sample
 from pie_bench import PIE_MASK_SHAPE, InvalidSample, Sample, edit_class_lookup, load_dataset, select
 
 log = logging.getLogger(__name__)
@@ -84,7 +86,7 @@ def read_rgb(path: Path, what: str) -> np.ndarray:
 
 def evaluate_folder(cfg: DictConfig, output_dir: Path, launcher_cpus: int | None = None) -> pd.DataFrame:
     """Score the folder `cfg.outputs` into `output_dir`; returns the rows of this evaluation."""
-    with exclusive_use(output_dir, "evaluate.py"):
+    with exclusive_use(output_dir, "score.py"):
         return _evaluate_folder(cfg, output_dir, launcher_cpus)
 
 

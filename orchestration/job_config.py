@@ -10,9 +10,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from invbench.compatibility import check_pair, family_problems
 from invbench.errors import ConfigError
 from invbench.hyperparameters import Count, Range, Steps, at_least, between, check_fields
+from orchestration.compatibility import check_pair, family_problems
 
 # the top-level keys a job reads (conf/config.yaml), each checked by the dataclasses below
 JOB_KEYS = (
@@ -73,9 +73,9 @@ def check_job_config(config: Mapping[str, Any]) -> CheckedJob:
     """Check a resolved job configuration (the JOB_KEYS of it) and build its methods; a ConfigError names the key,
     the value and what is accepted."""
     from editors import EDITORS
-    from invbench.loggers import LOGGERS
     from inversions import INVERSIONS
     from metrics import METRICS
+    from orchestration.loggers import LOGGERS
 
     run = {
         key: config[key]
