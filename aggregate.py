@@ -146,5 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def entry() -> None:
+    """The `invbench-aggregate` console script: the same as `python aggregate.py`."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -4,8 +4,8 @@
     python launch.py -m inversion=ddim editor=direct dataset.categories=[1,6]
     python launch.py -m inversion=ddim editor=direct hydra/launcher=submitit_local
 
-Hydra composes conf/config.yaml; see README.md for every option. Each job writes its images, results.jsonl,
-run.json and summary.md into its own output folder.
+Hydra composes conf/config.yaml; `python launch.py --help` lists the groups, docs/reference/options.md every
+option. Each job writes its images, results.jsonl, run.json and summary.md into its own output folder.
 """
 
 from __future__ import annotations
@@ -17,17 +17,24 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from invbench.configs import config_dir
 from orchestration.cli import exit_on_user_error, start
 
 log = logging.getLogger("launch")
 
 
-@hydra.main(version_base=None, config_path="conf", config_name="config")
+@hydra.main(version_base=None, config_path=str(config_dir()), config_name="config")
 def main(cfg: DictConfig) -> None:
     from invbench.job_folder import job_logs
     from orchestration.runner import run_job
 
     hydra_config = HydraConfig.get()
+    if cfg.dry_run:
+        from orchestration.runner import check_only
+
+        with exit_on_user_error(log):
+            print(check_only(cfg))
+        return
     output_dir = Path(hydra_config.runtime.output_dir)
     job_num = OmegaConf.select(hydra_config, "job.num", default=None)  # missing in single runs
     # In a sweep a user error fails this job only (the sweep reports it); a single run exits with code 2.
@@ -41,5 +48,10 @@ def main(cfg: DictConfig) -> None:
         )
 
 
+def entry() -> None:
+    """The `invbench` console script: the same as `python launch.py`."""
+    start(main)
+
+
 if __name__ == "__main__":
-    start(main, __file__)
+    entry()

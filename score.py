@@ -17,12 +17,13 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from invbench.configs import config_dir
 from orchestration.cli import exit_on_user_error, start
 
 log = logging.getLogger("score")
 
 
-@hydra.main(version_base=None, config_path="conf", config_name="score")
+@hydra.main(version_base=None, config_path=str(config_dir()), config_name="score")
 def main(cfg: DictConfig) -> None:
     from orchestration.evaluation import evaluate_folder
 
@@ -30,5 +31,10 @@ def main(cfg: DictConfig) -> None:
         evaluate_folder(cfg, Path(HydraConfig.get().runtime.output_dir))
 
 
+def entry() -> None:
+    """The `invbench-score` console script: the same as `python score.py`."""
+    start(main)
+
+
 if __name__ == "__main__":
-    start(main, __file__)
+    entry()

@@ -15,13 +15,13 @@ import time
 
 STARTED = time.perf_counter()  # before any heavy import: the interpreter's own start-up (~50 ms) is not counted
 
-import json  # noqa: E402
-import os  # noqa: E402
-import runpy  # noqa: E402
-import shutil  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-from pathlib import Path  # noqa: E402
+import json
+import os
+import runpy
+import shutil
+import sys
+import tempfile
+from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 spent = {"denoiser": 0.0, "vae": 0.0}
@@ -47,7 +47,7 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     folder = Path(tempfile.mkdtemp(prefix="invbench-overhead-"))
     sys.argv = [str(ROOT / "launch.py"), *sys.argv[1:], f"hydra.run.dir={folder}"]
-    import orchestration.runner as runner
+    from orchestration import runner
 
     run_job = runner.run_job
 

@@ -138,8 +138,8 @@ def pairs_with(editor: str) -> set[str]:
 
 def composes(inversion: str, editor: str) -> bool:
     from editors import EDITORS
-    from orchestration.compatibility import incompatibilities
     from inversions import INVERSIONS
+    from orchestration.compatibility import incompatibilities
 
     built = INVERSIONS.build(composed("inversion", inversion)), EDITORS.build(composed("editor", editor))
     return not incompatibilities(*built)

@@ -17,16 +17,16 @@ keeps the sample's source prompt in both.
 
 from __future__ import annotations
 
-import logging
 import dataclasses
-from dataclasses import dataclass
+import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
 
-from invbench.attention import AttentionController, AttentionSite, attention_sites, copy_source_rows, forward_order
 from editors.base import EDITORS, Editor, EditResult, denoise_branches, edit_samples_together
+from invbench.attention import AttentionController, AttentionSite, attention_sites, copy_source_rows, forward_order
 from invbench.hyperparameters import Count, Guidance
 from invbench.models import EPSILON_UNETS, DiffusionModel
 from inversions.base import InversionResult

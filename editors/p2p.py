@@ -38,7 +38,6 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-from invbench.attention import AttentionController, AttentionSite
 from editors.base import EDITORS, Editor, EditResult, denoise_branches, edit_samples_together
 from editors.prompt_tokens import (
     MAX_TOKENS,
@@ -48,6 +47,7 @@ from editors.prompt_tokens import (
     token_positions,
     words_beyond_limit,
 )
+from invbench.attention import AttentionController, AttentionSite
 from invbench.errors import InvbenchError
 from invbench.hyperparameters import Fraction, Guidance, NonNegative, Steps
 from invbench.models import EPSILON_UNETS, DiffusionModel

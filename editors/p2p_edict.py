@@ -27,8 +27,8 @@ from difflib import SequenceMatcher
 
 import torch
 
-from invbench.attention import AttentionController, AttentionSite
 from editors.base import EDITORS, Editor, EditResult, denoise_branches
+from invbench.attention import AttentionController, AttentionSite
 from invbench.hyperparameters import Guidance
 from invbench.models import EPSILON_UNETS, DiffusionModel
 from inversions.base import InversionResult, NoiseParts

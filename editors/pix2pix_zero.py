@@ -32,8 +32,8 @@ from typing import Literal
 
 import torch
 
-from invbench.attention import AttentionController, AttentionSite
 from editors.base import EDITORS, Editor, EditResult, denoise_branches
+from invbench.attention import AttentionController, AttentionSite
 from invbench.hyperparameters import Guidance, NonNegative
 from invbench.models import EPSILON_UNETS, DiffusionModel
 from inversions.base import InversionResult, NoiseParts

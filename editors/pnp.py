@@ -37,8 +37,8 @@ from typing import Literal
 
 import torch
 
-from invbench.attention import AttentionController, AttentionSite
 from editors.base import EDITORS, Editor, EditResult, denoise_branches
+from invbench.attention import AttentionController, AttentionSite
 from invbench.errors import ConfigError
 from invbench.hyperparameters import Fraction, Guidance
 from invbench.models import EPSILON_UNETS, DiffusionModel

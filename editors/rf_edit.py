@@ -25,8 +25,8 @@ from typing import Any
 
 import torch
 
-from invbench.attention import AttentionController, AttentionSite, attention_control
 from editors.base import EDITORS, Editor, EditResult, denoise_branches
+from invbench.attention import AttentionController, AttentionSite, attention_control
 from invbench.errors import ConfigError
 from invbench.hyperparameters import Count, Guidance
 from invbench.models import DiffusionModel

@@ -28,6 +28,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 

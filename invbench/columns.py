@@ -58,9 +58,7 @@ INF = float("inf")
 # The values each number column can hold (NaN is always allowed: a metric with nothing to measure, e.g. no
 # unedited region): distances, errors, seconds, counts and memory are never negative, SSIM lies in [-1, 1], and CLIP
 # similarity is 100 x a cosine clipped at 0. PSNR may be +inf (identical images).
-VALID_RANGES: dict[str, tuple[float, float]] = {
-    key: (0.0, INF) for key in COLUMNS
-} | {
+VALID_RANGES: dict[str, tuple[float, float]] = {key: (0.0, INF) for key in COLUMNS} | {
     "ssim_unedit_part": (-1.0, 1.0),
     "reconstruction_ssim": (-1.0, 1.0),
     "clip_similarity_source_image": (0.0, 100.0),

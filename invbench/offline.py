@@ -4,7 +4,7 @@
 these once, when huggingface_hub is first imported, so the entry points (launch.py, score.py, through
 orchestration/cli.py) call it before anything imports a model library; setting them inside a job is too late (a job then
 still looked up the hub while loading a cached backbone, even with local_files_only). Whatever the shell says, a run
-is offline; downloading weights is a separate step done on purpose (README, 'Real models').
+is offline; downloading weights is a separate step done on purpose (docs/models.md).
 """
 
 from __future__ import annotations

@@ -10,7 +10,6 @@ lines and name each one as file:line with the field at fault, and a resume runs 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from invbench.columns import row_problems
+from invbench.digests import json_digest
 from invbench.paths import remove_quietly, temporary_sibling, writing
 
 log = logging.getLogger(__name__)
@@ -29,8 +29,7 @@ SELECTION_FILE = "selection.json"  # the samples a job is meant to produce, so t
 
 def config_hash(config: Mapping[str, Any]) -> str:
     """Short, stable hash of the configuration that determines a sample's result."""
-    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+    return json_digest(config)[:12]
 
 
 def read_rows(path: Path) -> list[dict[str, Any]]:

@@ -30,8 +30,8 @@ import torch
 from invbench.ddim import DDIMSchedule
 from invbench.errors import ConfigError
 from invbench.hyperparameters import Count, Guidance, Positive, Steps
-from invbench.runtime import random_state, restore_random_state
 from invbench.models import EPSILON_UNETS, DiffusionModel, classifier_free
+from invbench.runtime import random_state, restore_random_state
 from inversions.base import INVERSIONS, Inversion, InversionResult, StepHooks
 from pie_bench import Sample
 
@@ -137,7 +137,7 @@ class EditFriendlyInversion(Inversion):
                 latents=[own(latent, k) for latent in trajectory],
                 hooks=StoredNoiseSampler(
                     [own(z, k) for z in noise_maps[self.skip :]], self.eta, self.source_guidance_scale
-                ),  # fmt: skip
+                ),
                 grid_steps=self.num_steps,
                 info={"skipped_steps": self.skip},
             )

@@ -17,7 +17,6 @@ sees [0, 1] inputs with an antialiased resize (the corrected protocol; not compa
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import math
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from invbench.digests import sha256
 from invbench.images import fit_square
 from metrics.backbone import Backbone
 from metrics.background import PIXEL_METRICS, pixel_metrics, unedited_part_metrics
@@ -68,7 +68,7 @@ class SourceFeatures:
         self._features: dict[tuple[str, str], tuple[torch.Tensor, float]] = {}
 
     def get(self, image: np.ndarray, prompt: str, compute: Any) -> tuple[torch.Tensor, float]:
-        key = (hashlib.sha256(image.tobytes()).hexdigest() + str(image.shape), prompt)
+        key = (sha256(image.tobytes()) + str(image.shape), prompt)
         if key in self._features:
             return self._features[key]
         features = compute()

@@ -1,4 +1,4 @@
-"""Command-line conveniences shared by launch.py and score.py. Importing this module puts the process offline
+"""Command-line conveniences shared by launch.py and score.py (and their console scripts, invbench and invbench-score). Importing this module puts the process offline
 (invbench/offline.py), before anything imports a model library."""
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from invbench.offline import stay_offline
 
 stay_offline()
 
-import orchestration.resolvers  # noqa: E402,F401  (conf/config.yaml names folders with them)
-from invbench.errors import InvbenchError, OutputFault  # noqa: E402
+import orchestration.resolvers  # noqa: F401  (conf/config.yaml names folders with them)
+from invbench.configs import config_dir
+from invbench.errors import InvbenchError, OutputFault
 
 _HYDRA_SYNTAX = set("[](){}'\"$:")
 
@@ -62,7 +63,7 @@ def exit_on_user_error(log: logging.Logger, in_sweep: bool = False) -> Iterator[
         sys.exit(OutputFault.EXIT_CODE)
 
 
-def start(main: Callable[[], None], script: str) -> None:
-    """Run a Hydra entry point with its group choices spelled as conf/ next to `script` names them."""
-    sys.argv = normalise_group_choices(sys.argv, Path(script).resolve().parent / "conf")
+def start(main: Callable[[], None]) -> None:
+    """Run a Hydra entry point with its group choices spelled as the configuration folder names them."""
+    sys.argv = normalise_group_choices(sys.argv, config_dir())
     main()

@@ -22,7 +22,7 @@ def incompatibilities(inversion: Inversion, editor: Editor) -> list[str]:
     pair = f"inversion={inversion.name} with editor={editor.name}"
     problems = [
         f"{pair}: the editor cannot use the inversion's {HOOKS[name]} ({name}); pair it with an "
-        "editor that uses it (README, 'Which pairs run')"
+        "editor that uses it (docs/methods.md, 'Which pairs run'; invbench-pairs model=<model> lists the pairs)"
         for name in sorted(inversion.state() - editor.uses)
     ]
     if editor.pairs_with is not None and inversion.name not in editor.pairs_with:
@@ -56,7 +56,7 @@ def family_problems(family: str, model_name: str, *methods: Inversion | Editor) 
     return [
         f"{'inversion' if isinstance(method, Inversion) else 'editor'}={method.name} works on the model families "
         f"{sorted(method.families)}, but model={model_name} is of family '{family}': pick a model of those families "
-        "or a method that supports it (README, 'Methods')"
+        "or a method that supports it (docs/reference/options.md lists each method's families)"
         for method in methods
         if family not in method.families
     ]

@@ -3,6 +3,7 @@ one table over all of its jobs, then the jobs that failed."""
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from invbench.errors import OutputFault
+
+log = logging.getLogger(__name__)
 
 
 class OutputCheck(Callback):
@@ -22,7 +25,8 @@ class OutputCheck(Callback):
         check_writable(Path(config.hydra.run.dir))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        check_writable(Path(config.hydra.sweep.dir))
+        if not config.get("dry_run", False):  # a dry run launches nothing: no job will write there
+            check_writable(Path(config.hydra.sweep.dir))
 
 
 def check_writable(folder: Path) -> None:
@@ -43,6 +47,24 @@ def check_writable(folder: Path) -> None:
         sys.exit(OutputFault.EXIT_CODE)
 
 
+class SweepProgress(Callback):
+    """`k/N jobs done` as the jobs of a sweep end in this process (Hydra's basic launcher). The sweeper counts the
+    jobs (`SWEEP_PROGRESS`); jobs that submitit runs in other processes are counted by our launcher instead."""
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        progress = SWEEP_PROGRESS.get("jobs")
+        if progress is None or not progress.total:
+            return
+        progress.advance()
+        status = getattr(getattr(job_return, "status", None), "name", "").lower() or "ended"
+        overrides = " ".join(getattr(job_return, "overrides", None) or [])
+        log.info("invbench sweep: %d/%d jobs done (%s: %s); %s", progress.done, progress.total, overrides, status,
+                 progress.status())  # fmt: skip
+
+
+# the sweep this process runs: {"jobs": Progress}, set by the sweeper (hydra_plugins/invbench_sweeper)
+SWEEP_PROGRESS: dict[str, Any] = {}
+
 # {"overrides", "reason", "logs"} of the jobs of this process's sweep that failed: the sweeper
 # (hydra_plugins/invbench_sweeper) appends them, the summary below lists them
 FAILED_JOBS: list[dict[str, Any]] = []
@@ -52,6 +74,8 @@ class SweepSummary(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from reports import load_results, mean_table, to_markdown
 
+        if config.get("dry_run", False):
+            return
         if not config.hydra.launcher.get("wait", True):
             return  # the jobs were only queued; aggregate.py merges them when they have run
         sweep_dir = Path(config.hydra.sweep.dir)

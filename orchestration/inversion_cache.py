@@ -13,9 +13,7 @@ neither read nor fill it.
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
 import logging
 import os
 from collections.abc import Mapping
@@ -24,6 +22,7 @@ from typing import Any
 
 import torch
 
+from invbench.digests import SPACED, json_digest
 from invbench.paths import PARTIAL_SUFFIX, remove_quietly, temporary_sibling, writing
 
 log = logging.getLogger(__name__)
@@ -41,8 +40,7 @@ def cache_key(defining: Mapping[str, Any], image_sha256: str, sample: Any) -> st
         "blended_words": sample.blended_words,
         "edit_class": sample.edit_class,
     }
-    text = json.dumps({"defining": defining, "image": image_sha256, "sample": prepared}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
+    return json_digest({"defining": defining, "image": image_sha256, "sample": prepared}, separators=SPACED)[:32]
 
 
 class InversionCache:

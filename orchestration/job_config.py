@@ -80,9 +80,15 @@ def check_job_config(config: Mapping[str, Any]) -> CheckedJob:
     run = {
         key: config[key]
         for key in (
-            "seed", "device", "num_threads", "num_steps", "inversion_cache", "resume_with_other_code", "batch_size",
+            "seed",
+            "device",
+            "num_threads",
+            "num_steps",
+            "inversion_cache",
+            "resume_with_other_code",
+            "batch_size",
             "precision",
-        )  # fmt: skip
+        )
     }
     check_fields(RunSettings, run, "conf/config.yaml or the command line", "")
     model = config["model"]

@@ -55,8 +55,10 @@ def write_summary(rows: pd.DataFrame, output_dir: Path, skipped: int, locations:
     failed = rows[rows["status"] != "ok"]
     where = {"results": output_dir / RESULTS_FILE, **locations}
     lines = [
-        f"invbench: {len(rows) - len(failed)} samples ok, {len(failed)} failed "
-        f"({skipped} already done before this run)",
+        (
+            f"invbench: {len(rows) - len(failed)} samples ok, {len(failed)} failed "
+            f"({skipped} already done before this run)"
+        ),
         *(f"  {name:<16}{path}" for name, path in where.items()),
         "",
         to_markdown(mean_table(rows)),

@@ -10,13 +10,13 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from invbench.digests import sha256
 from invbench.errors import ConfigError
 from invbench.job_folder import (
     NEW_FOLDER,
 )
 from invbench.provenance import differences
 from pie_bench import Benchmark, InvalidSample, Sample
-from pie_bench.dataset import sha256
 
 log = logging.getLogger(__name__)
 

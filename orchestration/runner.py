@@ -39,6 +39,7 @@ from invbench.runtime import configure_threads, keep_freed_memory, resolve_devic
 from metrics import CostMeter, MetricSuite
 from orchestration.inversion_cache import CACHE_FOLDER, InversionCache
 from orchestration.job_config import check_job_config
+from orchestration.progress import Progress, terminal_bar
 from orchestration.prompt_limits import check_samples, prompt_encoders
 from orchestration.records import write_run_record, write_summary
 from orchestration.resident import resident
@@ -177,26 +178,32 @@ def _run_job(
             lock.check()  # the folder still ours and still there, before any work goes into it
             return process_samples(group)
 
+        progress = Progress(len(todo))
         try:
             groups = (todo[start : start + batch_size] for start in range(0, len(todo), batch_size))
             done_rows = ((entry, row) for group in groups for entry, row in zip(group, work(group), strict=True))
-            for position, (entry, row) in enumerate(done_rows, 1):
-                row = {**shared, **row}
-                if entry.id in prompt_cuts:
-                    row["prompt_truncated"] = prompt_cuts[entry.id]
-                lock.check()
-                results.append(row)
-                logger.log_sample(row)
-                log.info(
-                    "[%d/%d] %s (%s): %s in %.1f s%s",
-                    position,
-                    len(todo),
-                    entry.id,
-                    row["category"],
-                    row["status"],
-                    row.get("total_seconds", float("nan")),
-                    f" - {row['error']}" if row["error"] else "",
-                )
+            with terminal_bar(len(todo), f"{inversion.name}+{editor.name}") as bar:
+                for position, (entry, row) in enumerate(done_rows, 1):
+                    row = {**shared, **row}
+                    if entry.id in prompt_cuts:
+                        row["prompt_truncated"] = prompt_cuts[entry.id]
+                    lock.check()
+                    results.append(row)
+                    logger.log_sample(row)
+                    progress.advance()
+                    log.info(
+                        "[%d/%d] %s (%s): %s in %.1f s; %s%s",
+                        position,
+                        len(todo),
+                        entry.id,
+                        row["category"],
+                        row["status"],
+                        row.get("total_seconds", float("nan")),
+                        progress.status(),
+                        f" - {row['error']}" if row["error"] else "",
+                    )
+                    if bar is not None:
+                        bar.update()
         except BaseException:
             meter.close()
             with contextlib.suppress(Exception):  # what stopped the job is the error to report, not the logger's
@@ -220,6 +227,21 @@ def _run_job(
             "it can be scored. Fix what the reasons name and rerun the same command: it retries the failed samples"
         )
     return job_rows
+
+
+def check_only(cfg: DictConfig) -> str:
+    """`dry_run=true`: what a job checks before it loads anything (its settings, methods, pair and data selection),
+    and a line saying what it would run; raises the ConfigError a real run would stop with."""
+    config: dict[str, Any] = OmegaConf.to_container(cfg, resolve=True)
+    checked = check_job_config(config)
+    dataset = config["dataset"]
+    benchmark = load_dataset(dataset, edit_class_lookup(config["edit_classes"]), strict=False)
+    selected = select(benchmark.entries, dataset["categories"], dataset["num_shards"], dataset["shard_index"])
+    return (
+        f"invbench (dry_run=true): inversion={checked.inversion.name} editor={checked.editor.name} "
+        f"model={config['model']['name']} can run on {len(selected)} samples of {benchmark.mapping_file}; "
+        "nothing was loaded or run"
+    )
 
 
 class NoSampleSucceeded(InvbenchError):

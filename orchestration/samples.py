@@ -19,6 +19,7 @@ import torch
 from submitit.core.utils import UncompletedJobError
 
 from editors import Editor
+from invbench.digests import sha256
 from invbench.errors import InvbenchError, OutputFault
 from invbench.images import fit_changes, fit_square, save_png
 from invbench.models import DiffusionModel
@@ -27,7 +28,6 @@ from inversions import Inversion
 from metrics import CostMeter, MetricSuite
 from orchestration.inversion_cache import COST_KEYS, InversionCache, cache_key
 from pie_bench import InvalidSample, Sample
-from pie_bench.dataset import sha256
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def process_group(
         try:
             row = describe_sample(entry)
             prepared[k] = (row, read_source(entry, row, model.resolution), editor.prepare_sample(entry))
-        except Exception:  # reported with its reason when the sample runs alone
+        except Exception:  # noqa: S112 (reported with its reason when the sample runs alone, below)
             continue
     rows: dict[int, dict[str, Any]] = {}
     if len(prepared) > 1:
@@ -200,7 +200,8 @@ def _write_and_score(
     except JOB_STOPPING:
         raise
     except Exception as error:
-        log.error("sample %s failed: %s: %s", entry.id, type(error).__name__, error, exc_info=True)
+        # the first line names the error (what a log reader greps for), the traceback follows
+        log.error("sample %s failed: %s: %s", entry.id, type(error).__name__, error, exc_info=True)  # noqa: G201
         row.update(status="failed", error=f"{type(error).__name__}: {error}")
     row["finished_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return row

@@ -11,7 +11,6 @@ under a job folder, one per sample.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -20,6 +19,7 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from invbench.digests import json_digest
 from invbench.errors import BenchmarkFormatError, ConfigError, ImageError
 from invbench.images import DecodedImage, decode_image
 from invbench.paths import contained_path_problem, normalised
@@ -115,13 +115,9 @@ class Sample:
         return self.image_file.read_bytes()
 
 
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def entry_digest(item: object) -> str:
     """A mapping entry's fingerprint: the hash of its canonical JSON (key order and spacing do not matter)."""
-    return sha256(json.dumps(item, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode())
+    return json_digest(item, ensure_ascii=False)
 
 
 @dataclass(frozen=True)

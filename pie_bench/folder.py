@@ -61,7 +61,7 @@ def _read_rows(path: Path) -> list[tuple[int, dict]]:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as error:
         raise BenchmarkFormatError(
-            f"{path}: not UTF-8 text (byte {error.start}: {error.object[error.start:error.start + 1]!r}). Fix: save "
+            f"{path}: not UTF-8 text (byte {error.start}: {error.object[error.start : error.start + 1]!r}). Fix: save "
             "it as UTF-8 (a spreadsheet's 'CSV UTF-8' export)"
         ) from None
     if path.suffix == ".jsonl":
@@ -169,8 +169,8 @@ def _refuse_repeated_ids(entries: list[Sample | InvalidSample], path: Path) -> l
         if earlier != position:
             entry = InvalidSample(
                 f"{entry.id}#{position + 1}",
-                (f"{path.name}: sample id '{entry.id}' is given to two rows (entries {earlier + 1} and "
-                 f"{position + 1}). Fix: give each row its own id",),
+                ((f"{path.name}: sample id '{entry.id}' is given to two rows (entries {earlier + 1} and "
+                 f"{position + 1}). Fix: give each row its own id"),),
                 None,
                 entry.image_path,
                 entry.entry_sha256,
@@ -191,6 +191,6 @@ def _with_mask_digest(row: Mapping[str, str], root: Path) -> dict:
     """The row plus the mask file's bytes' digest: a changed mask file changes the entry (rows are not mixed)."""
     if not row.get("mask"):
         return dict(row)
-    import hashlib
+    from invbench.digests import sha256
 
-    return dict(row) | {"mask_sha256": hashlib.sha256((root / row["mask"]).read_bytes()).hexdigest()}
+    return dict(row) | {"mask_sha256": sha256((root / row["mask"]).read_bytes())}

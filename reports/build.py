@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from invbench.errors import ConfigError
+from invbench.markdown import markdown_table
 from reports.paper import (
     PAPER_COLUMNS,
     PaperTable,
@@ -126,25 +127,26 @@ def _comparison(rows: pd.DataFrame, first: str, second: str, out: Path, options:
     frame = pd.DataFrame([vars(r) | {"interval_excludes_zero": r.excludes_zero} for r in results])
     stem = f"compare_{first}_vs_{second}".replace("+", "-").replace("[", "").replace("]", "")
     direction = {c.key: c.higher_is_better for c in PAPER_COLUMNS}
-    lines = [
-        f"**{first} vs {second}** on the samples both ran successfully (paired; Δ = {first} − {second})",
-        "",
-        "| metric | n | " + f"{first} | {second} | Δ | {options.confidence:.0%} interval of Δ | {first} higher on |",
-        "|---|---|---|---|---|---|---|",
-    ]
+    header = ["metric", "n", first, second, "Δ", f"{options.confidence:.0%} interval of Δ", f"{first} higher on"]
+    rows = []
     for r in results:
         verdict = ""
         if r.excludes_zero:
             better = (r.difference > 0) == direction[r.metric]
             verdict = f" ({first if better else second} better)"
-        lines.append(
-            f"| {r.metric} | {r.samples} | {r.mean_a:.2f} | {r.mean_b:.2f} | {r.difference:+.2f}{verdict} | "
-            f"[{r.low:+.2f}, {r.high:+.2f}] | {r.a_higher:.0%} |"
-        )
+        rows.append([r.metric, r.samples, f"{r.mean_a:.2f}", f"{r.mean_b:.2f}", f"{r.difference:+.2f}{verdict}",
+                     f"[{r.low:+.2f}, {r.high:+.2f}]", f"{r.a_higher:.0%}"])  # fmt: skip
+    lines = [
+        f"**{first} vs {second}** on the samples both ran successfully (paired; Δ = {first} − {second})",
+        "",
+        markdown_table(header, rows),
+    ]
     lines += [
         "",
-        "- Metrics at the papers' scale. A difference whose interval contains 0 is within the sampling noise of "
-        "these images.",
+        (
+            "- Metrics at the papers' scale. A difference whose interval contains 0 is within the sampling noise of "
+            "these images."
+        ),
     ]
     paths = [out / f"{stem}.csv", out / f"{stem}.md"]
     frame.to_csv(paths[0], index=False, float_format="%.4f")

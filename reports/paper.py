@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from invbench.columns import COLUMNS, PAPER_TABLE, Column
+from invbench.markdown import markdown_table
 from pie_bench import EDITING_TYPES
 from reports.statistics import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, Bootstrap
 from reports.tables import complete_rows, differing_hyperparameters
@@ -151,9 +152,11 @@ def _block_title(block: str) -> str:
 def _notes(rows: pd.DataFrame, table: PaperTable, resamples: int, confidence: float) -> list[str]:
     ok = rows[rows["status"] == "ok"]
     notes = [
-        f"Means over successful samples; ± is the half-width of the {confidence:.0%} paired bootstrap interval "
-        f"(percentile, {resamples} resamples of the images, the same draws for every method of a block); the CSV "
-        "has both ends and each cell's sample count. Best value per column in bold.",
+        (
+            f"Means over successful samples; ± is the half-width of the {confidence:.0%} paired bootstrap interval "
+            f"(percentile, {resamples} resamples of the images, the same draws for every method of a block); the CSV "
+            "has both ends and each cell's sample count. Best value per column in bold."
+        ),
     ]
     unedited = [c for c in UNEDITED_PART_METRICS if c in ok.columns]
     nan_samples = int(ok[unedited].isna().any(axis=1).sum()) if unedited else 0
@@ -254,7 +257,7 @@ def to_markdown(table: PaperTable) -> str:
     best = best_rows(table)
     arrows = {True: "↑", False: "↓"}
     header = _label_headers(table) + [f"{c.label} {arrows[c.higher_is_better]}" for c in table.columns] + ["N"]
-    lines = [f"**{table.title}**", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for position in table.cells.index:
         cells = list(_method_labels(table, position))
         for column in table.columns:
@@ -264,8 +267,8 @@ def to_markdown(table: PaperTable) -> str:
         row = table.cells.loc[position]
         failed = f" ({row['samples_failed']} failed)" if row["samples_failed"] else ""
         cells.append(f"{row['samples_ok']}{failed}")
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", *(f"- {note}" for note in table.notes)]
+        rows.append(cells)
+    lines = [f"**{table.title}**", "", markdown_table(header, rows), "", *(f"- {note}" for note in table.notes)]
     return "\n".join(lines) + "\n"
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # files only; no display on a cluster node
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
 
-from reports.paper import PaperTable  # noqa: E402
+from reports.paper import PaperTable
 
 EDITABILITY, PRESERVATION = "clip_similarity_target_image_edit_part", "psnr_unedit_part"
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from invbench.columns import COLUMNS, MEAN_TABLE_COSTS, MEAN_TABLE_METRICS
+from invbench.markdown import markdown_table
 from invbench.results import RESULTS_FILE, scan_rows
 
 log = logging.getLogger(__name__)
@@ -178,7 +179,4 @@ def to_markdown(table: pd.DataFrame, digits: int = 2) -> str:
             return "-" if math.isnan(value) else f"{value:.{digits}f}"
         return str(value)
 
-    header = "| " + " | ".join(map(str, table.columns)) + " |"
-    rule = "|" + "|".join("---" for _ in table.columns) + "|"
-    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
-    return "\n".join([header, rule, *body])
+    return markdown_table(list(table.columns), ([cell(v) for v in row] for row in table.itertuples(index=False)))

@@ -16,9 +16,9 @@ from conftest import CONF, FAST
 from PIL import Image
 
 import aggregate
-from orchestration.evaluation import evaluate_folder
 from invbench.images import fit_square
 from invbench.results import read_rows
+from orchestration.evaluation import evaluate_folder
 from orchestration.runner import NoSampleSucceeded, run_job
 from pie_bench.dataset import BUNDLED_MINI_ROOT
 

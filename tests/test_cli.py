@@ -3,7 +3,6 @@
 import csv
 
 import pytest
-
 from conftest import run, script_env
 
 from invbench.results import read_rows
@@ -162,7 +161,7 @@ def test_a_job_never_touches_the_network_whatever_the_environment(tmp_path):
 
 
 def test_a_sweep_with_a_failing_job_reports_it_after_the_table_of_the_others(tmp_path):
-    sweep, code, output = launch_sweep(
+    _sweep, code, output = launch_sweep(
         tmp_path, "model=tiny,sd14", "++model.path=/nonexistent", "dataset.categories=[1]", *QUICK
     )
     assert code == 1, output

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO, run, script_env
 
-from invbench.results import read_rows
 from invbench.columns import METRIC_COLUMNS
+from invbench.results import read_rows
 
 QUICK = ["model.resolution=64", "num_steps=5", "metrics.backbones=tiny"]
 # Slower samples for the interruption tests, so that a signal sent after the first row lands before the last one.
@@ -314,5 +314,5 @@ def test_a_blocking_submitit_sweep_reports_a_failed_job_and_coverage_names_its_r
     assert "job ended: ModelNotAvailableError" in failed and "model=sd14" in failed
     listing = json.loads((sweep / "jobs.json").read_text())
     assert listing["jobs"][1]["stdout"].endswith("_log.out") and listing["jobs"][1]["stderr"].endswith("_log.err")
-    python, script, *_ = shlex.split(listing["resubmit_command"])
+    _python, script, *_ = shlex.split(listing["resubmit_command"])
     assert Path(script).is_absolute() and f"hydra.sweep.dir={sweep.resolve()}" in listing["resubmit_command"]

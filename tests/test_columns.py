@@ -31,4 +31,6 @@ def test_the_reports_take_their_columns_from_the_schema():
     assert [column.key for column in PAPER_COLUMNS] == list(PAPER_TABLE)
     assert all(column is COLUMNS[column.key] for column in PAPER_COLUMNS)
     assert {key for key in COLUMNS if COLUMNS[key].kind == "metric"} == set(METRIC_COLUMNS)
-    assert not COLUMNS["structure_distance"].higher_is_better and COLUMNS["clip_similarity_target_image"].higher_is_better
+    assert (
+        not COLUMNS["structure_distance"].higher_is_better and COLUMNS["clip_similarity_target_image"].higher_is_better
+    )

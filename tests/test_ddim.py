@@ -1,6 +1,7 @@
 """DDIM: our schedule against diffusers, and the inversion invariants on the tiny model."""
 
 import dataclasses
+import itertools
 
 import pytest
 import torch
@@ -52,7 +53,7 @@ def test_inversion_trajectory_shape_and_noise_levels(tiny_model, sample, source_
     # On the reference grid (steps_offset 1, set_alpha_to_one false) the first inversion step goes from ᾱ_0 to ᾱ_1
     # (0.99915 to 0.9983): a small move. Every later step moves the latent further from the source.
     distances = [relative_error(z, source_latent) for z in result.latents[1:]]
-    assert distances[0] < 0.01 and all(near < far for near, far in zip(distances, distances[1:]))
+    assert distances[0] < 0.01 and all(near < far for near, far in itertools.pairwise(distances))
     # With steps_offset 0 the first step goes from ᾱ_{-Δ} = ᾱ_0 (the final ᾱ) to ᾱ_0: an identity up to rounding.
     offset_0 = dataclasses.replace(tiny_model, scheduler_config=tiny_model.scheduler_config | {"steps_offset": 0})
     first = ddim(num_steps=10).invert(offset_0, source_latent, sample).latents[1]

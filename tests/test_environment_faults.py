@@ -74,7 +74,10 @@ def fault_then_resume(tmp_path: Path, size: str, fault: str, fix: str) -> tuple[
     copied to $OUT/stopped; `fix` (sh); the same command again, its folder copied to $OUT/resumed. Returns (what the
     script printed, what the first job printed), after checking that the first job stopped with exit code 3."""
     job = f"$LAUNCH {' '.join(JOB)} hydra.run.dir=$DISK/job"
-    output = on_small_disk(tmp_path, size, f"""
+    output = on_small_disk(
+        tmp_path,
+        size,
+        f"""
         ( {WHEN_FIRST_ROW}; {fault} ) &
         {job} > $OUT/first.txt 2>&1; echo $? > $OUT/first.code
         wait
@@ -82,7 +85,8 @@ def fault_then_resume(tmp_path: Path, size: str, fault: str, fix: str) -> tuple[
         {fix}
         {job} > $OUT/second.txt 2>&1; echo $? > $OUT/second.code
         cp -a $DISK/job $OUT/resumed
-    """)
+    """,
+    )
     out = tmp_path / "out"
     first = (out / "first.txt").read_text()
     assert (out / "first.code").read_text().strip() == "3", output + first
@@ -116,13 +120,18 @@ def test_a_folder_that_turns_read_only_or_is_read_only_from_the_start(tmp_path):
     # log), so the images folder turns read-only under the running job (a read-only bind mount over it); the whole
     # disk is remounted read-only once no job runs
     read_only = 'mount --bind "$DISK/job/edited" "$DISK/job/edited" && mount -o remount,ro,bind "$DISK/job/edited"'
-    _, first = fault_then_resume(tmp_path, "64m", read_only, f"""
+    _, first = fault_then_resume(
+        tmp_path,
+        "64m",
+        read_only,
+        f"""
         umount "$DISK/job/edited"
         mount -o remount,ro "$DISK"
-        $LAUNCH {' '.join(JOB)} hydra.run.dir=$DISK/other > $OUT/start.txt 2>&1; echo $? > $OUT/start.code
-        $LAUNCH -m {' '.join(JOB)} hydra.sweep.dir=$DISK/sweep > $OUT/sweep.txt 2>&1; echo $? > $OUT/sweep.code
+        $LAUNCH {" ".join(JOB)} hydra.run.dir=$DISK/other > $OUT/start.txt 2>&1; echo $? > $OUT/start.code
+        $LAUNCH -m {" ".join(JOB)} hydra.sweep.dir=$DISK/sweep > $OUT/sweep.txt 2>&1; echo $? > $OUT/sweep.code
         mount -o remount,rw "$DISK"
-    """)
+    """,
+    )
     out = tmp_path / "out"
     one_message(first)
     assert "the file system is read-only" in first
@@ -141,7 +150,8 @@ def test_a_cache_entry_results_row_or_status_written_on_a_full_disk_leaves_nothi
     """Each of invbench's writers on a disk that fills up under it: the inversion cache keeps no partial entry, the
     results file no torn row, and job_status.json still records how the job ended, in the room it reserved."""
     check = tmp_path / "check.py"
-    check.write_text(textwrap.dedent(f"""
+    check.write_text(
+        textwrap.dedent(f"""
         import json, os, sys
         from pathlib import Path
         import torch
@@ -179,7 +189,8 @@ def test_a_cache_entry_results_row_or_status_written_on_a_full_disk_leaves_nothi
         found["rows"] = (disk / "results.jsonl").read_text()
         found["small"] = cache.load("small") is not None
         print(json.dumps(found))
-    """))
+    """)
+    )
     output = on_small_disk(tmp_path, "2m", f"{sys.executable} {check}")
     found = json.loads(output.strip().splitlines()[-1])
     assert "could not store an inversion in the sweep's cache" in found["cache"] and "no space left" in found["cache"]

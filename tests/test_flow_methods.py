@@ -13,13 +13,13 @@ from conftest import FAST, conf_file, relative_error, run
 
 from editors import EDITORS
 from editors.rf_edit import VALUES
-from orchestration.compatibility import incompatibilities
 from invbench.errors import ConfigError
 from invbench.images import fit_square
 from invbench.models import load_model
 from inversions import INVERSIONS
 from inversions.base import StepHooks
 from metrics.cost import CostMeter
+from orchestration.compatibility import incompatibilities
 
 CPU = torch.device("cpu")
 DIRECT_AT_1 = {"name": "direct", "guidance_scale": 1.0}

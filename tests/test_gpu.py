@@ -8,8 +8,8 @@ from editors import denoise_branches
 from invbench.errors import ModelNotAvailableError
 from invbench.images import fit_square
 from invbench.models import load_model
-from orchestration.runner import run_job
 from inversions import INVERSIONS
+from orchestration.runner import run_job
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 

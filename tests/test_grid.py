@@ -16,9 +16,9 @@ from grid_record import check_against_record
 
 from editors import EDITORS
 from editors.direct import DirectEditor
-from orchestration.compatibility import check_pair, incompatibilities
 from invbench.errors import ConfigError
 from inversions import INVERSIONS
+from orchestration.compatibility import check_pair, incompatibilities
 
 ALL_INVERSION_CONFIGS = sorted(path.stem for path in (CONF / "inversion").glob("*.yaml"))
 ALL_EDITOR_CONFIGS = sorted(path.stem for path in (CONF / "editor").glob("*.yaml"))
@@ -112,7 +112,12 @@ def test_an_editor_that_cannot_use_a_state_is_refused_with_the_state_named():
 @pytest.mark.parametrize(
     ("inversion", "changes", "guidance", "reason"),
     [
-        ("nti", {}, 5.0, r"under guidance 7.5, the editor guides its source branch at 5; set inversion.guidance_scale"),
+        (
+            "nti",
+            {},
+            5.0,
+            r"under guidance 7.5, the editor guides its source branch at 5; set inversion.guidance_scale",
+        ),
         ("pti", {}, 1.0, r"set inversion.guidance_scale and editor.guidance_scale"),
         ("directinversion", {}, 5.0, r"set inversion.edit_guidance_scale and editor.guidance_scale"),
         ("proxedit_nti", {}, 5.0, r"set inversion.base.guidance_scale"),
@@ -189,7 +194,9 @@ def test_the_grid_runs_and_aggregates_a_row_per_pair(tmp_path):
     assert code == 0, output
     table = pd.read_csv(tables / "table1.csv")
     assert len(table) == len(INVERSION_CONFIGS) * len(EDITOR_CONFIGS)
-    assert (table["samples_ok"] == 1).all() and (table["samples_failed"] == 0).all(), table.loc[table["samples_ok"] != 1, ["inversion", "editor"]]
+    assert (table["samples_ok"] == 1).all() and (table["samples_failed"] == 0).all(), table.loc[
+        table["samples_ok"] != 1, ["inversion", "editor"]
+    ]
     # proxedit and proxedit_nti are one method under two configurations: the setup letter tells them apart
     assert not table.duplicated(["inversion", "editor", "setup"]).any()
     names = {composed("inversion", name)["name"] for name in INVERSION_CONFIGS}

@@ -137,7 +137,8 @@ def test_a_colour_profile_other_than_srgb_is_named_and_srgb_is_not():
         profile = ImageCms.ImageCmsProfile(ImageCms.createProfile(name)).tobytes()
         return encoded(Image.fromarray(PHOTO), "PNG", icc_profile=profile)
 
-    assert "colour profile 'Lab identity built-in' not applied" in decode_image(with_profile("LAB")).changes[
-        "colour_profile"
-    ]
+    assert (
+        "colour profile 'Lab identity built-in' not applied"
+        in decode_image(with_profile("LAB")).changes["colour_profile"]
+    )
     assert decode_image(with_profile("sRGB")).changes == {}

@@ -13,9 +13,9 @@ import torch
 from conftest import FAST, conf_file, image_equal, read_pixels, run
 
 from editors import EDITORS
+from invbench.results import read_rows
 from invbench.runtime import random_state, restore_random_state
 from orchestration.inversion_cache import CACHE_FOLDER, cache_key
-from invbench.results import read_rows
 
 
 def test_a_restored_random_state_draws_the_same_numbers_from_every_generator():

@@ -12,8 +12,8 @@ from omegaconf import OmegaConf
 
 from invbench.errors import ConfigError
 from invbench.hyperparameters import Range, Steps, check_value
-from orchestration.job_config import JOB_KEYS, check_job_config
 from inversions import INVERSIONS
+from orchestration.job_config import JOB_KEYS, check_job_config
 
 INVERSION_CONFIGS, EDITOR_CONFIGS = method_configs("inversion"), method_configs("editor")  # on the tiny (sd) model
 EXPERIMENTS = [None] + sorted(path.stem for path in (CONF / "experiment").glob("*.yaml"))

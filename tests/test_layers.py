@@ -12,8 +12,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Bottom to top. Each entry: (layer, the top-level packages and scripts in it, why it sits there).
 LAYERS = [
-    ("core", {"invbench"}, "models, backbones, schedules, attention control, tokenizer, registry, hyperparameter "
-     "types, the row schema and the job-folder formats"),
+    ("core", {"invbench"}, ("models, backbones, schedules, attention control, tokenizer, registry, hyperparameter "
+     "types, the row schema and the job-folder formats")),
     ("data", {"pie_bench"}, "datasets in the PIE-Bench format, read and checked before any model loads"),
     ("metrics", {"metrics"}, "the metric suite and its backbones (StyleDiffusion's CLIP image tower comes from them)"),
     ("inversions", {"inversions"}, "inversion methods and the inversion result, the contract editors consume"),
@@ -55,9 +55,7 @@ def our_python_files() -> list[Path]:
 def against_the_order(path: Path) -> list[str]:
     level = LAYER_OF[top_level(path)]
     return sorted(
-        name
-        for name in imported(path)
-        if name.split(".")[0] in LAYER_OF and LAYER_OF[name.split(".")[0]] > level
+        name for name in imported(path) if name.split(".")[0] in LAYER_OF and LAYER_OF[name.split(".")[0]] > level
     )
 
 
@@ -83,7 +81,9 @@ def test_the_check_reads_every_kind_of_import(tmp_path):
     assert imported(module) == {"typing", "os", "editors.p2p", "orchestration.runner"}
     core_file = REPO / "invbench" / "module.py"  # where the check would place it
     level = LAYER_OF[top_level(core_file)]
-    assert sorted(n for n in imported(module) if n.split(".")[0] in LAYER_OF and LAYER_OF[n.split(".")[0]] > level) == [
+    assert sorted(
+        n for n in imported(module) if n.split(".")[0] in LAYER_OF and LAYER_OF[n.split(".")[0]] > level
+    ) == [
         "editors.p2p",
         "orchestration.runner",
     ]

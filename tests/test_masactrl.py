@@ -8,8 +8,8 @@ import torch
 from conftest import relative_error
 
 from editors import EDITORS
-from invbench.attention import AttentionSite, attention_sites, forward_order
 from editors.masactrl import MutualSelfAttention
+from invbench.attention import AttentionSite, attention_sites, forward_order
 from inversions import INVERSIONS
 
 STEPS = 8

@@ -9,9 +9,9 @@ import torch
 from conftest import conf_file, relative_error
 
 from editors import EDITORS, denoise_branches
-from invbench.attention import AttentionSite, AttentionStore, attention_sites
 from editors.p2p import LocalBlend
 from editors.prompt_tokens import refinement_mapper, replacement_mapper, swap_compatible, token_positions
+from invbench.attention import AttentionSite, AttentionStore, attention_sites
 from inversions import INVERSIONS
 
 STEPS = 10

@@ -10,8 +10,8 @@ import torch
 from conftest import conf_file, relative_error
 
 from editors import EDITORS
-from invbench.attention import AttentionSite
 from editors.p2p_edict import BaseAttentionOnTarget, token_alignment
+from invbench.attention import AttentionSite
 from inversions import INVERSIONS
 from metrics import CostMeter
 
@@ -21,7 +21,7 @@ SELF = AttentionSite("up_blocks.1.attentions.0.transformer_blocks.0.attn1", "up"
 
 def test_tokens_pair_by_sequence_matching(tiny_model):
     tokenizer = tiny_model.tokenizer
-    ids = lambda prompt: tokenizer(prompt).input_ids  # noqa: E731  (with the start and end tokens)
+    ids = lambda prompt: tokenizer(prompt).input_ids
     assert len(ids("a cat")) == 4 and len(ids("a black cat")) == 5
     # a replaced word of the same length pairs position for position
     mask, indices = token_alignment(tokenizer, "a cat sitting", "a dog sitting")

@@ -9,8 +9,8 @@ import torch
 from conftest import conf_file, relative_error
 
 from editors import EDITORS
-from invbench.attention import AttentionSite, attention_control
 from editors.pix2pix_zero import CrossAttentionGuidance
+from invbench.attention import AttentionSite, attention_control
 from inversions import INVERSIONS
 from metrics import CostMeter
 

@@ -8,11 +8,11 @@ import torch
 from conftest import conf_file, relative_error
 
 from editors import EDITORS
-from invbench.attention import AttentionSite, copy_source_rows
 from editors.pnp import FeatureInjection
-from orchestration.compatibility import incompatibilities
+from invbench.attention import AttentionSite, copy_source_rows
 from invbench.errors import ConfigError
 from inversions import INVERSIONS
+from orchestration.compatibility import incompatibilities
 
 STEPS = 8
 SELF_SITE = AttentionSite("up_blocks.1.attentions.1.transformer_blocks.0.attn1", "up", is_cross=False, resolution=8)

@@ -23,7 +23,7 @@ def test_a_new_file_in_a_method_package_registers_itself(tmp_path, monkeypatch):
                 from dataclasses import dataclass
                 from methods_under_test import METHODS
 
-                @METHODS.register("{name.strip('_')}")
+                @METHODS.register("{name.strip("_")}")
                 @dataclass
                 class Method:
                     steps: int

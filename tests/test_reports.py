@@ -46,7 +46,7 @@ def sample_row(inversion, editor, sample_id, psnr, clip_edit, status="ok", model
         "psnr_unedit_part": psnr,
         "lpips_unedit_part": 1 / psnr,
         "mse_unedit_part": 10 ** (-psnr / 10),
-        "ssim_unedit_part": 0.8 if psnr == psnr else float("nan"),  # NaN with the others when nothing is unedited
+        "ssim_unedit_part": float("nan") if math.isnan(psnr) else 0.8,  # NaN with the others when nothing is unedited
         "clip_similarity_target_image": clip_edit + 2,
         "clip_similarity_target_image_edit_part": clip_edit,
         "total_seconds": 10.0 if inversion == "ddim" else 100.0,

@@ -291,8 +291,10 @@ def test_a_second_process_on_one_folder_fails_at_once_naming_the_holder(compose,
         [
             sys.executable,
             "-c",
-            "import sys, time; from pathlib import Path; from invbench.job_folder import exclusive_use\n"
-            "with exclusive_use(Path(sys.argv[1]), 'test holder'):\n    print('held', flush=True); time.sleep(60)",
+            (
+                "import sys, time; from pathlib import Path; from invbench.job_folder import exclusive_use\n"
+                "with exclusive_use(Path(sys.argv[1]), 'test holder'):\n    print('held', flush=True); time.sleep(60)"
+            ),
             str(tmp_path),
         ],
         stdout=subprocess.PIPE,

@@ -12,12 +12,12 @@ import pytest
 from conftest import FAST
 from PIL import Image
 
+from invbench.columns import METRIC_COLUMNS
 from invbench.errors import ConfigError
-from orchestration.evaluation import evaluate_folder
 from invbench.images import fit_square
 from invbench.results import read_rows
+from orchestration.evaluation import evaluate_folder
 from orchestration.runner import run_job
-from invbench.columns import METRIC_COLUMNS
 
 CATEGORIES = "dataset.categories=[1,9]"  # a masked edit and a whole-image style edit (nothing unedited)
 
@@ -72,9 +72,7 @@ def test_metrics_take_under_a_second_per_sample_on_cpu():
 
 def test_evaluate_rescoring_a_run_folder_reproduces_the_job_metrics(run, compose, tmp_path):
     folder, rows = run
-    rescored = evaluate_folder(
-        compose(f"outputs={folder}", "metrics.backbones=tiny", config_name="score"), tmp_path
-    )
+    rescored = evaluate_folder(compose(f"outputs={folder}", "metrics.backbones=tiny", config_name="score"), tmp_path)
     rescored = rescored.set_index("sample_id")
     for sample_id in rows.index:
         assert_same_metrics(metric_values(rescored, sample_id), metric_values(rows, sample_id))
@@ -127,9 +125,7 @@ def test_evaluate_refuses_row_paths_that_leave_the_run_folder_or_are_shared(run,
     stored[0]["edited_image"] = "../outside.png"  # a row pointing out of its folder is never read
     stored[1]["reconstruction_image"] = str(outside)
     (copy / "results.jsonl").write_text("".join(json.dumps(row) + "\n" for row in stored))
-    scored = evaluate_folder(
-        compose(f"outputs={copy}", "metrics.backbones=tiny", config_name="score"), tmp_path / "a"
-    )
+    scored = evaluate_folder(compose(f"outputs={copy}", "metrics.backbones=tiny", config_name="score"), tmp_path / "a")
     assert scored["status"].tolist() == ["failed", "failed"]
     errors = scored.set_index("sample_id")["error"]
     assert "field 'edited_image': '../outside.png' contains '..'" in errors[stored[0]["sample_id"]]
@@ -142,9 +138,7 @@ def test_evaluate_refuses_row_paths_that_leave_the_run_folder_or_are_shared(run,
     stored = read_rows(folder / "results.jsonl")
     stored[1]["edited_image"] = stored[0]["edited_image"]
     (copy / "results.jsonl").write_text("".join(json.dumps(row) + "\n" for row in stored))
-    scored = evaluate_folder(
-        compose(f"outputs={copy}", "metrics.backbones=tiny", config_name="score"), tmp_path / "b"
-    )
+    scored = evaluate_folder(compose(f"outputs={copy}", "metrics.backbones=tiny", config_name="score"), tmp_path / "b")
     assert scored["status"].tolist() == ["failed", "failed"]
     assert all("is named by 2 samples' rows" in error for error in scored["error"])
 
@@ -162,6 +156,4 @@ def test_an_evaluation_folder_holds_one_source_and_one_metric_setup(run, compose
     other = tmp_path / "other_run"
     shutil.copytree(folder, other)
     with pytest.raises(ConfigError, match="another scored_from"):
-        evaluate_folder(
-            compose(f"outputs={other}", "metrics.backbones=tiny", config_name="score"), tmp_path / "eval"
-        )
+        evaluate_folder(compose(f"outputs={other}", "metrics.backbones=tiny", config_name="score"), tmp_path / "eval")

@@ -1,6 +1,8 @@
 """The SD3 backbone (invbench/backbones/sd3.py) on the embedded sd3_tiny: conditioning layout, the 16-channel VAE
 with its shift, the flow-matching schedule, plain flow inversion's first-order error, and launch.py end to end."""
 
+import itertools
+
 import pytest
 import torch
 from conftest import FAST, conf_file, relative_error, run
@@ -62,7 +64,7 @@ def test_flow_inversion_error_is_first_order_and_guidance_drifts(sd3_tiny, sd3_l
         result = EDITORS.build({"name": "direct", "guidance_scale": 1.0}).edit(sd3_tiny, inverted, sample)
         errors.append(relative_error(result.reconstruction, sd3_latent))
     assert errors[0] < 0.01
-    for coarse, fine in zip(errors, errors[1:]):
+    for coarse, fine in itertools.pairwise(errors):
         assert 1.5 < coarse / fine < 3.2, errors  # first order: half the step, about half the error
     guided = EDITORS.build({"name": "direct", "guidance_scale": 7.5}).edit(sd3_tiny, inverted, sample)
     assert relative_error(guided.reconstruction, sd3_latent) > 10 * errors[-1]

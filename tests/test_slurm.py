@@ -140,7 +140,7 @@ def test_headline_sweep_scancel_failed_job_coverage_and_resubmit(slurm_env, site
     # The printed resubmit command (absolute paths: run it from anywhere) runs the sweep again into the same folders;
     # the 19 finished jobs skip their sample and the cancelled one runs.
     resubmit = json.loads((sweep / "jobs.json").read_text())["resubmit_command"]
-    python, script, *argv = shlex.split(resubmit)
+    _python, script, *argv = shlex.split(resubmit)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     code, output = run(script, *argv, cwd=elsewhere, env=slurm_env)

@@ -125,7 +125,7 @@ def test_inversions_with_controllers_or_their_own_step_are_edited_one_at_a_time(
 
     own_step = dataclasses.replace(plain[1], hooks=Frozen())
     assert not batchable([plain[0], own_step])
-    first, second = EDITORS.build(conf_file("editor/direct.yaml")).edit_batch(
+    _first, second = EDITORS.build(conf_file("editor/direct.yaml")).edit_batch(
         tiny_model, [plain[0], own_step], samples[:2]
     )
     assert torch.equal(second.edited, own_step.noise_latent)  # its own step ran: it was edited alone
@@ -213,7 +213,7 @@ def test_kept_freed_memory_is_reused_without_page_faults():
             subprocess.run(
                 [sys.executable, "-c", FAULTS_OF_A_REALLOCATION, mode], check=True, text=True, capture_output=True
             ).stdout
-        )  # fmt: skip
+        )
         for mode in ("default", "kept")
     }
     # glibc's default maps it afresh each time: 16,384 faults of 4 kB pages (fewer where transparent huge pages

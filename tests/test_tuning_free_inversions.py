@@ -119,7 +119,7 @@ def test_directinversion_source_branch_is_on_the_trajectory_at_every_step(tiny_m
 
 
 def test_directinversion_ablations(tiny_model, sample, source_latent):
-    build = lambda **changes: INVERSIONS.build(DIRECT_INVERSION | changes)  # noqa: E731
+    build = lambda **changes: INVERSIONS.build(DIRECT_INVERSION | changes)
     full = build().invert(tiny_model, source_latent, sample)
     half = build(offset_scale=0.5).invert(tiny_model, source_latent, sample)
     assert all(torch.allclose(h, 0.5 * f) for h, f in zip(half.hooks.source, full.hooks.source))
@@ -147,7 +147,7 @@ def test_directinversion_ablations(tiny_model, sample, source_latent):
 def test_proximal_operators_on_hand_values():
     # Small integers and their halves are exact in binary floating point, so these values hold bit for bit.
     delta = torch.tensor([1.0, -2.0, 3.0, -4.0]).view(1, 4, 1, 1)  # |δ| median (0.5 quantile) = 2.5
-    values = lambda *args: proximal(*args)[0].flatten().tolist()  # noqa: E731
+    values = lambda *args: proximal(*args)[0].flatten().tolist()
     # the paper's: hard (l0) and soft (l1) thresholds
     assert values(delta, "l0", 0.5) == [0.0, 0.0, 3.0, -4.0]
     assert values(delta, "l1", 0.5) == [0.0, 0.0, 0.5, -1.5]
@@ -326,8 +326,8 @@ def test_edict_alternates_which_latent_it_updates_first_as_its_reference():
     schedule = DDIMSchedule(conf_file("scheduler/ddim.yaml"), 4)
     x0, y0 = torch.randn(2, 1, 4, 2, 2, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     sampler = CoupledSampler(y0, 0.93, 1.0, torch.float64)
-    epsilon = lambda z: 0.3 * z + 0.1  # noqa: E731  (deterministic, different for x and y)
-    parts = lambda z: (None, epsilon(z))  # noqa: E731  (guidance 1: the conditional prediction only)
+    epsilon = lambda z: 0.3 * z + 0.1
+    parts = lambda z: (None, epsilon(z))
     x, y, returned = x0, y0, x0  # the sampler carries y itself; it is handed back its x
     for i, t in enumerate(schedule.timesteps[:2]):
         returned = sampler.step(schedule, i, t, returned, parts, 1.0)

@@ -127,8 +127,9 @@ def test_a_users_folder_runs_with_everything_adapted_recorded_and_every_bad_file
         assert error.startswith("ImageError: prompts.csv: row ") and f"field 'image' ('{sample}." in error, error
         assert reason in error and "Fix:" in error and str(root) in error
     # prompts longer than CLIP's 77 tokens: cut as SD's pipeline cuts them, unless that loses the edit
-    assert "source prompt 94 tokens and target prompt 94 tokens, cut to 77" in (
-        rows["long_no_blend"]["prompt_truncated"]["CLIP"]
+    assert (
+        "source prompt 94 tokens and target prompt 94 tokens, cut to 77"
+        in (rows["long_no_blend"]["prompt_truncated"]["CLIP"])
     )
     assert "blended word 'cat' sits at token 91 of the source prompt" in rows["long"]["error"]
     assert "reads 77 tokens" in rows["long"]["error"]

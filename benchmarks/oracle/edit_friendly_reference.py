@@ -48,9 +48,11 @@ PATCHES = [
     (
         "models/edit_friendly_ddm/ptp_utils.py",
         "        def forward(x, context=None, mask=None):\n",
-        "        def forward(x, context=None, mask=None, **kwargs):\n"
-        "            context = kwargs.pop('encoder_hidden_states', context)\n"
-        "            mask = kwargs.pop('attention_mask', mask)\n",
+        (
+            "        def forward(x, context=None, mask=None, **kwargs):\n"
+            "            context = kwargs.pop('encoder_hidden_states', context)\n"
+            "            mask = kwargs.pop('attention_mask', mask)\n"
+        ),
         1,
         "E2: diffusers now calls attention with encoder_hidden_states= / attention_mask= keywords",
     ),

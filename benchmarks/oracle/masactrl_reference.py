@@ -51,19 +51,27 @@ PATCHES = [
     (
         "run_editing_masactrl.py",
         "                            latents=start_code,\n                            guidance_scale=guidance_scale)",
-        "                            latents=start_code,\n                            guidance_scale=guidance_scale,\n"
-        "                            num_inference_steps=self.num_ddim_steps)",
+        (
+            "                            latents=start_code,\n                            guidance_scale=guidance_scale,\n"
+            "                            num_inference_steps=self.num_ddim_steps)"
+        ),
         1,
-        "M2: the MasaCtrl run relies on the pipeline's default of 50 steps, which is the script's num_ddim_steps; the "
-        "oracle runs fewer, so it passes num_ddim_steps (the same call at 50)",
+        (
+            "M2: the MasaCtrl run relies on the pipeline's default of 50 steps, which is the script's num_ddim_steps; the "
+            "oracle runs fewer, so it passes num_ddim_steps (the same call at 50)"
+        ),
     ),
     (
         "run_editing_masactrl.py",
-        "                            guidance_scale=guidance_scale,\n"
-        "                            noise_loss_list=noise_loss_list)",
-        "                            guidance_scale=guidance_scale,\n"
-        "                            noise_loss_list=noise_loss_list,\n"
-        "                            num_inference_steps=self.num_ddim_steps)",
+        (
+            "                            guidance_scale=guidance_scale,\n"
+            "                            noise_loss_list=noise_loss_list)"
+        ),
+        (
+            "                            guidance_scale=guidance_scale,\n"
+            "                            noise_loss_list=noise_loss_list,\n"
+            "                            num_inference_steps=self.num_ddim_steps)"
+        ),
         1,
         "M2: as above, for directinversion+masactrl",
     ),

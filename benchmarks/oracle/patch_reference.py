@@ -28,11 +28,15 @@ PATCHES = [
     (
         "models/p2p/attention_control.py",
         "        def forward(x, context=None, mask=None, **kwargs):\n",
-        "        def forward(x, context=None, mask=None, **kwargs):\n"
-        "            context = kwargs.pop('encoder_hidden_states', context)\n"
-        "            mask = kwargs.pop('attention_mask', mask)\n",
-        "P2: diffusers now calls attention with encoder_hidden_states= / attention_mask=; without this the context "
-        "stays None and cross-attention silently becomes self-attention",
+        (
+            "        def forward(x, context=None, mask=None, **kwargs):\n"
+            "            context = kwargs.pop('encoder_hidden_states', context)\n"
+            "            mask = kwargs.pop('attention_mask', mask)\n"
+        ),
+        (
+            "P2: diffusers now calls attention with encoder_hidden_states= / attention_mask=; without this the context "
+            "stays None and cross-attention silently becomes self-attention"
+        ),
     ),
     (
         "models/p2p/attention_control.py",
@@ -67,10 +71,14 @@ PATCHES = [
     (
         "models/p2p/attention_control.py",
         'maps = attention_store["down_cross"][2:4] + attention_store["up_cross"][:3]',
-        'maps = [item for item in attention_store["down_cross"] + attention_store["up_cross"] '
-        "if item.shape[1] == 16 ** 2]",
-        "P6: the blend takes the 16x16 cross-attention maps, which these indices pick in SD 1.x; in the tiny UNet "
-        "(one attention per level) they would pick a 32x32 map and cut it into 16x16 tiles",
+        (
+            'maps = [item for item in attention_store["down_cross"] + attention_store["up_cross"] '
+            "if item.shape[1] == 16 ** 2]"
+        ),
+        (
+            "P6: the blend takes the 16x16 cross-attention maps, which these indices pick in SD 1.x; in the tiny UNet "
+            "(one attention per level) they would pick a 32x32 map and cut it into 16x16 tiles"
+        ),
     ),
 ]
 # How many times each patch's old text occurs in the reference at REFERENCE_COMMIT

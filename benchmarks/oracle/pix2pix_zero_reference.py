@@ -69,8 +69,10 @@ PATCHES = [
     (
         "models/pix2pix_zero/base_pipeline.py",
         "from diffusers.utils import deprecate, is_accelerate_available, logging, randn_tensor, replace_example_docstring",
-        "from diffusers.utils import deprecate, is_accelerate_available, logging, replace_example_docstring\n"
-        "from diffusers.utils.torch_utils import randn_tensor",
+        (
+            "from diffusers.utils import deprecate, is_accelerate_available, logging, replace_example_docstring\n"
+            "from diffusers.utils.torch_utils import randn_tensor"
+        ),
         1,
         "Z2: randn_tensor moved to diffusers.utils.torch_utils",
     ),
@@ -105,11 +107,15 @@ PATCHES = [
     (
         "run_editing_pix2pix_zero.py",
         "            num_inversion_steps=NUM_DDIM_STEPS,\n            img=image_gt\n        )",
-        "            num_inversion_steps=NUM_DDIM_STEPS,\n            img=image_gt,\n"
-        f"            lambda_kl={LAMBDA_KL},\n        )",
+        (
+            "            num_inversion_steps=NUM_DDIM_STEPS,\n            img=image_gt,\n"
+            f"            lambda_kl={LAMBDA_KL},\n        )"
+        ),
         2,
-        f"Z5: lambda_kl={LAMBDA_KL} instead of the default 20, which diverges on the tiny model's small noise "
-        "(a setting, passed as invbench's inversion.lambda_kl)",
+        (
+            f"Z5: lambda_kl={LAMBDA_KL} instead of the default 20, which diverges on the tiny model's small noise "
+            "(a setting, passed as invbench's inversion.lambda_kl)"
+        ),
     ),
 ]
 

@@ -35,24 +35,30 @@ CROP = (slice(192, 320), slice(192, 320))
 # (old text, new text, how many times the old text occurs, why)
 PATCHES = [
     (
-        'toy_scheduler = DDIMScheduler.from_pretrained(model_key, subfolder="scheduler")\n'
-        "toy_scheduler.set_timesteps(NUM_DDIM_STEPS)\n\n"
-        "timesteps_to_save, num_inference_steps = get_timesteps(toy_scheduler, num_inference_steps=NUM_DDIM_STEPS,\n"
-        "                                                           strength=1.0,\n"
-        "                                                           device=device)\n"
-        "model = Preprocess(device, model_key=model_key)\n"
-        "pnp = PNP(model_key)\n",
+        (
+            'toy_scheduler = DDIMScheduler.from_pretrained(model_key, subfolder="scheduler")\n'
+            "toy_scheduler.set_timesteps(NUM_DDIM_STEPS)\n\n"
+            "timesteps_to_save, num_inference_steps = get_timesteps(toy_scheduler, num_inference_steps=NUM_DDIM_STEPS,\n"
+            "                                                           strength=1.0,\n"
+            "                                                           device=device)\n"
+            "model = Preprocess(device, model_key=model_key)\n"
+            "pnp = PNP(model_key)\n"
+        ),
         "model = pnp = None  # the oracle sets both: the tiny model's components, not SD v1.5 from the Hub\n",
         1,
-        "Q1: the module loads SD v1.5 from the Hub when imported (and builds an unused scheduler); the oracle builds "
-        "the two objects from the tiny model",
+        (
+            "Q1: the module loads SD v1.5 from the Hub when imported (and builds an unused scheduler); the oracle builds "
+            "the two objects from the tiny model"
+        ),
     ),
     (
         'for i, t in enumerate(self.scheduler.timesteps, desc="Sampling"):',
         "for i, t in enumerate(self.scheduler.timesteps):",
         1,
-        "Q2: the committed script passes tqdm's desc= to enumerate, a TypeError before the first step; the runs "
-        "behind the published numbers cannot have had it",
+        (
+            "Q2: the committed script passes tqdm's desc= to enumerate, a TypeError before the first step; the runs "
+            "behind the published numbers cannot have had it"
+        ),
     ),
     (
         "0.18215",
@@ -61,36 +67,50 @@ PATCHES = [
         "Q3: the VAE's scaling factor was hard-coded for SD's VAE (the tiny model's is 4.0)",
     ),
     (
-        "    for res in up_res_dict:\n"
-        "        for block in up_res_dict[res]:\n"
-        "            module = model.unet.up_blocks[res].attentions[block].transformer_blocks[0].attn1\n",
-        "    for res in up_res_dict:\n"
-        "        for block in up_res_dict[res]:\n"
-        "            if block >= len(getattr(model.unet.up_blocks[res], 'attentions', None) or []): continue\n"
-        "            module = model.unet.up_blocks[res].attentions[block].transformer_blocks[0].attn1\n",
+        (
+            "    for res in up_res_dict:\n"
+            "        for block in up_res_dict[res]:\n"
+            "            module = model.unet.up_blocks[res].attentions[block].transformer_blocks[0].attn1\n"
+        ),
+        (
+            "    for res in up_res_dict:\n"
+            "        for block in up_res_dict[res]:\n"
+            "            if block >= len(getattr(model.unet.up_blocks[res], 'attentions', None) or []): continue\n"
+            "            module = model.unet.up_blocks[res].attentions[block].transformer_blocks[0].attn1\n"
+        ),
         1,
-        "Q4: the layer indices are SD 1.x's (3 attention layers per decoder level, 2 per encoder level); the tiny "
-        "UNet has 2 and 1 and none at 64x64, so layers it lacks are skipped (here and in Q5, Q6)",
+        (
+            "Q4: the layer indices are SD 1.x's (3 attention layers per decoder level, 2 per encoder level); the tiny "
+            "UNet has 2 and 1 and none at 64x64, so layers it lacks are skipped (here and in Q5, Q6)"
+        ),
     ),
     (
-        "    for res in down_res_dict:\n"
-        "        for block in down_res_dict[res]:\n"
-        "            module = model.unet.down_blocks[res].attentions[block].transformer_blocks[0].attn1\n",
-        "    for res in down_res_dict:\n"
-        "        for block in down_res_dict[res]:\n"
-        "            if block >= len(getattr(model.unet.down_blocks[res], 'attentions', None) or []): continue\n"
-        "            module = model.unet.down_blocks[res].attentions[block].transformer_blocks[0].attn1\n",
+        (
+            "    for res in down_res_dict:\n"
+            "        for block in down_res_dict[res]:\n"
+            "            module = model.unet.down_blocks[res].attentions[block].transformer_blocks[0].attn1\n"
+        ),
+        (
+            "    for res in down_res_dict:\n"
+            "        for block in down_res_dict[res]:\n"
+            "            if block >= len(getattr(model.unet.down_blocks[res], 'attentions', None) or []): continue\n"
+            "            module = model.unet.down_blocks[res].attentions[block].transformer_blocks[0].attn1\n"
+        ),
         1,
         "Q5: as Q4, for the encoder",
     ),
     (
-        "    for res in res_dict:\n"
-        "        for block in res_dict[res]:\n"
-        "            module = model.unet.up_blocks[res].attentions[block].transformer_blocks[0].attn1\n",
-        "    for res in res_dict:\n"
-        "        for block in res_dict[res]:\n"
-        "            if block >= len(getattr(model.unet.up_blocks[res], 'attentions', None) or []): continue\n"
-        "            module = model.unet.up_blocks[res].attentions[block].transformer_blocks[0].attn1\n",
+        (
+            "    for res in res_dict:\n"
+            "        for block in res_dict[res]:\n"
+            "            module = model.unet.up_blocks[res].attentions[block].transformer_blocks[0].attn1\n"
+        ),
+        (
+            "    for res in res_dict:\n"
+            "        for block in res_dict[res]:\n"
+            "            if block >= len(getattr(model.unet.up_blocks[res], 'attentions', None) or []): continue\n"
+            "            module = model.unet.up_blocks[res].attentions[block].transformer_blocks[0].attn1\n"
+        ),
         1,
         "Q6: as Q4, for the injected layers",
     ),
@@ -128,8 +148,8 @@ def main() -> None:
     sys.path[:0] = [str(args.work), str(REPO)]
 
     import run_editing_pnp as reference
-    from diffusers import DDIMScheduler
     from common import conf, tiny_model
+    from diffusers import DDIMScheduler
 
     from pie_bench import edit_class_lookup, load_benchmark
 

@@ -54,11 +54,11 @@ def main() -> None:
     sys.path[:0] = [str(args.reference), str(REPO)]
 
     import models.p2p.attention_control as control  # the reference's modules
-    import models.p2p.inversion as inversion
     import models.p2p.p2p_guidance_forward as forward
     import models.p2p.proximal_guidance_forward as proximal
     import models.p2p_editor as editor
     from common import tiny_model, tiny_pipeline
+    from models.p2p import inversion
 
     from pie_bench import BUNDLED_MINI_ROOT
 

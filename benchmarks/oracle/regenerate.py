@@ -24,7 +24,7 @@ REPO = HERE.parents[1]
 GOLDEN = REPO / "tests" / "golden" / "oracle"
 sys.path.insert(0, str(HERE))
 
-from patch_reference import PATCHES, REFERENCE_COMMIT  # noqa: E402
+from patch_reference import PATCHES, REFERENCE_COMMIT
 
 STEPS = 5  # P2PEditor(num_ddim_steps=5): every P2P window is still non-empty (cross 2, self 3, blend from step 2)
 # case -> (reference method, sample, LocalBlend threshold or None for the reference's 0.3)

@@ -52,6 +52,7 @@ def main() -> None:
     sys.modules["pyrallis"] = types.SimpleNamespace(wrap=lambda: lambda function: function)
 
     import main as reference  # the reference's main.py
+    from common import conf, tiny_model, tiny_pipeline
     from diffusers import StableDiffusionImg2ImgPipeline
     from PIL import Image
     from src.config import RunConfig
@@ -60,7 +61,6 @@ def main() -> None:
     from src.schedulers.ddim_scheduler import MyDDIMScheduler
 
     from invbench.images import fit_square
-    from common import conf, tiny_model, tiny_pipeline
     from pie_bench import edit_class_lookup, load_benchmark
 
     scheduler_config = conf("scheduler/ddim") | {"steps_offset": 1}  # SD v1.5's scheduler_config.json

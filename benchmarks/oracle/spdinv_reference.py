@@ -77,8 +77,10 @@ PATCHES = [
             "if item.shape[1] == 16 ** 2]"
         ),
         1,
-        "S6: the blend takes the 16x16 cross-attention maps, which these indices pick in SD 1.x but not in the tiny "
-        "UNet (as P6 of patch_reference.py)",
+        (
+            "S6: the blend takes the 16x16 cross-attention maps, which these indices pick in SD 1.x but not in the tiny "
+            "UNet (as P6 of patch_reference.py)"
+        ),
     ),
 ]
 

@@ -38,6 +38,7 @@ from omegaconf import OmegaConf
 
 import orchestration.resolvers  # noqa: F401  (a job process resolves its folder name with them)
 from invbench.job_list import JOBS_FILE, write_job_list
+from orchestration.progress import Progress
 
 log = logging.getLogger(__name__)
 
@@ -80,11 +81,7 @@ class _JobListMixin:
         for job in listed:
             log.info("#%d %s: %s", job["num"], job["job_id"], " ".join(job["overrides"]))
         if self.wait:
-            results = []
-            for job, overrides in zip(jobs, job_overrides):
-                self._wait_while_queued(job)
-                results.append(_result(job, overrides))
-            return results
+            return self._wait_for(jobs, job_overrides, numbers)
         print(
             f"invbench: {len(jobs)} {self._EXECUTOR} jobs submitted; not waiting for them.\n"
             f"  results           {sweep_dir}/<job number>_<inversion>+<editor>[_<categories or shard>]/\n"
@@ -96,6 +93,24 @@ class _JobListMixin:
             JobReturn(overrides=list(overrides), status=JobStatus.COMPLETED, _return_value=job.job_id)
             for overrides, job in zip(job_overrides, jobs)
         ]
+
+    def _wait_for(
+        self, jobs: Sequence[Any], job_overrides: Sequence[Sequence[str]], numbers: range
+    ) -> list[JobReturn]:
+        """Every job's result, in submission order, logging `k/N jobs done` as they finish (in any order)."""
+        progress = Progress(len(jobs))
+        results: dict[int, JobReturn] = {}
+        while len(results) < len(jobs):
+            finished = [k for k, job in enumerate(jobs) if k not in results and job.done()]
+            for k in finished:
+                self._wait_while_queued(jobs[k])
+                results[k] = _result(jobs[k], job_overrides[k])
+                progress.advance()
+                log.info("invbench sweep: %d/%d jobs done (#%d %s: %s); %s", progress.done, progress.total,
+                         numbers[k], jobs[k].job_id, results[k].status.name.lower(), progress.status())  # fmt: skip
+            if len(results) < len(jobs) and not finished:
+                time.sleep(PROGRESS_POLL_SECONDS)
+        return [results[k] for k in range(len(jobs))]
 
     def _wait_while_queued(self, job: Any) -> None:
         """The scheduler's own view of whether a job is still queued or running (none for local jobs)."""
@@ -152,6 +167,7 @@ def _result(job: Any, overrides: Sequence[str]) -> JobReturn:
 
 
 QUEUE_POLL_SECONDS = 10.0
+PROGRESS_POLL_SECONDS = 5.0  # how often a blocking sweep asks submitit which jobs are done
 
 
 def queued_slurm_jobs() -> set[str] | None:
@@ -166,6 +182,24 @@ def queued_slurm_jobs() -> set[str] | None:
 
 
 class InvbenchSlurmLauncher(_JobListMixin, SlurmLauncher):
+    def _wait_for(
+        self, jobs: Sequence[Any], job_overrides: Sequence[Sequence[str]], numbers: range
+    ) -> list[JobReturn]:
+        """Every job's result, in submission order, logging `k/N jobs done` as they finish (in any order)."""
+        progress = Progress(len(jobs))
+        results: dict[int, JobReturn] = {}
+        while len(results) < len(jobs):
+            finished = [k for k, job in enumerate(jobs) if k not in results and job.done()]
+            for k in finished:
+                self._wait_while_queued(jobs[k])
+                results[k] = _result(jobs[k], job_overrides[k])
+                progress.advance()
+                log.info("invbench sweep: %d/%d jobs done (#%d %s: %s); %s", progress.done, progress.total,
+                         numbers[k], jobs[k].job_id, results[k].status.name.lower(), progress.status())  # fmt: skip
+            if len(results) < len(jobs) and not finished:
+                time.sleep(PROGRESS_POLL_SECONDS)
+        return [results[k] for k in range(len(jobs))]
+
     def _wait_while_queued(self, job: Any) -> None:
         """Until the job has written its result or squeue no longer lists it: submitit then reads its outcome (or
         sacct's reason). Where squeue does not answer, submitit's own wait decides, as before."""

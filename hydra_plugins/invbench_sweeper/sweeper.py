@@ -24,19 +24,25 @@ from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import OmegaConf
 
-from orchestration.cli import exit_on_user_error
 from invbench.errors import ConfigError
-from orchestration.hydra_callbacks import FAILED_JOBS
+from orchestration.cli import exit_on_user_error
+from orchestration.hydra_callbacks import FAILED_JOBS, SWEEP_PROGRESS
+from orchestration.progress import Progress
 
 log = logging.getLogger(__name__)
-
 
 
 class InvbenchSweeper(BasicSweeper):
     def sweep(self, arguments: list[str]) -> Any:
         launch = self.launcher.launch
+        dry_run = bool(self.config.get("dry_run", False))
+        checked: list[str] = []
+        SWEEP_PROGRESS["jobs"] = Progress(0)  # validate_batch_is_legal counts the jobs
 
         def launch_and_collect(job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+            if dry_run:  # every job of the batch passed validate_batch_is_legal: list it instead of launching it
+                checked.extend(f"  #{initial_job_idx + k} {' '.join(job)}" for k, job in enumerate(job_overrides))
+                return []
             results = launch(job_overrides, initial_job_idx)
             for result in results:
                 if result.status == JobStatus.FAILED:
@@ -51,9 +57,13 @@ class InvbenchSweeper(BasicSweeper):
 
         self.launcher.launch = launch_and_collect
         try:
-            return super().sweep(arguments)
+            returns = super().sweep(arguments)
         finally:
             self.launcher.launch = launch
+        if dry_run:
+            print("\n".join([f"invbench sweep (dry_run=true): all {len(checked)} jobs can run; nothing was launched:",
+                              *checked]))  # fmt: skip
+        return returns
 
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
         from orchestration.job_config import JOB_KEYS, check_job_config  # torch and every method: only when sweeping
@@ -65,6 +75,7 @@ class InvbenchSweeper(BasicSweeper):
                 check_job_config({key: _plain(job[key]) for key in JOB_KEYS})
             except ConfigError as error:
                 refused[str(error)].append(" ".join(overrides))
+        SWEEP_PROGRESS["jobs"].total += len(batch)
         if refused:
             reasons = [f"{reason}\n  jobs: {' | '.join(jobs)}" for reason, jobs in refused.items()]
             with exit_on_user_error(log):  # the message, without Hydra's traceback, and exit code 2
