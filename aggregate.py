@@ -44,6 +44,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default: %(default)s)")
     parser.add_argument("--confidence", type=float, default=0.95, help="interval level (default: %(default)s)")
+    parser.add_argument(
+        "--frontier-reference",
+        type=lambda text: tuple(float(part) for part in text.split(",")),
+        default=None,
+        metavar="PSNR,CLIP",
+        help="the hypervolume's reference point of frontier tables (default: 10,15; docs/frontiers.md)",
+    )
     parser.add_argument("--no-figures", action="store_true", help="skip the matplotlib figures")
     parser.add_argument("--no-gallery", action="store_true", help="skip the HTML gallery")
     parser.add_argument("--wandb-project", help="also log the tables, figures and coverage to this wandb project")
@@ -123,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         published=args.published,
         compare=[tuple(pair) for pair in args.compare],
         figures=not args.no_figures,
+        frontier_reference=args.frontier_reference,
         gallery=not args.no_gallery,
     )
     try:
@@ -132,6 +140,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     add_failed_jobs(args.out / "failed.csv", jobs)
     print(paper_markdown(report.main))
+    if report.frontiers is not None:
+        from reports.frontier import frontier_markdown
+
+        print(frontier_markdown(report.frontiers))
     print(
         f"wrote {len(report.files) + 3} files to {args.out} "
         f"({read} rows from {results['run_dir'].nunique()} job folders"

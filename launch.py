@@ -11,10 +11,12 @@ option. Each job writes its images, results.jsonl, run.json and summary.md into 
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from invbench.configs import config_dir
@@ -29,6 +31,9 @@ def main(cfg: DictConfig) -> None:
     from orchestration.runner import run_job
 
     hydra_config = HydraConfig.get()
+    if cfg.get("frontier") and hydra_config.mode != RunMode.MULTIRUN:
+        log.error("experiment=frontier sweeps each method's knob settings, one job per setting: add -m")
+        sys.exit(2)
     if cfg.dry_run:
         from orchestration.runner import check_only
 

@@ -22,6 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
+import numpy as np
+
 from invbench.errors import ConfigError
 
 
@@ -169,3 +171,58 @@ def _plural(hint: Any) -> str:
         ranges += [item.describe() for item in metadata if isinstance(item, Range)]
     words = {int: "integers", float: "numbers", str: "strings", bool: "booleans"}.get(hint, str(hint))
     return " ".join([words, *ranges])
+
+
+KNOB_SCALES = ("linear", "log", "int")
+
+
+@dataclasses.dataclass(frozen=True)
+class Knob:
+    """A trade-off knob a method declares in its YAML (`frontier: {<field>: {low, high, scale}}`): a hyperparameter
+    that moves the method along its preservation–editability curve, and the range a frontier sweep covers."""
+
+    name: str
+    low: float
+    high: float
+    scale: str = "linear"
+
+    def values(self, points: int) -> list[float | int]:
+        """`points` settings from low to high (fewer for an integer knob with fewer values), ends included."""
+        if points < 2:
+            raise ConfigError(f"frontier.points={points}: a frontier needs at least 2 points per knob")
+        if self.scale == "log":
+            found = [float(v) for v in np.geomspace(self.low, self.high, points)]
+        else:
+            found = [float(v) for v in np.linspace(self.low, self.high, points)]
+        if self.scale == "int":
+            return list(dict.fromkeys(round(v) for v in found))
+        return [round(v, 6) for v in found]
+
+
+def check_knobs(cls: type, declared: Any, where: str, prefix: str) -> list[Knob]:
+    """A method's `frontier` declaration checked: each knob a hyperparameter of `cls`, both ends valid values of
+    it, low < high, a known scale (log: both ends > 0)."""
+    if declared is None:
+        return []
+    if not isinstance(declared, Mapping):
+        raise ConfigError(f"{prefix}frontier must map knob names to {{low, high, scale}} ({where})")
+    fields = {field.name for field in dataclasses.fields(cls) if field.init}
+    knobs = []
+    for name, spec in declared.items():
+        key = f"{prefix}frontier.{name}"
+        if name not in fields:
+            raise ConfigError(
+                f"{key}: '{name}' is not a hyperparameter of this method ({where}); it has {sorted(fields)}"
+            )
+        if not isinstance(spec, Mapping) or not {"low", "high"} <= set(spec) or set(spec) - {"low", "high", "scale"}:
+            raise ConfigError(f"{key} must be {{low: <value>, high: <value>, scale: linear|log|int}} ({where})")
+        scale = spec.get("scale", "linear")
+        if scale not in KNOB_SCALES:
+            raise ConfigError(f"{key}.scale={scale!r} is not one of {list(KNOB_SCALES)} ({where})")
+        hint = typing.get_type_hints(cls, include_extras=True)[name]
+        ends = {end: check_value(hint, spec[end], f"{key}.{end}", where) for end in ("low", "high")}
+        if not ends["low"] < ends["high"] or (scale == "log" and ends["low"] <= 0):
+            raise ConfigError(f"{key}: low={ends['low']!r} must be below high={ends['high']!r}"
+                              + (" and above 0 on a log scale" if scale == "log" else "") + f" ({where})")  # fmt: skip
+        knobs.append(Knob(name, ends["low"], ends["high"], scale))
+    return knobs

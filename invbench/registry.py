@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
 from invbench.errors import ConfigError
-from invbench.hyperparameters import check_fields
+from invbench.hyperparameters import Knob, check_fields, check_knobs
 
 T = TypeVar("T")
 
@@ -52,6 +52,7 @@ class Registry(Generic[T]):
         """Instantiate from a config node `{name: ..., <hyperparameter>: value, ...}`; `key` is where the node sits
         in the job configuration (default: the axis), for messages."""
         params = dict(config)
+        declared_knobs = params.pop("frontier", None)  # the method's trade-off knobs, not a hyperparameter
         name = params.pop("name", None)
         if name is None:
             raise ConfigError(f"conf/{self.axis}/*.yaml must set 'name' (one of: {', '.join(self.names())})")
@@ -69,7 +70,15 @@ class Registry(Generic[T]):
         # Types and ranges; Hydra reads `guidance_scale=1` as an int, and the float field then holds 1.0, so that 1
         # and 1.0 are one configuration (same hash, same row values).
         params = check_fields(cls, params, where, f"{key or self.axis}.")
+        check_knobs(cls, declared_knobs, where, f"{key or self.axis}.")
         return cls(**params)
+
+    def knobs(self, config: Mapping[str, Any], key: str | None = None) -> list[Knob]:
+        """The trade-off knobs a method's config node declares (`frontier:`), checked; [] when it declares none."""
+        cls = self.get(config.get("name"))
+        return check_knobs(
+            cls, config.get("frontier"), f"conf/{self.axis}/{config.get('name')}.yaml", f"{key or self.axis}."
+        )
 
 
 def hyperparameters(method: Any) -> dict[str, Any]:

@@ -134,11 +134,30 @@ def options_page() -> str:
     for axis in METHOD_AXES:
         rows = [
             [f"`{name}`", ", ".join(f"`{family}`" for family in sorted(registered_class(axis, name).families)),
-             summary(axis, name)]
+             knobs_cell(axis, name), summary(axis, name)]
             for name in groups()[axis]
         ]  # fmt: skip
-        lines += [f"## `{axis}`", "", markdown_table(["option", "families", "what it is"], rows), ""]
+        header = ["option", "families", "frontier knobs ([frontiers](../frontiers.md))", "what it is"]
+        lines += [f"## `{axis}`", "", markdown_table(header, rows), ""]
     return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def knobs_cell(axis: str, option: str) -> str:
+    """The trade-off knobs an option declares, as `name` low–high (scale), from its composed configuration."""
+    from editors import EDITORS
+    from inversions import INVERSIONS
+
+    registry = {"inversion": INVERSIONS, "editor": EDITORS}[axis]
+    families = registered_class(axis, option).families
+    family = "sd" if "sd" in families else min(families)
+    node = composed((f"model={FAMILY_MODELS[family]}", f"{axis}={option}"))[axis]
+    return (
+        "<br>".join(
+            f"`{knob.name}` {knob.low:g}–{knob.high:g}" + (f" ({knob.scale})" if knob.scale != "linear" else "")
+            for knob in registry.knobs(node, axis)
+        )
+        or "-"
+    )
 
 
 def pairs_page() -> str:

@@ -10,8 +10,14 @@ from pie_bench import selection_label
 
 def scaled_steps(count: int, grid: int, *, _parent_: Any) -> int:
     """`${scaled_steps:12,50}`: a step count a method's reference gives for its `grid`-step schedule (12 of 50),
-    scaled to the node's own num_steps, so that one setting works at every `num_steps` (e.g. experiment=smoke)."""
-    return round(count * _parent_.num_steps / grid)
+    scaled to the num_steps of the nearest node that has one (the method's own, else the run's), so that one setting
+    works at every `num_steps` (e.g. experiment=smoke)."""
+    node = _parent_
+    while node is not None and "num_steps" not in node:
+        node = node._get_parent()
+    if node is None:
+        raise ValueError("scaled_steps: no num_steps above this value")
+    return round(count * node.num_steps / grid)
 
 
 OmegaConf.register_new_resolver("selection_label", selection_label, replace=True)

@@ -9,6 +9,15 @@ import pandas as pd
 
 from invbench.errors import ConfigError
 from invbench.markdown import markdown_table
+from reports.frontier import (
+    REFERENCE,
+    Frontiers,
+    frontier_latex,
+    frontier_markdown,
+    frontier_points,
+    frontier_rows,
+    frontiers,
+)
 from reports.paper import (
     PAPER_COLUMNS,
     PaperTable,
@@ -33,6 +42,7 @@ class ReportOptions:
     figures: bool = True
     gallery: bool = True
     notes: list[str] = field(default_factory=list)  # about the rows themselves, written under every table
+    frontier_reference: tuple[float, float] | None = None  # None: reports.frontier.REFERENCE
 
 
 @dataclass
@@ -40,6 +50,7 @@ class Report:
     main: PaperTable
     tables: dict[str, PaperTable]  # file stem -> table
     files: list[Path]
+    frontiers: Frontiers | None = None  # when some method ran under several settings (a frontier sweep)
 
 
 def write_table(table: PaperTable, out: Path, stem: str) -> list[Path]:
@@ -81,7 +92,29 @@ def build_reports(results: pd.DataFrame, out: Path, options: ReportOptions) -> R
         from reports.gallery import write_gallery
 
         files.append(write_gallery(rows, out / "gallery" / "index.html"))
-    return Report(tables["table1"], tables, files)
+    found = frontiers(rows, options.resamples, options.confidence, reference=options.frontier_reference or REFERENCE)
+    if found is not None:
+        files += write_frontiers(found, rows, out, options)
+    return Report(tables["table1"], tables, files, found)
+
+
+def write_frontiers(found: Frontiers, rows: pd.DataFrame, out: Path, options: ReportOptions) -> list[Path]:
+    """frontier.{csv,md,tex} (one row per method), frontier_points.csv (every setting), the figure and the strips."""
+    paths = [out / "frontier.csv", out / "frontier_points.csv", out / "frontier.md", out / "frontier.tex"]
+    frontier_rows(found).to_csv(paths[0], index=False, float_format="%.4f")
+    frontier_points(found).to_csv(paths[1], index=False, float_format="%.4f")
+    paths[2].write_text(frontier_markdown(found), encoding="utf-8")
+    paths[3].write_text(frontier_latex(found), encoding="utf-8")
+    if options.figures:
+        from reports.plots import frontier_plot
+
+        (out / "figures").mkdir(exist_ok=True)
+        paths += frontier_plot(found, out / "figures")
+    if options.gallery:
+        from reports.gallery import write_frontier_strips
+
+        paths.append(write_frontier_strips(rows, found, out / "gallery" / "frontier.html"))
+    return paths
 
 
 def _published(table: PaperTable, rows: pd.DataFrame, name: str, out: Path) -> list[Path]:

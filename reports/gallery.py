@@ -136,3 +136,40 @@ def write_gallery(results: pd.DataFrame, page: Path, title: str = "invbench gall
     )
     page.write_text(body, encoding="utf-8")
     return page
+
+
+def write_frontier_strips(results: pd.DataFrame, result, page: Path) -> Path:
+    """Write `page`: per method of a frontier report (reports/frontier.py), one sample's edit at each point of its
+    front, in order of increasing preservation, captioned with the setting and the sample's own metrics."""
+    page.parent.mkdir(parents=True, exist_ok=True)
+    sections = []
+    for method in result.methods:
+        front = method.points.iloc[method.front]
+        rows = results[results["config_hash"].isin(front["config_hash"]) & (results["status"] == "ok")]
+        shared = set.intersection(
+            *(set(rows.loc[rows["config_hash"] == d, "sample_id"]) for d in front["config_hash"])
+        )
+        if not shared:
+            continue
+        sample_id = min(shared)  # one sample every front point edited
+        figures = []
+        for point in front.itertuples():
+            row = rows[(rows["config_hash"] == point.config_hash) & (rows["sample_id"] == sample_id)].iloc[-1]
+            caption = f"{html.escape(point.setting)}<br>{_caption(row, False)}"
+            figures.append(_figure(_image(row, "edited_image"), caption, page.parent, point.setting))
+        first = rows[rows["sample_id"] == sample_id].iloc[0]
+        sections.append(
+            f"<section><h3>{html.escape(method.label)} · {html.escape(method.method['model'])}: sample "
+            f"{html.escape(str(sample_id))}</h3><div class='prompt'>{html.escape(str(first['source_prompt']))} → "
+            f"<b>{html.escape(str(first['target_prompt']))}</b></div><div class='images'>{''.join(figures)}</div>"
+            "</section>"
+        )
+    title = "invbench frontiers: one sample along each method's front"
+    page.write_text(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>{STYLE}</style></head>"
+        f"<body><h1>{title}</h1><p>Left to right: the front's settings by increasing background preservation.</p>"
+        + "".join(sections)
+        + "</body></html>\n",
+        encoding="utf-8",
+    )
+    return page

@@ -83,3 +83,36 @@ def time_plot(table: PaperTable, out: Path) -> list[Path]:
     axis.set_title(table.title, fontsize=9)
     axis.grid(axis="x", alpha=0.3)
     return _save(figure, out, "time_per_image")
+
+
+def frontier_plot(result, out: Path) -> list[Path]:
+    """Every method's settings (faint) and its Pareto front (a line through the front's points, with their bootstrap
+    intervals), preservation against editability, on one axes (reports/frontier.py)."""
+    from reports.frontier import COST
+    from reports.frontier import EDITABILITY as CLIP_EDITED
+    from reports.frontier import PRESERVATION as PSNR
+
+    figure, axis = plt.subplots(figsize=(6.4, 4.6))
+    for number, method in enumerate(result.methods):
+        colour = f"C{number % 10}"
+        points = method.points
+        axis.scatter(points[CLIP_EDITED], points[PSNR], color=colour, alpha=0.3, s=14)
+        front = points.iloc[method.front]
+        xerr = [front[CLIP_EDITED] - front[f"{CLIP_EDITED}_low"], front[f"{CLIP_EDITED}_high"] - front[CLIP_EDITED]]
+        yerr = [front[PSNR] - front[f"{PSNR}_low"], front[f"{PSNR}_high"] - front[PSNR]]
+        ordered = front.sort_values(CLIP_EDITED)
+        axis.plot(ordered[CLIP_EDITED], ordered[PSNR], color=colour, marker="o", markersize=4,
+                  label=f"{method.label} (HV {method.hypervolume:.1f}; {front[COST].mean():.1f} s)")  # fmt: skip
+        axis.errorbar(front[CLIP_EDITED], front[PSNR], xerr=xerr, yerr=yerr, fmt="none", ecolor=colour, alpha=0.5,
+                      capsize=2)  # fmt: skip
+    if result.matched_level == result.matched_level:  # not NaN
+        axis.axhline(result.matched_level, color="grey", linestyle=":", linewidth=1)
+    axis.set_xlabel("CLIP similarity, edited region ↑ (editability)")
+    axis.set_ylabel("background PSNR (dB) ↑ (preservation)")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7, loc="best")
+    axis.set_title("Frontiers over each method's knob settings (faint: dominated settings)", fontsize=9)
+    random = [note for note in result.notes if "RANDOM WEIGHTS" in note]
+    if random:
+        figure.text(0.01, -0.04, random[0].lstrip("- "), fontsize=7, color="darkred", wrap=True)
+    return _save(figure, out, "frontier_psnr_vs_clip_edited")

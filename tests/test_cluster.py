@@ -301,6 +301,7 @@ def test_a_blocking_submitit_sweep_reports_a_failed_job_and_coverage_names_its_r
     code, output = run("launch.py", *args, *QUICK, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
     assert code == 1, output
     assert "| ddim | direct | tiny |" in output  # the table of the job that succeeded
+    assert "invbench sweep: 1/2 jobs done" in output and "invbench sweep: 2/2 jobs done" in output  # as they finish
     assert "invbench sweep: 1 job(s) failed:" in output and "ModelNotAvailableError" in output
     assert "Traceback" not in output
 

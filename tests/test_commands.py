@@ -80,6 +80,18 @@ def test_progress_says_elapsed_and_what_is_left_at_the_pace_so_far():
                                                                   "2 h 02 min"]  # fmt: skip
 
 
+def test_a_progress_bar_only_on_a_terminal(monkeypatch):
+    from orchestration.progress import terminal_bar
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    with terminal_bar(3, "job") as bar:
+        assert bar is None  # a file, a pipe, a Slurm log: log lines only
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    with terminal_bar(3, "job") as bar:
+        bar.update()
+        assert bar.n == 1 and bar.total == 3
+
+
 def test_a_job_logs_elapsed_time_and_an_estimate_per_sample_and_a_sweep_counts_its_jobs(tmp_path):
     sweep = tmp_path / "sweep"
     code, output = run("launch.py", "-m", "editor=direct,p2p", "dataset.categories=[1,6]", *FAST,

@@ -182,24 +182,6 @@ def queued_slurm_jobs() -> set[str] | None:
 
 
 class InvbenchSlurmLauncher(_JobListMixin, SlurmLauncher):
-    def _wait_for(
-        self, jobs: Sequence[Any], job_overrides: Sequence[Sequence[str]], numbers: range
-    ) -> list[JobReturn]:
-        """Every job's result, in submission order, logging `k/N jobs done` as they finish (in any order)."""
-        progress = Progress(len(jobs))
-        results: dict[int, JobReturn] = {}
-        while len(results) < len(jobs):
-            finished = [k for k, job in enumerate(jobs) if k not in results and job.done()]
-            for k in finished:
-                self._wait_while_queued(jobs[k])
-                results[k] = _result(jobs[k], job_overrides[k])
-                progress.advance()
-                log.info("invbench sweep: %d/%d jobs done (#%d %s: %s); %s", progress.done, progress.total,
-                         numbers[k], jobs[k].job_id, results[k].status.name.lower(), progress.status())  # fmt: skip
-            if len(results) < len(jobs) and not finished:
-                time.sleep(PROGRESS_POLL_SECONDS)
-        return [results[k] for k in range(len(jobs))]
-
     def _wait_while_queued(self, job: Any) -> None:
         """Until the job has written its result or squeue no longer lists it: submitit then reads its outcome (or
         sacct's reason). Where squeue does not answer, submitit's own wait decides, as before."""

@@ -65,6 +65,28 @@ class InvbenchSweeper(BasicSweeper):
                               *checked]))  # fmt: skip
         return returns
 
+    def split_arguments(self, overrides: list[Any], max_batch_size: int | None) -> list[list[list[str]]]:
+        """Hydra's jobs, each expanded into one job per knob setting when the sweep is a frontier sweep
+        (`frontier:` set, e.g. by experiment=frontier): the settings of the knobs its methods declare."""
+        (jobs,) = BasicSweeper.split_arguments(overrides, None)
+        frontier = _plain(self.config.get("frontier"))
+        if frontier:
+            jobs = [expanded for job in jobs for expanded in self._frontier_jobs(job, frontier)]
+        if max_batch_size is None:
+            return [jobs]
+        return [jobs[start : start + max_batch_size] for start in range(0, len(jobs), max_batch_size)]
+
+    def _frontier_jobs(self, job: list[str], frontier: dict[str, Any]) -> list[list[str]]:
+        from orchestration.frontier import knob_settings
+
+        composed = self.hydra_context.config_loader.load_sweep_config(self.config, list(job))
+        settings = knob_settings({axis: _plain(composed[axis]) for axis in ("inversion", "editor")}, frontier, job)
+        if len(settings) < 2:
+            log.warning(
+                "frontier: %s declares no knob to sweep; it runs at its configured setting only", " ".join(job)
+            )
+        return [[*job, *setting] for setting in settings]
+
     def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
         from orchestration.job_config import JOB_KEYS, check_job_config  # torch and every method: only when sweeping
 
