@@ -155,6 +155,56 @@ def test_a_frontier_sweep_runs_resumes_and_lands_in_one_table_and_figure(tmp_pat
     assert "<img" in (tables / "gallery" / "frontier.html").read_text()
 
 
+def test_an_optuna_frontier_search_repeats_its_trials_resumes_and_lands_in_the_table(tmp_path):
+    import json
+
+    def search(sweep):
+        args = ["-m", "experiment=frontier", "frontier.mode=optuna", "frontier.trials=3", "frontier.seed=3",
+                "inversion=ddim", "editor=p2p", "dataset.categories=[1]", *FAST, f"hydra.sweep.dir={sweep}"]  # fmt: skip
+        code, output = run("launch.py", *args, cwd=tmp_path)
+        assert code == 0, output
+        (method,) = json.loads((sweep / "frontier_search.json").read_text())["methods"]
+        return method["trials"], output
+
+    trials, output = search(tmp_path / "first")
+    assert [trial["state"] for trial in trials] == ["complete"] * 3 and "invbench sweep: 3/3 jobs done" in output
+    assert trials[0]["setting"] == {"editor.cross_replace_steps": 0.4, "editor.self_replace_steps": 0.6}  # reference
+    assert len({json.dumps(trial["setting"]) for trial in trials}) == 3 and any(t["pareto_optimal"] for t in trials)
+    for trial in trials[1:]:  # inside the declared ranges, rounded to 4 significant digits
+        assert 0.1 <= trial["setting"]["editor.cross_replace_steps"] <= 0.9
+        assert 0.2 <= trial["setting"]["editor.self_replace_steps"] <= 0.9
+    again, _ = search(tmp_path / "second")  # a fresh folder, the same seed: the same trials
+    assert [t["setting"] for t in again] == [t["setting"] for t in trials]
+    # a sweep killed during its last trial: that job's rows are lost; the same command finishes it alone
+    (tmp_path / "first" / "2_ddim+p2p_cat1" / "results.jsonl").unlink()
+    resumed, output = search(tmp_path / "first")
+    assert [t["setting"] for t in resumed] == [t["setting"] for t in trials]
+    assert len(re.findall(r"selected; 1 already done", output)) == 2 and "0 already done" in output, output
+    tables = tmp_path / "tables"
+    code, output = run("aggregate.py", str(tmp_path / "first"), "--out", str(tables), "--resamples", "50",
+                       cwd=tmp_path)  # fmt: skip
+    assert code == 0 and "**Frontiers: preservation vs editability**" in output, output
+    assert pd.read_csv(tables / "frontier.csv")["settings"].tolist() == [3]
+    assert (tables / "figures" / "frontier_psnr_vs_clip_edited.png").stat().st_size > 1000
+
+
+def test_an_optuna_frontier_search_is_checked_before_it_launches(tmp_path):
+    base = ["-m", "experiment=frontier", "frontier.mode=optuna", "inversion=ddim", "editor=p2p", *FAST,
+            f"hydra.sweep.dir={tmp_path / 'sweep'}"]  # fmt: skip
+    code, output = run("launch.py", *base, "dry_run=true", "frontier.trials=4", cwd=tmp_path)
+    assert code == 0 and "Optuna would run 4 trials" in output, output
+    assert "editor.cross_replace_steps in [0.1, 0.9] (linear)" in output
+    code, output = run("launch.py", *base, "hydra/launcher=invbench_local", "hydra.launcher.wait=false", cwd=tmp_path)
+    assert code == 2 and "needs a launcher that waits" in output, output
+    code, output = run("launch.py", *base, "frontier.trials=0", cwd=tmp_path)
+    assert code == 2 and "frontier.trials=0: an integer, at least 1" in output, output
+    code, output = run("launch.py", *base, "frontier.mode=line", "frontier.points=1", cwd=tmp_path)
+    assert code == 2 and "frontier.points=1: an integer, at least 2" in output, output
+    code, output = run("launch.py", *base, "+frontier.trails=4", cwd=tmp_path)
+    assert code == 2 and "frontier.trails: not a frontier setting" in output, output
+    assert not (tmp_path / "sweep").exists() or not list((tmp_path / "sweep").glob("[0-9]*"))
+
+
 def test_a_frontier_needs_a_sweep(tmp_path):
     code, output = run("launch.py", "experiment=frontier", *FAST, f"hydra.run.dir={tmp_path / 'job'}", cwd=tmp_path)
     assert code == 2 and "add -m" in output, output

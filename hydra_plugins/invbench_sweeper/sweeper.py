@@ -18,6 +18,7 @@ import dataclasses
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
@@ -56,13 +57,68 @@ class InvbenchSweeper(BasicSweeper):
             ]
 
         self.launcher.launch = launch_and_collect
+        frontier = _plain(self.config.get("frontier"))
         try:
-            returns = super().sweep(arguments)
+            if frontier and frontier.get("mode") == "optuna":
+                returns = self._search(arguments, frontier, dry_run)
+            else:
+                returns = super().sweep(arguments)
         finally:
             self.launcher.launch = launch
         if dry_run:
             print("\n".join([f"invbench sweep (dry_run=true): all {len(checked)} jobs can run; nothing was launched:",
                               *checked]))  # fmt: skip
+        return returns
+
+    def _search(self, arguments: list[str], frontier: dict[str, Any], dry_run: bool) -> list[Sequence[JobReturn]]:
+        """`frontier.mode=optuna`: per job of the sweep, `frontier.trials` settings chosen by an Optuna study, in
+        rounds of `frontier.batch` trials per job launched together (orchestration/frontier_search.py). Every job
+        is checked at both ends of its knobs before anything is launched."""
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        from orchestration.frontier_search import method_search, write_search
+
+        if not OmegaConf.select(self.config, "hydra.launcher.wait", default=True):
+            with exit_on_user_error(log):
+                raise ConfigError(
+                    "frontier.mode=optuna picks each setting from the results of the ones before: it needs a "
+                    "launcher that waits for its jobs; drop hydra.launcher.wait=false"
+                )
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        (jobs,) = BasicSweeper.split_arguments(parser.parse_overrides([*self._parse_config(), *arguments]), None)
+        searches = []
+        for job in jobs:
+            composed = self.hydra_context.config_loader.load_sweep_config(self.config, list(job))
+            with exit_on_user_error(log):
+                searches.append(method_search(job, {axis: _plain(composed[axis]) for axis in ("inversion", "editor")},
+                                              frontier))  # fmt: skip
+        ends = [[*search.job, *(f"{key}={getattr(knob, end)}" for key, knob in search.knobs)]
+                for search in searches for end in ("low", "high")]  # fmt: skip
+        self.validate_batch_is_legal(ends)
+        trials, batch = int(frontier.get("trials", 8)), int(frontier.get("batch", 1))
+        SWEEP_PROGRESS["jobs"].total = trials * len(searches)
+        if dry_run:
+            print(f"invbench sweep (dry_run=true): every job can run at both ends of its knobs; nothing was launched. "
+                  f"Optuna would run {trials} trials for each of:")  # fmt: skip
+            for search in searches:
+                knobs = ", ".join(f"{key} in [{knob.low}, {knob.high}] ({knob.scale})" for key, knob in search.knobs)
+                print(f"  {' '.join(search.job)}: {knobs or 'no knob (its configured setting only)'}")
+            return []
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, sweep_dir / "multirun.yaml")
+        returns, job_num = [], 0
+        for start in range(0, trials, batch):
+            rounds = [(search, search.ask()) for search in searches for _ in range(min(batch, trials - start))]
+            results = self.launcher.launch([overrides for _, overrides in rounds], initial_job_idx=job_num)
+            for (search, _), result in zip(rounds, results, strict=True):
+                values = search.tell(job_num, _output_dir(result))
+                outcome = "failed" if values is None else "CLIP edited {:.4g}, PSNR unedited {:.4g} dB, {:.3g} s"
+                log.info("invbench frontier search #%d %s: %s", job_num, " ".join(result.overrides or []),
+                         outcome.format(*(values or ())))  # fmt: skip
+                job_num += 1
+            write_search(sweep_dir, searches)
+            returns.append(results)
         return returns
 
     def split_arguments(self, overrides: list[Any], max_batch_size: int | None) -> list[list[list[str]]]:
@@ -80,7 +136,8 @@ class InvbenchSweeper(BasicSweeper):
         from orchestration.frontier import knob_settings
 
         composed = self.hydra_context.config_loader.load_sweep_config(self.config, list(job))
-        settings = knob_settings({axis: _plain(composed[axis]) for axis in ("inversion", "editor")}, frontier, job)
+        with exit_on_user_error(log):  # a bad frontier setting or knob: its message and exit code 2
+            settings = knob_settings({axis: _plain(composed[axis]) for axis in ("inversion", "editor")}, frontier, job)
         if len(settings) < 2:
             log.warning(
                 "frontier: %s declares no knob to sweep; it runs at its configured setting only", " ".join(job)
@@ -110,6 +167,15 @@ class InvbenchSweeper(BasicSweeper):
 def _plain(value):
     """A composed config value as plain Python, interpolations resolved (without touching the hydra node)."""
     return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+
+def _output_dir(result: JobReturn) -> Path | None:
+    """A finished job's folder; None for a failed job (launch_and_collect recorded it in FAILED_JOBS)."""
+    if result._return_value is None and any(failed["overrides"] == " ".join(result.overrides or [])
+                                            for failed in FAILED_JOBS):  # fmt: skip
+        return None
+    folder = OmegaConf.select(result.hydra_cfg, "hydra.runtime.output_dir") if result.hydra_cfg else None
+    return Path(str(folder)) if folder else None
 
 
 def _failure(result: JobReturn) -> dict[str, Any]:
