@@ -118,15 +118,15 @@ def write_frontiers(found: Frontiers, rows: pd.DataFrame, out: Path, options: Re
 
 
 def _published(table: PaperTable, rows: pd.DataFrame, name: str, out: Path) -> list[Path]:
+    from reports.caveats import stand_in_models
     from reports.published import compare_with_published, load_published, our_setups, published_markdown
 
     published, source = load_published(name)
     comparison = compare_with_published(table, published, our_setups(rows))
     setups = "; ".join(sorted({f"model={m}, metrics: {s}" for m, s in zip(rows["model"], rows["metrics_setup"])}))
-    # a model with random weights (every embedded and *_random model: rows say "random-init ...") or tiny metric
-    # backbones make numbers that no published table can be compared with
-    random_model = rows.get("model_weights", pd.Series(dtype=object)).astype(object).map(str).str.startswith("random")
-    real = not (random_model.any() or rows["metrics_setup"].str.contains("tiny").any())
+    # a model with random weights (tiny and every *_random model), the trained toy, or tiny metric backbones make
+    # numbers that no published table can be compared with
+    real = not (stand_in_models(rows) or rows["metrics_setup"].str.contains("tiny").any())
     paths = [out / "published.csv", out / "published.md"]
     comparison.to_csv(paths[0], index=False, float_format="%.4f")
     paths[1].write_text(published_markdown(comparison, source, setups, real), encoding="utf-8")

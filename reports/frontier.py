@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from invbench.markdown import markdown_table
+from reports.caveats import stand_in_notes
 from reports.statistics import DEFAULT_CONFIDENCE, DEFAULT_RESAMPLES, Bootstrap
 
 PRESERVATION, EDITABILITY = "psnr_unedit_part", "clip_similarity_target_image_edit_part"
@@ -126,14 +127,7 @@ def frontiers(
         matched_level, source = _default_level(rows, methods)
     else:
         source = "given"
-    notes = []
-    random_models = []
-    if "model_weights" in rows:
-        weights = rows["model_weights"].astype(object).map(str)
-        random_models = sorted(set(rows.loc[weights.str.startswith("random"), "model"].astype(str)))
-    if random_models:
-        notes.append(f"- RANDOM WEIGHTS ({', '.join(random_models)}): these fronts show the sweep and the report "
-                     "working; they say nothing about the methods")  # fmt: skip
+    notes = stand_in_notes(rows, "these fronts")
     for method in methods:
         front = [(p, e) for p, e in method.points.iloc[method.front][[PRESERVATION, EDITABILITY]].to_numpy()]
         method.matched_editability = at_matched_preservation(front, matched_level)

@@ -112,7 +112,7 @@ def frontier_plot(result, out: Path) -> list[Path]:
     axis.grid(alpha=0.3)
     axis.legend(fontsize=7, loc="best")
     axis.set_title("Frontiers over each method's knob settings (faint: dominated settings)", fontsize=9)
-    random = [note for note in result.notes if "RANDOM WEIGHTS" in note]
-    if random:
-        figure.text(0.01, -0.04, random[0].lstrip("- "), fontsize=7, color="darkred", wrap=True)
+    caveats = [note for note in result.notes if "RANDOM WEIGHTS" in note or "TOY MODEL" in note]
+    if caveats:
+        figure.text(0.01, -0.04, caveats[0].lstrip("- "), fontsize=7, color="darkred", wrap=True)
     return _save(figure, out, "frontier_psnr_vs_clip_edited")
