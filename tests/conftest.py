@@ -17,9 +17,10 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 
 REPO = Path(__file__).resolve().parent.parent
 CONF = REPO / "conf"
-# Small and quick, but the same code path as the default job: 64x64 images, 10 denoising steps, and the tiny metric
-# backbones even where real ones are cached.
-FAST = ["model.resolution=64", "num_steps=10", "metrics.backbones=tiny"]
+# Small and quick, but the same code path as the default job: the tiny random model (a user's default is the trained
+# toy) at 64x64, 10 denoising steps, and the tiny metric backbones even where real ones are cached. A test that names
+# another model puts it after FAST.
+FAST = ["model=tiny", "model.resolution=64", "num_steps=10", "metrics.backbones=tiny"]
 
 
 def script_env(**extra: str) -> dict[str, str]:
@@ -27,8 +28,14 @@ def script_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "disabled", "HYDRA_FULL_ERROR": "0", **extra}
 
 
-def run(script: str, *args: str, cwd: Path, env: dict[str, str] | None = None) -> tuple[int, str]:
-    """Run one of the repository's scripts in a subprocess -> (exit code, stdout + stderr)."""
+def run(
+    script: str, *args: str, cwd: Path, env: dict[str, str] | None = None, default_model: bool = False
+) -> tuple[int, str]:
+    """Run one of the repository's scripts in a subprocess -> (exit code, stdout + stderr). A launch.py job that
+    names no model runs the tiny random one (the tests' goldens are its numbers), unless `default_model`: then it
+    runs what a user's would (the trained toy)."""
+    if script == "launch.py" and not default_model and not any(arg.lstrip("+").startswith("model=") for arg in args):
+        args = (*args, "model=tiny")
     done = subprocess.run(
         [sys.executable, str(REPO / script), *args],
         cwd=cwd,
@@ -102,8 +109,11 @@ def compose():
     from hydra import initialize_config_dir
 
     def build(*overrides: str, config_name: str = "config"):
+        # the tests run the tiny random model (their goldens are its numbers) unless they name another; a user's
+        # default is the trained toy
+        first = ["model=tiny"] if config_name == "config" else []
         with initialize_config_dir(config_dir=str(CONF), version_base=None):
-            return hydra_compose(config_name=config_name, overrides=list(overrides))
+            return hydra_compose(config_name=config_name, overrides=[*first, *overrides])
 
     return build
 

@@ -108,7 +108,7 @@ def test_a_job_logs_elapsed_time_and_an_estimate_per_sample_and_a_sweep_counts_i
 @pytest.mark.ci_only  # about 1 min: a venv, a wheel built from a copy of the sources, a smoke job from elsewhere
 def test_a_plain_install_works_from_any_directory(tmp_path):
     """`pip install .` (not editable) from a copy of the tracked files; then, from another directory, the console
-    scripts run a job, aggregate it and score it, and `import evaluate` does not find ours. The new venv reaches the
+    scripts run a job (and one on the default toy model, whose weights ship in the package), aggregate it and score it, and `import evaluate` does not find ours. The new venv reaches the
     test environment's libraries through a .pth file, so that only invbench itself is installed (no download)."""
     files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
     source = tmp_path / "source"
@@ -136,6 +136,8 @@ def test_a_plain_install_works_from_any_directory(tmp_path):
     job = command("invbench", "experiment=smoke", *FAST, "hydra.run.dir=job")
     assert job.returncode == 0, job.stdout + job.stderr
     assert (elsewhere / "job" / "results.jsonl").is_file() and "2 samples ok" in job.stdout
+    toy = command("invbench", "experiment=smoke", "num_steps=3", "metrics.backbones=tiny", "hydra.run.dir=toy")
+    assert toy.returncode == 0 and "TOY" in toy.stdout + toy.stderr, toy.stdout + toy.stderr  # its weights shipped
     tables = command("invbench-aggregate", "job", "--out", "tables")
     assert tables.returncode == 0 and (elsewhere / "tables").is_dir(), tables.stdout + tables.stderr
     score = command("invbench-score", "--help")

@@ -74,7 +74,7 @@ def test_flow_inversion_error_is_first_order_and_guidance_drifts(sd3_tiny, sd3_l
 @pytest.mark.ci_only  # about 20 s on 2 cores; .ci/run runs it
 def test_launch_runs_flow_inversion_and_direct_on_sd3_tiny_and_refuses_eps_methods(tmp_path):
     code, output = run(
-        "launch.py", "model=sd3_tiny", "inversion=flow", "editor=direct", "dataset.categories=[1]", *FAST,
+        "launch.py", *FAST, "model=sd3_tiny", "inversion=flow", "editor=direct", "dataset.categories=[1]",
         f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path,
     )  # fmt: skip
     assert code == 0, output
@@ -84,7 +84,7 @@ def test_launch_runs_flow_inversion_and_direct_on_sd3_tiny_and_refuses_eps_metho
     # flow's own 25 steps (RF-Solver-Edit's); 2 branches × 2 halves of classifier-free guidance at 7.5
     assert row["inversion_unet_evals"] == 25 and row["edit_unet_evals"] == 100
     code, output = run(
-        "launch.py", "model=sd3_tiny", "inversion=ddim", *FAST, f"hydra.run.dir={tmp_path}", cwd=tmp_path
+        "launch.py", *FAST, "model=sd3_tiny", "inversion=ddim", f"hydra.run.dir={tmp_path}", cwd=tmp_path
     )
     assert code == 2 and "inversion=ddim works on the model families ['sd', 'sdxl'], but model=sd3_tiny" in output
 

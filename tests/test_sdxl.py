@@ -142,10 +142,10 @@ def test_every_editor_declaring_sdxl_edits_a_ddim_inversion_on_it(name, sdxl_tin
 def test_a_method_without_sdxl_is_refused_before_the_model_loads(tmp_path):
     code, output = run(
         "launch.py",
+        *FAST,
         "model=sdxl_tiny",
         "inversion=todinv",
         "editor=p2p",
-        *FAST,
         f"hydra.run.dir={tmp_path}",
         cwd=tmp_path,
     )
@@ -158,8 +158,8 @@ def test_a_method_without_sdxl_is_refused_before_the_model_loads(tmp_path):
 def test_launch_runs_ddim_with_four_editors_and_nti_on_sdxl_tiny(tmp_path):
     sweep = tmp_path / "sweep"
     code, output = run(
-        "launch.py", "-m", "model=sdxl_tiny", "inversion=ddim,nti", "editor=direct,p2p,masactrl,pnp",
-        "dataset.categories=[1]", *FAST, f"hydra.run.dir={tmp_path}", f"hydra.sweep.dir={sweep}", cwd=tmp_path,
+        "launch.py", "-m", *FAST, "model=sdxl_tiny", "inversion=ddim,nti", "editor=direct,p2p,masactrl,pnp",
+        "dataset.categories=[1]", f"hydra.run.dir={tmp_path}", f"hydra.sweep.dir={sweep}", cwd=tmp_path,
     )  # fmt: skip
     assert code == 0, output
     assert "an SDXL-architecture model with RANDOM weights" in output

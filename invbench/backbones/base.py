@@ -65,7 +65,7 @@ class Backbone(ABC):
         found = []
         for name, subfolder, length in cls.text_encoders:
             tokens = int(config[length]) if isinstance(length, str) else length
-            if config["kind"] == "random_init":
+            if config["kind"] in ("random_init", "embedded"):
                 from invbench.tokenizer import build_clip_tokenizer
 
                 tokenizer = build_clip_tokenizer()  # the random models' encoders (their "T5" too) read CLIP's ids

@@ -3,7 +3,8 @@
 
 Conditioning: the text encoder's last hidden state, (N, 77, D) (D = 768 for SD 1.x), as SD conditions on it.
 Kinds: `stable_diffusion` (a checkpoint in diffusers layout from model.path or the local Hugging Face cache, never
-downloaded) and `random_init` (the architecture in the config with random weights: model=tiny, model=sd14_random).
+downloaded), `random_init` (the architecture in the config with random weights: model=tiny, model=sd14_random) and
+`embedded` (that architecture with weights committed in invbench/embedded/: model=toy, benchmarks/train_toy.py).
 """
 
 from __future__ import annotations
@@ -14,27 +15,34 @@ from typing import Any
 import torch
 
 from invbench.backbones.base import Backbone, register
-from invbench.backbones.weights import pretrained_parts, random_model_warning
+from invbench.backbones.weights import embedded_state, pretrained_parts, random_model_warning
 
 
 @register("sd")
 class StableDiffusion(Backbone):
-    kinds = ("stable_diffusion", "random_init")
+    kinds = ("stable_diffusion", "random_init", "embedded")
 
     def __init__(self, denoiser: torch.nn.Module, vae: torch.nn.Module, text_encoder: torch.nn.Module, tokenizer):
         self.denoiser, self.vae, self.text_encoder, self.tokenizer = denoiser, vae, text_encoder, tokenizer
 
     @classmethod
     def load(cls, config: Mapping[str, Any], dtype: torch.dtype) -> tuple[Backbone, str]:
-        if config["kind"] == "random_init":
+        if config["kind"] in ("random_init", "embedded"):
             from invbench.random_sd import random_clip_text_encoder, random_unet, random_vae
             from invbench.tokenizer import build_clip_tokenizer
 
-            weights = random_model_warning(config, "a Stable-Diffusion-architecture", "model=sd14 or model=sd15")
+            if config["kind"] == "embedded":  # the architecture, then the committed weights in place of its init
+                state, weights = embedded_state(config)
+            else:
+                weights = random_model_warning(config, "a Stable-Diffusion-architecture", "model=sd14 or model=sd15")
             tokenizer = build_clip_tokenizer()
             unet = random_unet(config, cross_attention_dim=config["text_encoder"]["hidden_size"])
             encoder = random_clip_text_encoder(config, config["text_encoder"], tokenizer)
-            return cls(unet, random_vae(config), encoder, tokenizer), weights
+            vae = random_vae(config)
+            if config["kind"] == "embedded":
+                for name, network in (("unet", unet), ("vae", vae), ("text_encoder", encoder)):
+                    network.load_state_dict(state[name], strict=True)
+            return cls(unet, vae, encoder, tokenizer), weights
         from diffusers import AutoencoderKL, UNet2DConditionModel
         from transformers import CLIPTextModel, CLIPTokenizer
 

@@ -68,3 +68,40 @@ def pretrained_parts(
 def _is_network(cls: Any) -> bool:
     """Networks load in the job's dtype; tokenizers and schedulers have none."""
     return isinstance(cls, type) and issubclass(cls, torch.nn.Module)
+
+
+EMBEDDED_WEIGHTS = Path(__file__).resolve().parent.parent / "embedded"
+
+
+def embedded_state(config: Mapping[str, Any]) -> tuple[dict[str, dict[str, torch.Tensor]], str]:
+    """The committed weights of an embedded trained model (kind `embedded`: model=toy) by network, checked against
+    the config's sha256; and the row's `weights` value. Logged as the toy it is."""
+    from safetensors.torch import load_file
+
+    from invbench.digests import sha256
+
+    where = f"conf/model/{config['name']}.yaml"
+    path = EMBEDDED_WEIGHTS / config["weights"]
+    if not path.is_file():
+        raise ModelNotAvailableError(
+            f"{where}: its weights {path} are not there; they ship with invbench (reinstall it), or rebuild them "
+            "with `python benchmarks/train_toy.py`"
+        )
+    digest = sha256(path.read_bytes())
+    if config.get("sha256") and digest != config["sha256"]:
+        raise ModelNotAvailableError(
+            f"{where}: {path} has sha256 {digest}, not the {config['sha256']} the config names: the weights were "
+            "changed or retrained. Set sha256 in the config to the new weights' (benchmarks/train_toy.py prints it)"
+        )
+    state: dict[str, dict[str, torch.Tensor]] = {}
+    for key, tensor in load_file(str(path)).items():
+        network, name = key.split(".", 1)
+        state.setdefault(network, {})[name] = tensor
+    log.warning(
+        "MODEL: '%s', a TOY Stable-Diffusion-architecture model trained on a handful of photos (%s). It "
+        "reconstructs photos; it does not edit like SD, and its numbers say nothing about the methods. For real "
+        "numbers use model=sd14 or model=sd15 (weights from the local Hugging Face cache or model.path).",
+        config["name"],
+        path.name,
+    )
+    return state, f"embedded toy {config['name']} (sha256 {digest[:12]})"
