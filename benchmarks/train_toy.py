@@ -148,15 +148,49 @@ def round_trip(vae, image: np.ndarray) -> np.ndarray:
     return pixels.round().to(torch.uint8).permute(1, 2, 0).numpy()
 
 
+class Descent:
+    """AdamW on one network: per step the learning rate of `learning_rate`, gradients clipped to norm 1, the loss
+    kept, and the mean of the last 100 logged every 100 steps."""
+
+    def __init__(self, phase: str, network: torch.nn.Module, steps: int, peak: float, warmup: int, log) -> None:
+        self.phase, self.network, self.steps, self.peak, self.warmup, self.log = (
+            phase,
+            network,
+            steps,
+            peak,
+            warmup,
+            log,
+        )
+        self.optimizer = torch.optim.AdamW(network.parameters(), lr=peak, weight_decay=0.0)
+        self.losses: list[float] = []
+
+    def step(self, step: int, loss: torch.Tensor) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(step, self.steps, self.peak, self.warmup)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.network.parameters(), 1.0)
+        self.optimizer.step()
+        self.losses.append(loss.item())
+        if step % 100 == 0 or step == self.steps - 1:
+            self.log(f"{self.phase} step {step}/{self.steps}: loss {np.mean(self.losses[-100:]):.5f}")
+
+
+def sd_noise_schedule():
+    """SD v1.x's training noise schedule (its scheduler_config.json): scaled_linear β from 0.00085 to 0.012."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear")
+
+
 def train_vae(vae, photos, settings: Settings, generator: torch.Generator, log) -> list[float]:
     pixels = [to_pixels(image) for image, _ in photos]
     with torch.no_grad():  # the posterior's log-variance starts at -10 (std 0.007), not at ~0 (std 1): noise of
         half = vae.quant_conv.out_channels // 2  # std 1 on unit-scale latents buries the reconstruction signal,
         vae.quant_conv.weight[half:] *= 0.01  # and a KL weight of 1e-6 takes thousands of steps to shrink it
         vae.quant_conv.bias[half:] = -10.0
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=settings.vae_lr, weight_decay=0.0)
+    descent = Descent("vae", vae, settings.vae_steps, settings.vae_lr, settings.warmup_steps, log)
     vae.train()
-    losses = []
     for step in range(settings.vae_steps):
         crops = []
         for _ in range(settings.vae_batch):
@@ -170,29 +204,16 @@ def train_vae(vae, photos, settings: Settings, generator: torch.Generator, log) 
         noise = torch.randn(posterior.mean.shape, generator=generator)
         decoded = vae.decode(posterior.mean + posterior.std * noise).sample
         loss = torch.nn.functional.mse_loss(decoded, batch) + settings.kl_weight * posterior.kl().mean()
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, settings.vae_steps, settings.vae_lr, settings.warmup_steps)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        optimizer.step()
-        losses.append(loss.item())
-        if step % 100 == 0 or step == settings.vae_steps - 1:
-            log(f"vae step {step}/{settings.vae_steps}: loss {np.mean(losses[-100:]):.5f}")
+        descent.step(step, loss)
     vae.eval()
-    return losses
+    return descent.losses
 
 
 def train_unet(unet, latents, conditioning, empty, settings: Settings, generator: torch.Generator, log) -> list[float]:
     """ε-prediction on random crops of the photos' latents (and their mirror images), SD's noise schedule."""
-    from diffusers import DDPMScheduler
-
-    schedule = DDPMScheduler(
-        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"
-    )
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=settings.unet_lr, weight_decay=0.0)
+    schedule = sd_noise_schedule()
+    descent = Descent("unet", unet, settings.unet_steps, settings.unet_lr, settings.warmup_steps, log)
     unet.train()
-    losses = []
     crop = settings.unet_crop
     for step in range(settings.unet_steps):
         picks = torch.randint(len(latents), (settings.unet_batch,), generator=generator).tolist()
@@ -210,27 +231,15 @@ def train_unet(unet, latents, conditioning, empty, settings: Settings, generator
         timesteps = torch.randint(1000, (len(picks),), generator=generator)
         predicted = unet(schedule.add_noise(clean, noise, timesteps), timesteps, encoder_hidden_states=text).sample
         loss = torch.nn.functional.mse_loss(predicted, noise)
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, settings.unet_steps, settings.unet_lr, settings.warmup_steps)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        optimizer.step()
-        losses.append(loss.item())
-        if step % 100 == 0 or step == settings.unet_steps - 1:
-            log(f"unet step {step}/{settings.unet_steps}: loss {np.mean(losses[-100:]):.5f}")
+        descent.step(step, loss)
     unet.eval()
-    return losses
+    return descent.losses
 
 
 @torch.no_grad()
 def noise_prediction_std(unet, latents, conditioning, timesteps=(100, 500, 900), seed: int = 0) -> dict[int, float]:
     """The standard deviation of ε̂(z_t, t, c) on the photos' noised latents: ≈ 1 for a trained ε-model."""
-    from diffusers import DDPMScheduler
-
-    schedule = DDPMScheduler(
-        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"
-    )
+    schedule = sd_noise_schedule()
     generator = torch.Generator().manual_seed(seed)
     found = {}
     for t in timesteps:
