@@ -20,7 +20,7 @@ CONF = REPO / "conf"
 # Small and quick, but the same code path as the default job: the tiny random model (a user's default is the trained
 # toy) at 64x64, 10 denoising steps, and the tiny metric backbones even where real ones are cached. A test that names
 # another model puts it after FAST.
-FAST = ["model=tiny", "model.resolution=64", "num_steps=10", "metrics.backbones=tiny"]
+FAST = ["model.resolution=64", "num_steps=10", "metrics.backbones=tiny", "model=tiny"]
 
 
 def script_env(**extra: str) -> dict[str, str]:
@@ -35,7 +35,9 @@ def run(
     names no model runs the tiny random one (the tests' goldens are its numbers), unless `default_model`: then it
     runs what a user's would (the trained toy)."""
     if script == "launch.py" and not default_model and not any(arg.lstrip("+").startswith("model=") for arg in args):
-        args = (*args, "model=tiny")
+        # beside the other overrides: Hydra's parser takes one run of them, not one before and one after an option
+        at = next((k for k, arg in enumerate(args) if "=" in arg and not arg.startswith("-")), len(args))
+        args = (*args[:at], "model=tiny", *args[at:])
     done = subprocess.run(
         [sys.executable, str(REPO / script), *args],
         cwd=cwd,

@@ -24,6 +24,7 @@ from invbench.results import read_rows
 QUICK = ["model.resolution=64", "num_steps=5", "metrics.backbones=tiny"]
 # Slower samples for the interruption tests, so that a signal sent after the first row lands before the last one.
 INTERRUPTIBLE = [
+    "model=tiny",
     "model.resolution=64",
     "num_steps=25",
     "metrics.backbones=tiny",

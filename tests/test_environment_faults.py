@@ -24,7 +24,14 @@ from invbench.results import read_rows
 pytestmark = pytest.mark.ci_only  # about 2 minutes on 2 cores; .ci/run runs them
 
 # 4 samples of about half a second each: a fault injected after the first row lands while the job still works
-JOB = ["model.resolution=64", "num_steps=20", "metrics=none", "dataset.categories=[0,1,2,3]", "num_threads=1"]
+JOB = [
+    "model=tiny",
+    "model.resolution=64",
+    "num_steps=20",
+    "metrics=none",
+    "dataset.categories=[0,1,2,3]",
+    "num_threads=1",
+]
 
 
 def namespaces_work() -> bool:

@@ -20,8 +20,9 @@ EXPERIMENTS = [None] + sorted(path.stem for path in (CONF / "experiment").glob("
 
 
 def job(*overrides: str) -> dict:
+    """The job keys as launch.py composes them, on the tiny model unless the overrides name another."""
     with initialize_config_dir(config_dir=str(CONF), version_base=None):
-        config = OmegaConf.to_container(compose("config", list(overrides)), resolve=True)
+        config = OmegaConf.to_container(compose("config", ["model=tiny", *overrides]), resolve=True)
     return {key: config[key] for key in JOB_KEYS}
 
 
