@@ -35,8 +35,11 @@ def run(
     names no model runs the tiny random one (the tests' goldens are its numbers), unless `default_model`: then it
     runs what a user's would (the trained toy)."""
     if script == "launch.py" and not default_model and not any(arg.lstrip("+").startswith("model=") for arg in args):
-        # beside the other overrides: Hydra's parser takes one run of them, not one before and one after an option
+        # after the first run of overrides: Hydra's parser takes one run of them, not one before and one after an
+        # option; and a job's listed overrides still start with the test's own
         at = next((k for k, arg in enumerate(args) if "=" in arg and not arg.startswith("-")), len(args))
+        while at < len(args) and "=" in args[at] and not args[at].startswith("-"):
+            at += 1
         args = (*args[:at], "model=tiny", *args[at:])
     done = subprocess.run(
         [sys.executable, str(REPO / script), *args],
