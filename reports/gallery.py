@@ -88,6 +88,10 @@ def _caption(row, setups: bool) -> str:
     return "<br>".join(parts)
 
 
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
+
+
 def write_gallery(results: pd.DataFrame, page: Path, title: str = "invbench gallery") -> Path:
     """Write `page` (an .html file) for every sample in `results` (rows of reports.paper.prepare: with run_dir and
     setup letters)."""
@@ -126,7 +130,8 @@ def write_gallery(results: pd.DataFrame, page: Path, title: str = "invbench gall
     body = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
         f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
-        f"<p>{results['sample_id'].nunique()} samples × {len(methods)} methods. Captions: background PSNR (dB), "
+        f"<p>{_count(results['sample_id'].nunique(), 'sample')} × {_count(len(methods), 'method')}. "
+        "Captions: background PSNR (dB), "
         "CLIP similarity of the edited region, structure distance ×10³; a metric a row lacks is left out. Failed "
         "samples show their error"
         + (f"; {missing} successful rows name no image inside their folder and show none" if missing else "")

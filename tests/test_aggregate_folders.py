@@ -165,6 +165,7 @@ def test_tables_figures_and_gallery_say_what_rows_lack(folders, tmp_path, capsys
 
     alone = aggregate_ok([folders["metrics_none"]], tmp_path / "none")
     assert "Not shown because no row has them: Structure Distance ×10³, PSNR" in alone
+    assert re.search(r"<p>\d+ samples? × 1 method\. ", (tmp_path / "none" / "gallery" / "index.html").read_text())
     assert (tmp_path / "none" / "figures" / "tradeoff_psnr_vs_clip_edited.png").stat().st_size > 1000
     costless = aggregate_ok([folders["evaluated_reference_layout"]], tmp_path / "external")
     assert "Not shown because no row has them: Time (s/image), UNet evals, UNet backward, Peak memory (MB)" in costless

@@ -192,6 +192,7 @@ def test_aggregate_renders_tables_figures_gallery_and_pushes_to_wandb(mini_sweep
     for sample_id in ("121000000001", "623000000006", "922000000009"):
         assert sample_id in text
     assert "a close-up photo of a tiger with green eyes" in text
+    assert "<p>3 samples × 2 methods. Captions" in text
 
     assert "wandb (offline): logged" in output
     assert list((out / "wandb").glob("offline-run-*/run-*.wandb"))
