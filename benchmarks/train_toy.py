@@ -17,8 +17,9 @@ What it trains, in the order of SD (Rombach et al., CVPR 2022):
    (the empty prompt), as classifier-free guidance needs.
 
 The photographs ship with the dependencies: scikit-image's sample data (including the ten of the mini benchmark)
-and matplotlib's. Every random draw comes from `--seed`, so a rerun on the same machine gives the same weights;
-on another CPU float rounding differs, and the metrics it records agree within a fraction of a dB.
+and matplotlib's. Every random draw comes from `--seed`, so a rerun on the same machine gives the same weights, byte
+for byte (measured: docs/models.md); another CPU rounds convolutions differently, so expect close metrics there, not
+the same bytes.
 
 It writes `toy.safetensors` (the UNet, the VAE and the text encoder, float32) and `toy.json` (these settings, the
 sha256 of the weights, what it measured, the seconds each phase took and the machine), and prints the lines of
@@ -354,47 +355,12 @@ def train(settings: Settings, out: Path, log=print, evaluate: bool = True, vae_f
     return record
 
 
-def demo_figure(job_folder: Path, figure: Path, samples: int = 5) -> Path:
-    """What the gallery of a job shows, as one PNG for the docs: per sample, the source photo, the reconstruction
-    and the edit, with their PSNR and prompts (`--demo-figure <job folder> <png>`)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from PIL import Image
-
-    from invbench.results import RESULTS_FILE, read_rows
-
-    rows = [row for row in read_rows(job_folder / RESULTS_FILE) if row["status"] == "ok"][:samples]
-    grid, axes = plt.subplots(len(rows), 3, figsize=(7.5, 2.6 * len(rows)), squeeze=False)
-    for line, row in zip(axes, rows):
-        pictures = (
-            (Path(row["images_root"]) / row["image_path"], f"source: {row['source_prompt']}"),
-            (job_folder / row["reconstruction_image"], f"reconstruction: {row['reconstruction_psnr']:.1f} dB"),
-            (job_folder / row["edited_image"], f"edit: {row['target_prompt']}"),
-        )
-        for axis, (path, caption) in zip(line, pictures):
-            axis.imshow(Image.open(path).convert("RGB"))
-            axis.set_title(caption, fontsize=6, wrap=True)
-            axis.axis("off")
-    grid.suptitle(f"model={rows[0]['model']} (a TOY trained on 18 photos), {rows[0]['inversion']} + "
-                  f"{rows[0]['editor']}: what the gallery shows", fontsize=8)  # fmt: skip
-    grid.tight_layout(rect=(0, 0, 1, 0.985))  # room for the title
-    grid.savefig(figure, dpi=110)
-    return figure
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=EMBEDDED, help="where toy.safetensors and toy.json go")
     for field in dataclasses.fields(Settings):
         parser.add_argument(f"--{field.name.replace('_', '-')}", type=type(field.default), default=field.default)
-    parser.add_argument("--demo-figure", nargs=2, type=Path, metavar=("JOB_FOLDER", "PNG"),
-                        help="only draw a job's sources, reconstructions and edits into one PNG (for the docs)")  # fmt: skip
     args = parser.parse_args(argv)
-    if args.demo_figure:
-        print(demo_figure(*args.demo_figure))
-        return
     settings = Settings(**{field.name: getattr(args, field.name) for field in dataclasses.fields(Settings)})
     train(settings, args.out, log=lambda line: print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True))
 
